@@ -1,0 +1,232 @@
+"""Export a model to a single, reproducible ONNX file with a dynamic batch axis.
+
+What varies between runs is stripped: the dynamo exporter writes stack traces (with absolute
+paths), FX node dumps and class hierarchies into node ``metadata_props``; doc strings are cleared
+too. Serialisation is deterministic, so the same model and toolchain give the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import onnx
+import torch
+from torch import nn
+
+from zoo.errors import ExportError
+
+EXPORTERS = ("dynamo", "torchscript")
+# Opsets each exporter produces that the pinned ONNX Runtime runs; 18 is the default.
+SUPPORTED_OPSETS = {"dynamo": range(18, 24), "torchscript": range(14, 21)}
+# The newest IR version the pinned onnxruntime loads that both exporters' output fits in.
+IR_VERSION = 10
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """Everything an export is asked for, as data (in the spirit of optimum's ``OnnxConfig``)."""
+
+    opset: int = 18
+    exporter: str = "dynamo"
+    input_name: str = "input"
+    output_name: str = "logits"
+    batch_axis: str = "batch"
+    export_batch: int = 2  # never 1: a batch of 1 lets an exporter specialise the axis away
+    ir_version: int = IR_VERSION
+    optimize: bool = True
+    fold_batchnorm: bool = True
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    dynamic_axes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.exporter not in EXPORTERS:
+            raise ValueError(f"unknown exporter {self.exporter!r}; valid exporters: {', '.join(EXPORTERS)}")
+        ops = SUPPORTED_OPSETS[self.exporter]
+        if not isinstance(self.opset, int) or self.opset not in ops:
+            raise ValueError(
+                f"opset {self.opset!r} is not supported by the {self.exporter} exporter; "
+                f"choose {ops.start}..{ops.stop - 1}"
+            )
+        if self.export_batch < 2:
+            raise ValueError("export batch must be at least 2 (a batch of 1 can freeze the batch axis)")
+        if not self.dynamic_axes:
+            object.__setattr__(
+                self, "dynamic_axes", {self.input_name: {0: self.batch_axis}, self.output_name: {0: self.batch_axis}}
+            )
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode with every ``Linear -> BatchNorm1d`` pair merged into the Linear.
+
+    The BatchNorm becomes ``nn.Identity``; the arithmetic runs in float64 and is cast once, so the
+    folded weights are the same bits on any machine.
+    """
+    model = copy.deepcopy(model).eval()
+    for parent in model.modules():
+        children = list(parent.named_children())
+        for (_, lin), (bn_name, bn) in zip(children, children[1:]):
+            if not (isinstance(lin, nn.Linear) and isinstance(bn, nn.BatchNorm1d)):
+                continue
+            scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+            bias = lin.bias.double() if lin.bias is not None else torch.zeros(lin.out_features, dtype=torch.float64)
+            new_bias = (bias - bn.running_mean.double()) * scale + bn.bias.double()
+            folded = nn.Linear(lin.in_features, lin.out_features, bias=True)
+            folded.weight.copy_((lin.weight.double() * scale[:, None]).float())
+            folded.bias.copy_(new_bias.float())
+            setattr(parent, _name_of(parent, lin), folded)
+            setattr(parent, bn_name, nn.Identity())
+    return model
+
+
+def _name_of(parent: nn.Module, child: nn.Module) -> str:
+    return next(n for n, c in parent.named_children() if c is child)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress and warnings of their own; the zoo reports progress itself."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _export_dynamo(model: nn.Module, example: torch.Tensor, spec: ExportSpec) -> onnx.ModelProto:
+    batch = torch.export.Dim(spec.batch_axis, min=1)
+    program = torch.onnx.export(
+        model,
+        (example,),
+        dynamo=True,
+        input_names=[spec.input_name],
+        output_names=[spec.output_name],
+        dynamic_shapes=({0: batch},),
+        opset_version=spec.opset,
+        external_data=False,
+        optimize=spec.optimize,
+        verbose=False,
+        report=False,
+    )
+    return program.model_proto
+
+
+def _export_torchscript(model: nn.Module, example: torch.Tensor, spec: ExportSpec) -> onnx.ModelProto:
+    buf = io.BytesIO()
+    torch.onnx.export(
+        model,
+        (example,),
+        buf,
+        dynamo=False,
+        input_names=[spec.input_name],
+        output_names=[spec.output_name],
+        dynamic_axes=spec.dynamic_axes,
+        opset_version=spec.opset,
+        do_constant_folding=spec.optimize,
+    )
+    return onnx.load_from_string(buf.getvalue())
+
+
+def export_model(
+    model: nn.Module, input_dim: int, spec: ExportSpec = ExportSpec(), metadata: dict[str, str] | None = None
+) -> onnx.ModelProto:
+    """Export ``model`` (``[batch, input_dim]`` in) to a checked, reproducible ``ModelProto``."""
+    model = fold_batchnorm(model) if spec.fold_batchnorm else copy.deepcopy(model).eval()
+    example = torch.zeros(spec.export_batch, input_dim)
+    exporter = _export_dynamo if spec.exporter == "dynamo" else _export_torchscript
+    try:
+        with _quiet():
+            proto = exporter(model, example, spec)
+    except Exception as e:  # the exporters raise many types; the zoo reports one
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"{spec.exporter} export failed: {first}") from e
+    _make_reproducible(proto, spec, metadata or {})
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ExportError(f"exported model fails onnx.checker: {str(e).splitlines()[0]}") from e
+    return proto
+
+
+def _make_reproducible(proto: onnx.ModelProto, spec: ExportSpec, metadata: dict[str, str]) -> None:
+    proto.ir_version = spec.ir_version
+    proto.doc_string = ""
+    proto.graph.doc_string = ""
+    proto.graph.name = "dense_efficientnet"
+    for graph in _graphs(proto.graph):
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+        for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
+            vi.doc_string = ""
+            del vi.metadata_props[:]
+        for init in graph.initializer:
+            init.doc_string = ""
+            del init.metadata_props[:]
+        del graph.metadata_props[:]
+    for func in proto.functions:
+        for node in func.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+        del func.metadata_props[:]
+    del proto.metadata_props[:]
+    for key in sorted(metadata):
+        proto.metadata_props.add(key=key, value=str(metadata[key]))
+    # The torchscript exporter names the batch axis itself in some places; make it the spec's.
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and dims[0].dim_param:
+            dims[0].dim_param = spec.batch_axis
+
+
+def _graphs(graph: onnx.GraphProto):
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _graphs(attr.g)
+            for g in attr.graphs:
+                yield from _graphs(g)
+
+
+def serialize(proto: onnx.ModelProto) -> bytes:
+    """Deterministic bytes (map fields in a fixed order); refuses models that need external data."""
+    data = proto.SerializeToString(deterministic=True)
+    if len(data) >= 2**31:
+        raise ExportError("model is over 2 GiB and would need external data; the zoo ships single files")
+    return data
+
+
+def _type_str(tt) -> str:
+    return f"tensor({onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name.replace('float32', 'float').replace('float16', 'float16')})"
+
+
+def io_ports(proto: onnx.ModelProto) -> dict:
+    """Inputs and outputs with symbolic dims as strings, in the ONNX Hub manifest's shape."""
+
+    def port(vi):
+        tt = vi.type.tensor_type
+        shape = [d.dim_param if d.dim_param else int(d.dim_value) for d in tt.shape.dim]
+        return {"name": vi.name, "shape": shape, "type": _type_str(tt)}
+
+    inits = {i.name for i in proto.graph.initializer}
+    return {
+        "inputs": [port(v) for v in proto.graph.input if v.name not in inits],
+        "outputs": [port(v) for v in proto.graph.output],
+    }
+
+
+os.environ.setdefault("TORCH_ONNX_EXPERIMENTAL_RUNTIME_TYPE_CHECK", "0")

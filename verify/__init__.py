@@ -1,0 +1,1 @@
+"""Verification of zoo artifacts: parity against PyTorch on many backends, and latency."""

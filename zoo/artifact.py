@@ -1,0 +1,205 @@
+"""One model's artifacts, made in memory: the ONNX bytes, the test data, the manifest entry."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from exporters import ExportSpec, export_model, io_ports, serialize
+
+from .fsutil import sha256_bytes
+from .manifest import toolchain_versions
+from .model import DenseEfficientNet, create, variant_config
+from .scaling import Variant, compound, get_variant
+
+FAMILY = "dense_efficientnet"
+TEST_BATCH = 3  # differs from the export batch (2), so a frozen batch axis is caught
+TEST_SET = "test_data_set_0"
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What to build: a table row (or a compound-scaled one) and the options that shape it."""
+
+    variant: Variant
+    seed: int = 0
+    num_classes: int = 10
+    input_dim: int | None = None
+    flavor: str = "paper"
+    spec: ExportSpec = field(default_factory=ExportSpec)
+
+    @property
+    def name(self) -> str:
+        return self.variant.name
+
+    @property
+    def effective_input_dim(self) -> int:
+        return self.input_dim if self.input_dim is not None else self.variant.input_dim
+
+    def create(self) -> DenseEfficientNet:
+        return create(self.variant, self.num_classes, self.seed, self.flavor, self.input_dim)
+
+    def scaling(self) -> dict:
+        v = self.variant
+        return {
+            "width": v.width,
+            "depth": v.depth,
+            "resolution": v.resolution,
+            "dropout": v.dropout,
+            "input_dim": self.effective_input_dim,
+            "phi": v.phi,
+        }
+
+    @classmethod
+    def from_entry(cls, entry: dict) -> "ModelRequest":
+        """The request that built a manifest entry (for ``--check`` and ``zoo verify``)."""
+        phi = entry["scaling"].get("phi")
+        variant = compound(phi) if phi is not None else get_variant(entry["model"])
+        input_dim = entry["scaling"]["input_dim"]
+        return cls(
+            variant=variant,
+            seed=entry["seed"],
+            num_classes=entry["num_classes"],
+            input_dim=None if input_dim == variant.input_dim else input_dim,
+            flavor=entry["flavor"],
+            spec=ExportSpec(opset=entry["opset_version"], exporter=entry["exporter"], ir_version=entry["ir_version"]),
+        )
+
+
+def pinned_toolchain() -> dict[str, str]:
+    """Toolchain versions as written into an .onnx file: no Python patch level, no local build tag
+    (``2.13.0+cpu`` and ``2.13.0+cu128`` export the same graph), so the bytes match on any machine."""
+    return {k: v.split("+")[0] for k, v in toolchain_versions().items() if k != "python"}
+
+
+def onnx_metadata(req: ModelRequest) -> dict[str, str]:
+    return {
+        "zoo.name": req.name,
+        "zoo.family": FAMILY,
+        "zoo.flavor": req.flavor,
+        "zoo.scaling": json.dumps(req.scaling(), sort_keys=True),
+        "zoo.input_dim": str(req.effective_input_dim),
+        "zoo.num_classes": str(req.num_classes),
+        "zoo.seed": str(req.seed),
+        "zoo.toolchain": json.dumps(pinned_toolchain(), sort_keys=True),
+    }
+
+
+def test_input(req: ModelRequest, batch: int = TEST_BATCH) -> np.ndarray:
+    g = torch.Generator().manual_seed(req.seed)
+    return torch.randn(batch, req.effective_input_dim, generator=g).numpy()
+
+
+def tensor_bytes(array: np.ndarray, name: str) -> bytes:
+    return numpy_helper.from_array(np.ascontiguousarray(array), name=name).SerializeToString(deterministic=True)
+
+
+def read_tensor(data: bytes) -> np.ndarray:
+    t = onnx.TensorProto()
+    t.ParseFromString(data)
+    return numpy_helper.to_array(t)
+
+
+@dataclass
+class Artifact:
+    """A built model before anything is written: file bytes by relative path, plus timings."""
+
+    request: ModelRequest
+    model: DenseEfficientNet
+    files: dict[str, bytes]  # relative path -> bytes, the model first
+    params: int
+    flops: int
+    ports: dict
+    test_in: np.ndarray
+    test_out: np.ndarray
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def model_path(self) -> str:
+        return f"{self.request.name}/model.onnx"
+
+    @property
+    def model_bytes(self) -> bytes:
+        return self.files[self.model_path]
+
+    def manifest_entry(self) -> dict:
+        req, model_sha = self.request, sha256_bytes(self.model_bytes)
+        roles = {self.model_path: "model"}
+        roles.update({p: ("test_input" if p.endswith("input_0.pb") else "test_output") for p in self.files if p.endswith(".pb")})
+        return {
+            "model": req.name,
+            "model_path": self.model_path,
+            "onnx_version": onnx.__version__,
+            "opset_version": req.spec.opset,
+            "metadata": {
+                "model_sha": model_sha,
+                "model_bytes": len(self.model_bytes),
+                "tags": ["dense-efficientnet", req.flavor, "vector-classification"],
+                "io_ports": self.ports,
+            },
+            "family": FAMILY,
+            "flavor": req.flavor,
+            "scaling": req.scaling(),
+            "num_classes": req.num_classes,
+            "params": self.params,
+            "flops": self.flops,
+            "seed": req.seed,
+            "exporter": req.spec.exporter,
+            "ir_version": req.spec.ir_version,
+            "toolchain": toolchain_versions(),
+            "files": [
+                {"path": p, "bytes": len(b), "sha256": sha256_bytes(b), "role": roles[p], "precision": "fp32"}
+                for p, b in self.files.items()
+            ],
+            "test_data": {"batch": int(self.test_in.shape[0]), "seed": req.seed, "sets": [f"{req.name}/{TEST_SET}"]},
+            "parity": [],
+            "latency": [],
+        }
+
+
+def make_artifact(req: ModelRequest) -> Artifact:
+    """Create the seeded model, export it, and compute its test data (nothing is written)."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    model = req.create()
+    timings["create"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    proto = export_model(model, req.effective_input_dim, req.spec, onnx_metadata(req))
+    proto.producer_version = proto.producer_version.split("+")[0]
+    data = serialize(proto)
+    timings["export"] = time.perf_counter() - t
+
+    x = test_input(req)
+    with torch.no_grad():
+        y = model(torch.from_numpy(x)).numpy()
+    name = req.name
+    files = {
+        f"{name}/model.onnx": data,
+        f"{name}/{TEST_SET}/input_0.pb": tensor_bytes(x, req.spec.input_name),
+        f"{name}/{TEST_SET}/output_0.pb": tensor_bytes(y, req.spec.output_name),
+    }
+    return Artifact(
+        request=req,
+        model=model,
+        files=files,
+        params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        flops=model.config.flops(),
+        ports=io_ports(proto),
+        test_in=x,
+        test_out=y,
+        timings_s=timings,
+    )
+
+
+def request_for(name: str | None, *, phi: float | None = None, **options) -> ModelRequest:
+    variant = compound(phi) if phi is not None else get_variant(name)
+    req = ModelRequest(variant=variant, **options)
+    variant_config(variant, req.num_classes, req.flavor, req.input_dim)  # validate early, cheaply
+    return req

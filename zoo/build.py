@@ -1,0 +1,211 @@
+"""``zoo build``: make artifacts, check them, and commit them with the manifest as one transaction.
+
+Nothing reaches a final name until every requested model has been exported, self-checked and
+verified. Files are staged as temporary files beside their final names; the commit renames them
+into place and then writes the manifest (itself atomically). A failure or an interrupt removes the
+staged files, so the previous artifacts and manifest stay exactly as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import onnxruntime as ort
+
+from verify.parity import check_outputs, tolerance_for
+
+from . import manifest as mf
+from .artifact import Artifact, ModelRequest, make_artifact
+from .errors import ZooError
+from .fsutil import TMP_PREFIX, atomic_path, sha256_bytes
+
+Progress = Callable[[str], None]
+# verifier(artifact, progress) -> parity records; raises ParityError on a failed check.
+Verifier = Callable[[Artifact, Progress], list]
+# extra(artifact, entry, staged files, progress): more work on a passed model (precision
+# variants, latency records); it may add files to ``staged`` and records to ``entry``.
+Extra = Callable[[Artifact, dict, dict, Progress], None]
+
+
+@dataclass
+class ModelResult:
+    name: str
+    status: str  # "ok" | "failed"
+    error: str | None = None
+    entry: dict | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        e = self.entry or {}
+        model_file = next((f for f in e.get("files", []) if f["role"] == "model" and f["precision"] == "fp32"), None)
+        return {
+            "name": self.name,
+            "status": self.status,
+            "error": self.error,
+            "params": e.get("params"),
+            "file_bytes": model_file["bytes"] if model_file else None,
+            "sha256": model_file["sha256"] if model_file else None,
+            "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
+        }
+
+
+def self_check(art: Artifact) -> None:
+    """ONNX Runtime (CPU) must reproduce the test data before anything enters the manifest."""
+    sess = ort.InferenceSession(art.model_bytes, providers=["CPUExecutionProvider"])
+    spec = art.request.spec
+    got = sess.run(None, {spec.input_name: art.test_in})
+    outputs = {o.name: v for o, v in zip(sess.get_outputs(), got)}
+    check_outputs(outputs, {spec.output_name: art.test_out}, tolerance_for("fp32", spec.atol, spec.rtol),
+                  what=f"{art.request.name} self-check (onnxruntime CPU)")
+
+
+class Staging:
+    """Files written beside their final names under temporary names, renamed only on commit."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.staged: dict[Path, Path] = {}  # final -> temporary
+
+    def add(self, relpath: str, data: bytes) -> None:
+        final = self.root / relpath
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".part", dir=final.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        self.staged[final] = Path(tmp)
+
+    def commit(self) -> None:
+        for final, tmp in self.staged.items():
+            os.replace(tmp, final)
+        self.staged.clear()
+
+    def abort(self) -> None:
+        for tmp in self.staged.values():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        self.staged.clear()
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / ".zoo-write-test"):
+            pass
+        (out / ".zoo-write-test").unlink()
+    except OSError as e:
+        raise ZooError(f"cannot write to {out}: {e.strerror or e}") from None
+
+
+def remove_leftovers(out: Path) -> None:
+    """Temporary files of an earlier, killed build are never renamed into place: clear them."""
+    for p in out.rglob(TMP_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def build(
+    requests: list[ModelRequest],
+    out: str | Path = "artifacts",
+    *,
+    verifier: Verifier | None = None,
+    extras: list[Extra] = (),
+    progress: Progress = lambda msg: None,
+    keep_going: bool = False,
+) -> list[ModelResult]:
+    """Build ``requests`` into ``out``; see the module docstring for the transaction.
+
+    Without ``keep_going`` a failed model aborts the whole build (nothing is written). With it,
+    the models that passed are committed and the failed ones stay out of the manifest.
+    """
+    out = Path(out)
+    manifest_path = out / mf.MANIFEST_NAME
+    manifest = mf.load_or_empty(manifest_path)  # a malformed manifest stops us before any work
+    check_writable(out)
+    remove_leftovers(out)
+    staging = Staging(out)
+    results: list[ModelResult] = []
+    try:
+        for i, req in enumerate(requests, 1):
+            tag = f"[{i}/{len(requests)}] {req.name}"
+            result = _build_one(req, staging, verifier, extras, lambda m, tag=tag: progress(f"{tag}: {m}"))
+            results.append(result)
+            if result.status != "ok":
+                progress(f"{tag}: FAILED: {result.error}")
+                if not keep_going:
+                    break
+        ok = [r for r in results if r.status == "ok"]
+        if len(ok) < len(results) and not keep_going:
+            staging.abort()
+            return results
+        if ok:
+            t = time.perf_counter()
+            for r in ok:
+                manifest = mf.upsert(manifest, r.entry)
+            mf.validate(manifest, str(manifest_path))  # before the first rename, not after
+            staging.commit()
+            mf.save(manifest_path, manifest)
+            progress(f"wrote {len(ok)} model(s) and {manifest_path} in {time.perf_counter() - t:.1f}s")
+        return results
+    finally:
+        staging.abort()  # a no-op after commit; removes every staged file on error or interrupt
+
+
+def _build_one(req: ModelRequest, staging: Staging, verifier, extras, progress: Progress) -> ModelResult:
+    timings: dict[str, float] = {}
+    try:
+        progress("create + export ...")
+        art = make_artifact(req)
+        timings.update(art.timings_s)
+        progress(f"exported {len(art.model_bytes) / 1e6:.1f} MB in {timings['export']:.1f}s")
+
+        t = time.perf_counter()
+        self_check(art)
+        timings["self_check"] = time.perf_counter() - t
+
+        entry = art.manifest_entry()
+        if verifier is not None:
+            t = time.perf_counter()
+            entry["parity"] = verifier(art, progress)
+            timings["parity"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        staged: dict[str, bytes] = dict(art.files)
+        for extra in extras:
+            extra(art, entry, staged, progress)
+        for rel, data in staged.items():
+            staging.add(rel, data)
+        timings["write"] = time.perf_counter() - t
+        progress(f"ok ({sum(timings.values()):.1f}s)")
+        return ModelResult(req.name, "ok", entry=entry, timings_s=timings)
+    except ZooError as e:
+        return ModelResult(req.name, "failed", error=str(e), timings_s=timings)
+
+
+def check_against(requests: list[ModelRequest], reference: dict, progress: Progress = lambda m: None) -> list[dict]:
+    """Rebuild ``requests`` in memory and compare every file's sha256 with ``reference``'s."""
+    rows = []
+    by_name = {m["model"]: m for m in reference["models"]}
+    for i, req in enumerate(requests, 1):
+        progress(f"[{i}/{len(requests)}] {req.name}: rebuilding ...")
+        entry = by_name.get(req.name)
+        if entry is None:
+            rows.append({"model": req.name, "path": None, "expected": None, "actual": None, "match": False,
+                         "note": "not in the manifest"})
+            continue
+        art = make_artifact(ModelRequest.from_entry(entry))
+        built = {p: sha256_bytes(b) for p, b in art.files.items()}
+        for f in entry["files"]:
+            if f["precision"] != "fp32":
+                continue  # other precisions are rebuilt by the bench extras
+            actual = built.get(f["path"])
+            rows.append({"model": req.name, "path": f["path"], "expected": f["sha256"], "actual": actual,
+                         "match": actual == f["sha256"], "note": None if actual else "not rebuilt"})
+    return rows

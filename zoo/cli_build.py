@@ -1,0 +1,130 @@
+"""``zoo build`` and ``zoo info``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from exporters import EXPORTERS, ExportSpec
+
+from . import manifest as mf
+from .artifact import ModelRequest
+from .cli import emit_json, progress, selected_variants, shape_options, table
+from .errors import ZooError
+from .model import variant_config
+
+
+@click.command("build")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Build every variant of the table (dense_b0 ... dense_b7).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"), show_default=True,
+              help="Artifacts folder (manifest.json at its root).")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset to export to.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Weight and test-data seed.")
+@shape_options
+@click.option("--exporter", type=click.Choice(EXPORTERS), default="dynamo", show_default=True,
+              help="torch.onnx exporter: dynamo (onnxscript) or the legacy torchscript one.")
+@click.option("--check", "check_manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Rebuild with the options recorded in MANIFEST and compare every file's sha256 (writes nothing).")
+@click.option("--no-verify", is_flag=True, help="Skip the parity matrix (the ONNX Runtime self-check still runs).")
+@click.option("--keep-going", is_flag=True,
+              help="After a failed model, go on and commit the models that passed (exit 1 all the same).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi, exporter, check_manifest,
+              no_verify, keep_going, as_json):
+    """Export variants to ONNX, verify them, and write artifacts plus manifest.json.
+
+    Every file is staged under a temporary name and renamed into place only when every model has
+    passed; a failed or interrupted build leaves the previous artifacts and manifest as they were.
+
+    \b
+    Examples:
+      zoo build --all
+      zoo build dense_b0 dense_b1 --out /tmp/zoo --seed 1
+      zoo build --phi 1.5 --flavor edifice
+      zoo build --all --check artifacts/manifest.json
+    """
+    from .build import build, check_against
+
+    if not names and not all_ and phi is None:
+        raise click.UsageError("name at least one variant, or give --all or --phi")
+    variants = selected_variants(names, all_, phi)
+    spec = ExportSpec(opset=opset, exporter=exporter)
+    requests = [ModelRequest(variant=v, seed=seed, num_classes=num_classes, input_dim=input_dim, flavor=flavor,
+                             spec=spec) for v in variants]
+    for r in requests:  # validate every option before any slow work
+        variant_config(r.variant, r.num_classes, r.flavor, r.input_dim)
+
+    if check_manifest is not None:
+        reference = mf.load(check_manifest)
+        rows = check_against(requests, reference, progress)
+        bad = [r for r in rows if not r["match"]]
+        if as_json:
+            emit_json({"manifest": str(check_manifest), "files": rows, "mismatches": len(bad)})
+        else:
+            click.echo(table([dict(r, expected=(r["expected"] or "-")[:12], actual=(r["actual"] or "-")[:12],
+                                   match="yes" if r["match"] else "NO") for r in rows],
+                             [("model", "model"), ("path", "file"), ("expected", "expected"), ("actual", "actual"),
+                              ("match", "match"), ("note", "note")]))
+        if bad:
+            raise ZooError(f"{len(bad)} of {len(rows)} file(s) differ from {check_manifest}")
+        if not as_json:
+            click.echo(f"all {len(rows)} file(s) match {check_manifest}")
+        return
+
+    verifier = None if no_verify else _default_verifier()
+    results = build(requests, out, verifier=verifier, extras=_default_extras(), progress=progress,
+                    keep_going=keep_going)
+    summary = [r.summary() for r in results]
+    if as_json:
+        emit_json({"out": str(out), "manifest": str(out / mf.MANIFEST_NAME), "models": summary})
+    else:
+        click.echo(table([dict(s, file_mb=(s["file_bytes"] or 0) / 1e6 if s["file_bytes"] else None,
+                               sha256=(s["sha256"] or "-")[:12], seconds=sum(s["timings_s"].values()))
+                          for s in summary],
+                         [("name", "name"), ("params", "params"), ("file_mb", "file MB"), ("sha256", "sha256"),
+                          ("seconds", "seconds"), ("status", "status")]))
+    failed = [r for r in results if r.status != "ok"]
+    if failed:
+        kept = "the others were written" if keep_going else "nothing was written"
+        raise ZooError(f"{len(failed)} model(s) failed ({', '.join(r.name for r in failed)}); {kept}: "
+                       f"{failed[0].error}")
+
+
+def _default_verifier():
+    from verify.matrix import build_verifier
+
+    return build_verifier()
+
+
+def _default_extras() -> list:
+    return []
+
+
+@click.command("info")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def info_cmd(path, as_json):
+    """Inspect any .onnx file: inputs, outputs, opset, zoo metadata, size, sha256, parameters.
+
+    \b
+    Examples:
+      zoo info artifacts/dense_b0/model.onnx
+      zoo info model.onnx --json
+    """
+    from .inspect import describe
+
+    info = describe(path)
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"{path}")
+    click.echo(f"  size       {info['file_bytes']:,} bytes\n  sha256     {info['sha256']}")
+    click.echo(f"  ir_version {info['ir_version']}   opset {info['opset']}   producer {info['producer']}")
+    click.echo(f"  params     {info['params']:,} (from initializers)   nodes {info['nodes']}")
+    for kind in ("inputs", "outputs"):
+        for p in info[kind]:
+            click.echo(f"  {kind[:-1]:<6} {p['name']}: {p['type']} {p['shape']}")
+    for k, v in info["metadata"].items():
+        click.echo(f"  {k} = {v}")
