@@ -178,6 +178,10 @@ def register_commands() -> None:
 
     cli.add_command(build_cmd)
     cli.add_command(info_cmd)
+    from .cli_hub import COMMANDS as hub_commands
+
+    for command in hub_commands:
+        cli.add_command(command)
 
 
 register_commands()

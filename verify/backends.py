@@ -1,0 +1,264 @@
+"""Backends that run an ONNX model: ONNX Runtime execution providers and independent runtimes.
+
+Each backend says whether it is available (and why not), its version, and runs a model given as
+bytes. A provider that is asked for and missing is *unavailable*, never replaced by the CPU:
+ONNX Runtime falls back silently, so the session's actual providers are checked.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import ProviderUnavailableError
+
+OPT_LEVELS = ("disabled", "basic", "extended", "all")
+KNOWN_PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
+RUNTIMES = ("reference", "openvino", "tract")
+# The reference evaluator is pure numpy, node by node: it checks small batches only.
+REFERENCE_MAX_BATCH = 8
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return importlib_metadata.version(name)
+    except importlib_metadata.PackageNotFoundError:
+        return None
+
+
+class Runner:
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass
+class Backend:
+    """Base: subclasses set ``runtime`` and implement ``unavailable_reason`` and ``load``."""
+
+    runtime: str = ""
+    provider: str | None = None
+    optimization: str | None = None
+    max_batch: int | None = None
+
+    @property
+    def name(self) -> str:
+        parts = [self.runtime] + [p for p in (self.provider, self.optimization) if p]
+        return ":".join(parts)
+
+    def version(self) -> str | None:
+        return None
+
+    def unavailable_reason(self) -> str | None:
+        return None
+
+    def load(self, model: bytes) -> Runner:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def record_base(self) -> dict:
+        return {
+            "backend": self.name,
+            "runtime": self.runtime,
+            "version": self.version(),
+            "provider": self.provider,
+            "optimization": self.optimization,
+        }
+
+
+class _OrtRunner(Runner):
+    def __init__(self, sess):
+        self.sess = sess
+        self.outputs = [o.name for o in sess.get_outputs()]
+
+    def run(self, feeds):
+        return dict(zip(self.outputs, self.sess.run(None, feeds)))
+
+
+@dataclass
+class OrtBackend(Backend):
+    runtime: str = "onnxruntime"
+    provider: str | None = "CPUExecutionProvider"
+    optimization: str | None = "all"
+    threads: int | None = None
+
+    def version(self):
+        import onnxruntime as ort
+
+        return ort.__version__
+
+    def unavailable_reason(self):
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        if self.provider not in available:
+            return f"{self.provider} is not available in this onnxruntime ({', '.join(available)})"
+        if self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+            try:
+                import torch
+
+                if not torch.cuda.is_available():
+                    return f"{self.provider} is built in, but no CUDA GPU is visible"
+            except ImportError:  # pragma: no cover - torch is a dependency
+                pass
+        return None
+
+    def session(self, model: bytes | str):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = {
+            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[self.optimization or "all"]
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(model, sess_options=opts, providers=[self.provider])
+        actual = sess.get_providers()
+        if actual[0] != self.provider:  # onnxruntime fell back silently
+            raise ProviderUnavailableError(f"{self.provider} was asked for but the session runs on {actual[0]}")
+        return sess
+
+    def load(self, model: bytes) -> Runner:
+        return _OrtRunner(self.session(model))
+
+
+class _ReferenceRunner(Runner):
+    def __init__(self, model: bytes):
+        import onnx
+        from onnx.reference import ReferenceEvaluator
+
+        proto = onnx.load_from_string(model)
+        self.outputs = [o.name for o in proto.graph.output]
+        self.ev = ReferenceEvaluator(proto)
+
+    def run(self, feeds):
+        # Its sigmoid overflows exp() for large inputs and warns, though the result is right.
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return dict(zip(self.outputs, self.ev.run(None, feeds)))
+
+
+@dataclass
+class ReferenceBackend(Backend):
+    runtime: str = "reference"
+    max_batch: int | None = REFERENCE_MAX_BATCH
+
+    def version(self):
+        return "onnx " + (_dist_version("onnx") or "?")
+
+    def load(self, model: bytes) -> Runner:
+        return _ReferenceRunner(model)
+
+
+class _FileModel:
+    """Runtimes that read models from files get one in a private temporary folder."""
+
+    def __init__(self, model: bytes):
+        self.dir = tempfile.TemporaryDirectory(prefix="zoo-verify-")
+        self.path = Path(self.dir.name) / "model.onnx"
+        self.path.write_bytes(model)
+
+
+class _OpenVinoRunner(Runner):
+    def __init__(self, model: bytes):
+        import openvino as ov
+
+        f = _FileModel(model)
+        core = ov.Core()
+        # This CPU would run bf16 by default; parity is checked at f32.
+        self.compiled = core.compile_model(core.read_model(str(f.path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        self.outputs = [o.get_any_name() for o in self.compiled.outputs]
+        self.inputs = [i.get_any_name() for i in self.compiled.inputs]
+        f.dir.cleanup()
+
+    def run(self, feeds):
+        req = self.compiled.create_infer_request()
+        res = req.infer({name: np.ascontiguousarray(feeds[name]) for name in self.inputs})
+        return {name: np.array(res[out]) for name, out in zip(self.outputs, self.compiled.outputs)}
+
+
+@dataclass
+class OpenVinoBackend(Backend):
+    runtime: str = "openvino"
+
+    def version(self):
+        return _dist_version("openvino")
+
+    def unavailable_reason(self):
+        return None if _dist_version("openvino") else "openvino is not installed (pip install -e '.[runtimes]')"
+
+    def load(self, model: bytes) -> Runner:
+        return _OpenVinoRunner(model)
+
+
+class _TractRunner(Runner):
+    def __init__(self, model: bytes):
+        import onnx
+        import tract
+
+        proto = onnx.load_from_string(model)
+        self.inputs = [i.name for i in proto.graph.input]
+        self.outputs = [o.name for o in proto.graph.output]
+        f = _FileModel(model)
+        # The symbolic batch axis stays symbolic: one optimised plan serves every batch size.
+        self.runnable = tract.onnx().load(str(f.path)).into_model().into_runnable()
+        f.dir.cleanup()
+
+    def run(self, feeds):
+        out = self.runnable.run([np.ascontiguousarray(feeds[n]) for n in self.inputs])
+        return {name: t.to_numpy() for name, t in zip(self.outputs, out)}
+
+
+@dataclass
+class TractBackend(Backend):
+    runtime: str = "tract"
+
+    def version(self):
+        return _dist_version("tract")
+
+    def unavailable_reason(self):
+        return None if _dist_version("tract") else "tract is not installed (pip install -e '.[runtimes]')"
+
+    def load(self, model: bytes) -> Runner:
+        return _TractRunner(model)
+
+
+def provider_backends(providers: list[str] | None, opt_levels=("disabled", "all")) -> list[Backend]:
+    """ONNX Runtime backends: the CPU at each optimisation level, plus the GPU providers asked for
+    (by default, those this onnxruntime has)."""
+    import onnxruntime as ort
+
+    if providers is None:
+        providers = ["CPUExecutionProvider"] + [
+            p for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") if p in ort.get_available_providers()
+        ]
+    out: list[Backend] = []
+    for p in providers:
+        levels = opt_levels if p == "CPUExecutionProvider" else ("all",)
+        out += [OrtBackend(provider=p, optimization=level) for level in levels]
+    return out
+
+
+RUNTIME_BACKENDS = {"reference": ReferenceBackend, "openvino": OpenVinoBackend, "tract": TractBackend}
+
+
+def runtime_backends(runtimes: list[str] | None) -> list[Backend]:
+    """Independent runtimes; by default every installed one."""
+    if runtimes is None:
+        backends = [cls() for cls in RUNTIME_BACKENDS.values()]
+        return [b for b in backends if b.unavailable_reason() is None]
+    unknown = [r for r in runtimes if r not in RUNTIME_BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown runtime {unknown[0]!r}; valid runtimes: {', '.join(RUNTIME_BACKENDS)}")
+    return [RUNTIME_BACKENDS[r]() for r in runtimes]
+
+
+os.environ.setdefault("OPENVINO_TELEMETRY", "0")

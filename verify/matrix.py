@@ -1,0 +1,216 @@
+"""The parity matrix: one artifact against its PyTorch model, on every backend, batch size and
+input distribution. Each backend gets one record (worst case over the cases); a failure names the
+check (names, shapes or values), the output and the worst error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from zoo.errors import AtolError, NameMismatchError, ParityError, ProviderUnavailableError, ShapeError
+
+from .backends import Backend, provider_backends, runtime_backends
+from .parity import Tolerance, check_outputs, tolerance_for
+
+DEFAULT_BATCH_SIZES = (1, 2, 7, 64)
+DISTRIBUTIONS = ("normal", "normal_x10", "zeros")
+_CHECK_OF = {NameMismatchError: "names", ShapeError: "shapes", AtolError: "values"}
+
+
+@dataclass
+class MatrixOptions:
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    distributions: tuple[str, ...] = DISTRIBUTIONS
+    providers: list[str] | None = None  # None: the CPU plus every available GPU provider
+    runtimes: list[str] | None = None  # None: every installed independent runtime
+    atol: float | None = None
+    rtol: float | None = None
+    backends: list[Backend] = field(default_factory=list)  # overrides providers/runtimes when set
+
+    def __post_init__(self):
+        if not self.batch_sizes or any((not isinstance(b, int)) or b < 1 for b in self.batch_sizes):
+            raise ValueError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}")
+        bad = [d for d in self.distributions if d not in DISTRIBUTIONS]
+        if bad:
+            raise ValueError(f"unknown input distribution {bad[0]!r}; valid: {', '.join(DISTRIBUTIONS)}")
+
+    def resolve_backends(self) -> list[Backend]:
+        if self.backends:
+            return list(self.backends)
+        return provider_backends(self.providers) + runtime_backends(self.runtimes)
+
+
+def make_input(input_dim: int, batch: int, distribution: str, seed: int) -> np.ndarray:
+    """Seeded inputs, the same for every backend and run."""
+    g = torch.Generator().manual_seed(seed * 100_003 + batch * 101 + DISTRIBUTIONS.index(distribution))
+    if distribution == "zeros":
+        return np.zeros((batch, input_dim), dtype=np.float32)
+    x = torch.randn(batch, input_dim, generator=g)
+    return (x * 10 if distribution == "normal_x10" else x).numpy()
+
+
+@dataclass
+class Case:
+    batch: int
+    distribution: str
+    x: np.ndarray
+    expected: dict[str, np.ndarray]
+
+
+@torch.no_grad()
+def reference_cases(model: torch.nn.Module, input_dim: int, output_name: str, seed: int, options: MatrixOptions,
+                    device: str = "cpu") -> list[Case]:
+    model = model.to(device).eval()
+    cases = []
+    for b in options.batch_sizes:
+        for d in options.distributions:
+            x = make_input(input_dim, b, d, seed)
+            y = model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+            cases.append(Case(b, d, x, {output_name: y}))
+    model.to("cpu")
+    return cases
+
+
+def check_backend(backend: Backend, model_bytes: bytes, cases: list[Case], input_name: str, precision: str,
+                  tol: Tolerance, reference: str = "torch-cpu", label: str | None = None) -> dict:
+    """One backend over every case: a parity record (never raises for a parity failure)."""
+    usable = [c for c in cases if backend.max_batch is None or c.batch <= backend.max_batch]
+    rec = backend.record_base() | {
+        "reference": reference,
+        "precision": precision,
+        "batch_sizes": sorted({c.batch for c in usable}),
+        "distributions": list(dict.fromkeys(c.distribution for c in usable)),
+        "atol": tol.atol,
+        "rtol": tol.rtol,
+        "output": None,
+        "max_abs_error": None,
+        "max_rel_error": None,
+        "mean_abs_error": None,
+        "p99_abs_error": None,
+        "cosine_similarity": None,
+        "rel_l2_error": None,
+        "top1_agreement": None,
+        "verdict": "pass",
+        "failed_check": None,
+        "reason": None,
+        "label": label,
+    }
+    reason = backend.unavailable_reason()
+    if reason is None:
+        try:
+            runner = backend.load(model_bytes)
+        except ProviderUnavailableError as e:
+            reason = str(e)
+        except Exception as e:  # a runtime that cannot even load the model fails it
+            return rec | {"verdict": "fail", "failed_check": "values",
+                          "reason": f"{backend.name} cannot load the model: {type(e).__name__}: {str(e)[:300]}"}
+    if reason is not None:
+        rec.update(verdict="unavailable", reason=reason)
+        return rec
+    worst: dict = {}
+    means = []
+    for c in usable:
+        what = f"{backend.name} batch {c.batch} {c.distribution}"
+        try:
+            got = runner.run({input_name: c.x})
+            metrics = check_outputs(got, c.expected, tol, what)
+        except ParityError as e:
+            rec.update(verdict="fail", failed_check=_CHECK_OF.get(type(e), "values"), reason=str(e))
+            if isinstance(e, AtolError):  # still report how far off the values are
+                out = next(iter(c.expected))
+                metrics = {out: _metrics_of(got[out], c.expected[out], tol)}
+                _merge(worst, metrics, means)
+            break
+        except Exception as e:  # a runtime that cannot run the model at all fails it
+            rec.update(verdict="fail", failed_check="values", reason=f"{what}: {type(e).__name__}: {str(e)[:300]}")
+            break
+        _merge(worst, metrics, means)
+    if worst:
+        rec.update({k: worst[k] for k in ("output", "max_abs_error", "max_rel_error", "p99_abs_error",
+                                          "cosine_similarity", "rel_l2_error", "top1_agreement")})
+        rec["mean_abs_error"] = float(np.mean(means))
+    return rec
+
+
+def _metrics_of(a, b, tol):
+    from .parity import error_metrics
+
+    return error_metrics(a, b, tol)
+
+
+def _merge(worst: dict, metrics: dict, means: list) -> None:
+    for out, m in metrics.items():
+        means.append(m["mean_abs_error"])
+        if not worst or m["max_abs_error"] >= worst["max_abs_error"]:
+            worst["output"] = out
+        for k in ("max_abs_error", "max_rel_error", "p99_abs_error", "rel_l2_error"):
+            worst[k] = max(worst.get(k, 0.0), m[k])
+        worst["cosine_similarity"] = min(worst.get("cosine_similarity", 1.0), m["cosine_similarity"])
+        if m["top1_agreement"] is not None:
+            worst["top1_agreement"] = min(worst.get("top1_agreement") or 1.0, m["top1_agreement"])
+        else:
+            worst.setdefault("top1_agreement", None)
+
+
+def run_matrix(model: torch.nn.Module, model_bytes: bytes, *, input_dim: int, seed: int,
+               input_name: str = "input", output_name: str = "logits", precision: str = "fp32",
+               options: MatrixOptions | None = None, progress=lambda m: None) -> list[dict]:
+    """Parity records for every backend; references from PyTorch on the CPU (and on CUDA for GPU
+    providers when PyTorch sees a GPU)."""
+    options = options or MatrixOptions()
+    tol = tolerance_for(precision, options.atol, options.rtol)
+    cpu_cases = reference_cases(model, input_dim, output_name, seed, options)
+    cuda_cases = None
+    records = []
+    for backend in options.resolve_backends():
+        rec = check_backend(backend, model_bytes, cpu_cases, input_name, precision, tol,
+                            label=_label(backend, precision))
+        records.append(rec)
+        progress(_line(rec))
+        gpu = backend.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        if gpu and rec["verdict"] != "unavailable" and torch.cuda.is_available():
+            if cuda_cases is None:
+                cuda_cases = reference_cases(model, input_dim, output_name, seed, options, device="cuda")
+            rec2 = check_backend(backend, model_bytes, cuda_cases, input_name, precision, tol, reference="torch-cuda",
+                                 label=_label(backend, precision))
+            records.append(rec2)
+            progress(_line(rec2))
+    return records
+
+
+def _label(backend: Backend, precision: str) -> str | None:
+    if precision == "fp16" and backend.provider == "CPUExecutionProvider":
+        return "fp16 on the CPU provider (checked; the fp16 artifact is meant for GPU providers)"
+    return None
+
+
+def _line(rec: dict) -> str:
+    err = rec["max_abs_error"]
+    err_s = "-" if err is None else f"{err:.2e}"
+    extra = f" ({rec['reason']})" if rec["verdict"] != "pass" and rec["reason"] else ""
+    return f"{rec['precision']} {rec['backend']} vs {rec['reference']}: {rec['verdict']}, max abs {err_s}{extra}"
+
+
+def raise_for_failures(records: list[dict], what: str) -> None:
+    """The first failed record as its typed error (names, shapes or values)."""
+    for rec in records:
+        if rec["verdict"] == "fail":
+            cls = {"names": NameMismatchError, "shapes": ShapeError}.get(rec["failed_check"], AtolError)
+            raise cls(f"{what}: {rec['reason']}")
+
+
+def build_verifier(options: MatrixOptions | None = None):
+    """The verifier ``zoo build`` runs on every model: the matrix, failing the model on any failure."""
+
+    def verifier(art, progress) -> list[dict]:
+        spec = art.request.spec
+        records = run_matrix(art.model, art.model_bytes, input_dim=art.request.effective_input_dim,
+                             seed=art.request.seed, input_name=spec.input_name, output_name=spec.output_name,
+                             options=options, progress=progress)
+        raise_for_failures(records, art.request.name)
+        return records
+
+    return verifier

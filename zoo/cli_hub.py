@@ -1,0 +1,219 @@
+"""``zoo publish``, ``zoo pull``, ``zoo models`` and ``zoo cache list|verify|clear``: thin commands over
+``zoo.hub``. Domain failures (``ZooError``) exit 1 with one line; bad input exits 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import hub
+from .cli import emit_json, progress, table
+from .errors import ZooError
+
+SOURCE_HELP = ("Where to pull from: an http(s):// base URL, a file:// URL or a folder holding manifest.json "
+               f"[default: ${hub.SOURCE_ENV}, else {hub.DEFAULT_SOURCE}/].")
+CACHE_HELP = (f"Cache folder [default: ${hub.CACHE_ENV}, else $XDG_CACHE_HOME/zoo, else ~/.cache/zoo].")
+
+
+def source_option(f):
+    return click.option("--from", "source", metavar="SOURCE", default=None, help=SOURCE_HELP)(f)
+
+
+def cache_option(f):
+    return click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help=CACHE_HELP)(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout instead of a table.")(f)
+
+
+def _mb(n: int | None) -> float | None:
+    return None if n is None else round(n / 1e6, 2)
+
+
+@click.command("publish")
+@click.argument("names", nargs=-1)
+@click.option("--to", "to", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Mirror folder to write (serve it with any static web server or object store).")
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=Path(hub.DEFAULT_SOURCE),
+              show_default=True, help="Build output to publish (manifest.json at its root).")
+@json_option
+def publish_cmd(names, to, artifacts, as_json):
+    """Publish built artifacts as a static mirror: manifest.json plus the files it lists.
+
+    Every file is checked against the manifest's sha256 before anything is written, and only
+    listed files are published. Publishing again changes nothing; publishing NAME... into an
+    existing mirror replaces those models and keeps the others.
+
+    \b
+    Examples:
+      zoo publish --to /srv/www/zoo
+      zoo publish dense_b0 --artifacts /tmp/zoo --to ./mirror --json
+      python -m http.server -d ./mirror 8000   # then: zoo pull dense_b0 --from http://localhost:8000/
+    """
+    rows = hub.publish(artifacts, to, names or None, progress=progress)
+    if as_json:
+        emit_json({"to": str(to), "files": rows})
+        return
+    files = [r for r in rows if r["role"] != "manifest"]
+    click.echo(table([dict(r, mb=_mb(r["bytes"]), sha=r["sha256"][:12]) for r in files],
+                     [("model", "model"), ("path", "file"), ("mb", "MB"), ("sha", "sha256"), ("status", "status")]))
+    new = sum(r["status"] == "published" for r in files)
+    click.echo(f"published {new} file(s), {len(files) - new} unchanged, to {to}")
+
+
+@click.command("pull")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Pull every model the source offers.")
+@source_option
+@click.option("--precision", type=click.Choice(hub.PRECISIONS), default="fp32", show_default=True,
+              help="Which model file to pull.")
+@click.option("--with-test-data", is_flag=True,
+              help="Also pull test_data_set_0 (so that `zoo verify --artifacts VIEW` can run on the view).")
+@cache_option
+@json_option
+def pull_cmd(names, all_, source, precision, with_test_data, cache_dir, as_json):
+    """Download models into the cache, verified against the source's manifest.
+
+    Files are stored by sha256 and copied into a per-model view (an artifacts folder of its own:
+    CACHE/models/NAME/manifest.json and NAME/model.onnx). Cached files are re-verified on every
+    pull; with ZOO_OFFLINE=1 nothing is downloaded and only verified cached files are used.
+
+    \b
+    Examples:
+      zoo pull dense_b0 --from https://example.org/zoo/
+      zoo pull --all --from ./mirror --with-test-data
+      zoo pull dense_b3 --precision int8 --cache-dir /tmp/zoo-cache --json
+      ZOO_OFFLINE=1 zoo pull dense_b0
+    """
+    if all_ and names:
+        raise click.UsageError("give NAME... or --all, not both")
+    if not all_ and not names:
+        raise click.UsageError("name at least one model, or give --all (see `zoo models` for what a source offers)")
+    results = hub.pull(None if all_ else names, source, precision, with_test_data=with_test_data,
+                       cache_dir=cache_dir, progress=progress)
+    if as_json:
+        emit_json([r.summary() for r in results])
+        return
+    click.echo(table([{"name": r.name, "precision": r.precision, "status": r.status,
+                       "mb": _mb(sum(f["bytes"] for f in r.files)), "path": str(r.path)} for r in results],
+                     [("name", "name"), ("precision", "precision"), ("status", "status"), ("mb", "MB"),
+                      ("path", "path")]))
+
+
+@click.command("models")
+@source_option
+@cache_option
+@json_option
+def models_cmd(source, cache_dir, as_json):
+    """List the models a source offers.
+
+    \b
+    Examples:
+      zoo models                                  # what ./artifacts holds
+      zoo models --from https://example.org/zoo/ --json
+      ZOO_OFFLINE=1 zoo models --from https://example.org/zoo/   # from the cached manifest
+    """
+    rows = hub.list_models(source, cache_dir=cache_dir, progress=progress)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo(f"{hub.resolve_source(source)} offers no models")
+        return
+    click.echo(table([dict(r, precisions=",".join(r["precisions"]), mb=_mb(r["model_bytes"]),
+                           sha=r["model_sha"][:12]) for r in rows],
+                     [("name", "name"), ("flavor", "flavor"), ("input_dim", "input_dim"),
+                      ("num_classes", "classes"), ("params", "params"), ("precisions", "precisions"),
+                      ("mb", "MB"), ("sha", "sha256")]))
+
+
+@click.group("cache")
+def cache_group():
+    """Inspect, re-verify or empty the download cache.
+
+    \b
+    Examples:
+      zoo cache list
+      zoo cache verify --json
+      zoo cache clear dense_b0
+    """
+
+
+@cache_group.command("list")
+@cache_option
+@json_option
+def cache_list_cmd(cache_dir, as_json):
+    """List the cached models (one view folder each).
+
+    \b
+    Examples:
+      zoo cache list
+      zoo cache list --cache-dir /tmp/zoo-cache --json
+    """
+    info = hub.cache_list(cache_dir)
+    if as_json:
+        emit_json(info)
+        return
+    if info["models"]:
+        click.echo(table([dict(v, precisions=",".join(v["precisions"]) or "-", mb=_mb(v["bytes"]),
+                               test_data="yes" if v["test_data"] else "no") for v in info["models"]],
+                         [("name", "name"), ("precisions", "precisions"), ("test_data", "test data"),
+                          ("files", "files"), ("mb", "MB"), ("view", "view")]))
+    else:
+        click.echo("no models cached")
+    click.echo(f"{info['cache_dir']}: {info['blobs']} blob(s), {info['blob_bytes'] / 1e6:.1f} MB")
+
+
+@cache_group.command("verify")
+@cache_option
+@json_option
+def cache_verify_cmd(cache_dir, as_json):
+    """Re-hash every cached file against its manifest; exit 1 if any is corrupt or missing.
+
+    A model that fails is repaired by pulling it again.
+
+    \b
+    Examples:
+      zoo cache verify
+      zoo cache verify --cache-dir /tmp/zoo-cache --json
+    """
+    rows = hub.cache_verify(cache_dir, progress=progress)
+    bad = [r for r in rows if r["status"] not in ("ok", "leftover")]
+    if as_json:
+        emit_json({"cache_dir": str(hub.resolve_cache_dir(cache_dir)), "files": rows, "failures": len(bad)})
+    elif rows:
+        shown = bad or rows
+        click.echo(table(shown, [("kind", "kind"), ("status", "status"), ("path", "path"), ("detail", "detail")]))
+    if bad:
+        raise ZooError(f"{len(bad)} of {len(rows)} cached file(s) failed verification; pull them again "
+                       "(or `zoo cache clear`)")
+    if not as_json:
+        click.echo(f"all {sum(r['status'] == 'ok' for r in rows)} cached file(s) verified")
+
+
+@cache_group.command("clear")
+@click.argument("names", nargs=-1)
+@cache_option
+@json_option
+def cache_clear_cmd(names, cache_dir, as_json):
+    """Remove NAME's view (and blobs nothing else uses), or everything the zoo cached.
+
+    Only the zoo's own folders in the cache dir are removed.
+
+    \b
+    Examples:
+      zoo cache clear
+      zoo cache clear dense_b0 dense_b1 --cache-dir /tmp/zoo-cache
+    """
+    info = hub.cache_clear(names or None, cache_dir, progress=progress)
+    if as_json:
+        emit_json(info)
+        return
+    what = ", ".join(info["removed"]) if info["removed"] and info["removed"] != ["all"] else "everything"
+    click.echo(f"removed {what}: {info['files']} file(s), {info['bytes'] / 1e6:.1f} MB from {info['cache_dir']}")
+
+
+COMMANDS = (publish_cmd, pull_cmd, models_cmd, cache_group)
