@@ -438,6 +438,17 @@ def test_an_unknown_model_lists_what_the_source_offers(server, tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+def test_an_unreachable_source_with_a_cached_manifest_points_to_offline_mode(mirror, tmp_path):
+    cache = tmp_path / "cache"
+    with serving(mirror) as srv:
+        url = srv.url
+        hub.load(MODEL, url, cache_dir=cache)
+    before = snapshot(cache)
+    with pytest.raises(hub.SourceError, match="connection refused.*set ZOO_OFFLINE=1 to use what is cached"):
+        hub.load(MODEL, url, cache_dir=cache)
+    assert snapshot(cache) == before
+
+
 def test_an_unreachable_source_is_reported(tmp_path):
     with serving(tmp_path) as srv:
         url = srv.url
@@ -597,3 +608,9 @@ def test_cache_list_verify_and_clear(server, mirror, tmp_path):
     assert files_under(cache) == ["notes.txt", f"sources/{hub.resolve_source(server.url).key}.json"]
     hub.cache_clear(None, cache)
     assert files_under(cache) == ["notes.txt"]
+
+
+def test_pull_takes_one_name_or_several(server, tmp_path):
+    (one,) = hub.pull(MODEL, server.url, cache_dir=tmp_path / "cache")
+    assert one.name == MODEL and one.path.is_file()
+    assert [r.name for r in hub.pull([MODEL, MODEL], server.url, cache_dir=tmp_path / "cache")] == [MODEL]

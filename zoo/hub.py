@@ -659,7 +659,12 @@ def _manifest(src: Source, cache: Cache, progress: Progress) -> dict:
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ManifestError(f"{record}: unreadable ({_first_line(e)})") from None
         return parse_manifest(json.dumps(raw).encode(), str(record))
-    return src.read_manifest(progress)
+    try:
+        return src.read_manifest(progress)
+    except SourceError as e:
+        if src.remote and cache.source_record(src).is_file():
+            raise SourceError(f"{e}; set {OFFLINE_ENV}=1 to use what is cached") from None
+        raise
 
 
 def list_models(source: str | os.PathLike | None = None, *, cache_dir=None, progress: Progress = _quiet) -> list[dict]:
@@ -703,6 +708,8 @@ def pull(
     src = resolve_source(source)
     cache = Cache(cache_dir)
     manifest = _manifest(src, cache, progress)
+    if isinstance(names, str):
+        names = [names]
     names = list(dict.fromkeys(names)) if names is not None else [m["model"] for m in manifest["models"]]
     if not names:
         raise UnknownModelError(f"{src} offers no models")
