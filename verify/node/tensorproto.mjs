@@ -133,8 +133,9 @@ export function parseTensorProto(bytes) {
     if (raw.length !== count * type.bytes) {
       throw new Error(`tensor ${JSON.stringify(name)}: raw_data has ${raw.length} bytes, shape ${JSON.stringify(shape)} needs ${count * type.bytes}`);
     }
-    const copy = raw.slice(); // aligned, owned copy (little-endian, as ONNX stores it)
-    data = new type.array(copy.buffer, copy.byteOffset, count);
+    // An aligned copy of its own (Buffer.slice would be a view at any offset); little-endian as ONNX stores it.
+    const copy = new Uint8Array(raw);
+    data = new type.array(copy.buffer, 0, count);
   } else {
     const src = { 1: floats, 11: doubles, 7: ints64 }[dataType] ?? ints32;
     if (src.length !== count) {

@@ -1,0 +1,273 @@
+"""The browser example (examples/browser/index.html) in a real headless Chromium.
+
+A real HTTP server on 127.0.0.1 serves a mirror (an artifacts folder: manifest.json plus the files
+it lists, as ``zoo publish`` lays it out), the page, and onnxruntime-web's dist/ from verify/node.
+Chromium is driven over its DevTools protocol on a pipe (``--remote-debugging-pipe``), and the
+test reads the page's DOM once the page reports a verdict.
+
+Nothing is skipped: Chromium (Debian's ``chromium``, or ``$ZOO_CHROMIUM``) and the packages of
+verify/node are required; without them the tests fail and say what to install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exporters import ExportSpec
+from exporters.quantize import precision_extra
+from verify import js
+from verify.parity import DEFAULT_TOLERANCES
+from zoo import manifest as mf
+from zoo.artifact import read_tensor, request_for
+from zoo.build import build
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE_DIR = ROOT / "examples" / "browser"
+ORT_DIST = js.NODE_DIR / "node_modules" / "onnxruntime-web" / "dist"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--remote-debugging-pipe",
+]
+PAGE_TIMEOUT_S = 90.0
+
+
+def chromium_executable() -> str:
+    exe = os.environ.get("ZOO_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        pytest.fail("Chromium is required for the browser tests: apt-get install -y chromium (or set $ZOO_CHROMIUM)")
+    return exe
+
+
+# --- a static server: /mirror/ -> artifacts, /page/ -> examples/browser, /page/ort/ -> ort dist ---
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      ".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript",
+                      ".onnx": "application/octet-stream", ".pb": "application/octet-stream"}
+    routes: dict[str, Path] = {}
+    log: list[str] = []
+
+    def translate_path(self, path: str) -> str:
+        path = path.split("?", 1)[0].split("#", 1)[0]
+        for prefix in sorted(self.routes, key=len, reverse=True):
+            if path.startswith(prefix):
+                rel = Path(path[len(prefix):])
+                if ".." in rel.parts:
+                    return "/nonexistent"
+                return str(self.routes[prefix] / rel)
+        return "/nonexistent"
+
+    def log_message(self, fmt, *args):
+        self.log.append(f"{self.command} {self.path} -> {args[1] if len(args) > 1 else '?'}")
+
+
+@contextlib.contextmanager
+def serve(routes: dict[str, Path]):
+    handler = type("Handler", (_Handler,), {"routes": routes, "log": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler.log
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- Chromium over the DevTools protocol on a pipe (fd 3: commands in, fd 4: replies out) -------
+
+
+class Chromium:
+    def __init__(self, exe: str, profile: Path, log: Path):
+        self.log_file = open(log, "wb")
+        # The shell hands our stdin/stdout pipes to Chromium as fds 3 and 4 and points its own
+        # stdin/stdout elsewhere, so that its logging never mixes with the protocol.
+        self.proc = subprocess.Popen(
+            ["sh", "-c", 'exec "$@" 3<&0 4>&1 0</dev/null 1>&2', "sh", exe, *CHROMIUM_FLAGS,
+             f"--user-data-dir={profile}", "about:blank"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log_file)
+        self.next_id = 0
+        self.replies: queue.Queue = queue.Queue()
+        self.events: list[dict] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        buf = b""
+        while True:
+            chunk = self.proc.stdout.read1(1 << 16)
+            if not chunk:
+                self.replies.put(None)
+                return
+            buf += chunk
+            while b"\0" in buf:
+                raw, buf = buf.split(b"\0", 1)
+                msg = json.loads(raw)
+                (self.replies.put(msg) if "id" in msg else self.events.append(msg))
+
+    def call(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30.0):
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        self.proc.stdin.write(json.dumps(msg).encode() + b"\0")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = self.replies.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"Chromium did not answer {method} within {timeout}s") from None
+            if reply is None:
+                raise RuntimeError(f"Chromium exited (status {self.proc.poll()}) during {method}")
+            if reply["id"] == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def open(self, url: str, timeout: float = PAGE_TIMEOUT_S) -> dict:
+        """Load ``url`` in a fresh tab; wait until the page leaves status "running"; return its DOM as data."""
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        try:
+            self.call("Page.navigate", {"url": url}, session)
+            deadline = time.monotonic() + timeout
+            probe = ("JSON.stringify(document.body && document.readyState !== 'loading' ? {"
+                     "status: document.body.dataset.status, text: document.getElementById('status').textContent,"
+                     "summary: document.getElementById('summary').textContent,"
+                     "model: document.getElementById('model').textContent,"
+                     "ort: document.getElementById('ort-version').textContent,"
+                     "rows: [...document.querySelectorAll('tr.row')].map(tr => [...tr.cells].map(c => c.textContent))"
+                     "} : null)")
+            while True:
+                try:
+                    value = self.call("Runtime.evaluate", {"expression": probe, "returnByValue": True},
+                                      session)["result"].get("value")
+                except RuntimeError:  # the context went away mid-navigation: ask again
+                    value = None
+                dom = json.loads(value) if value else None
+                if dom and dom["status"] not in (None, "running"):
+                    return dom
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{url} still running after {timeout}s: {dom}")
+                time.sleep(0.2)
+        finally:
+            self.call("Target.closeTarget", {"targetId": target})
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            self.call("Browser.close", timeout=10)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdin.close()
+        self.log_file.close()
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory) -> Path:
+    """A published mirror of dense_b0 (small: input width 16, 10 classes), fp32 and int8."""
+    out = tmp_path_factory.mktemp("mirror")
+    req = request_for("dense_b0", input_dim=16, num_classes=10, spec=ExportSpec(exporter="torchscript"))
+    (result,) = build([req], out, extras=[precision_extra(("fp32", "int8"), verify=False)])
+    assert result.status == "ok", result.error
+    return out
+
+
+@pytest.fixture(scope="module")
+def site(mirror):
+    if not (ORT_DIST / "ort.min.js").is_file():
+        pytest.fail(f"onnxruntime-web is not installed in verify/node ({js.INSTALL_HINT})")
+    with serve({"/mirror/": mirror, "/page/ort/": ORT_DIST, "/page/": PAGE_DIR}) as (base, log):
+        yield base, log
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    exe = chromium_executable()
+    tmp = tmp_path_factory.mktemp("chromium")
+    chrome = Chromium(exe, tmp / "profile", tmp / "chromium.log")
+    try:
+        chrome.call("Browser.getVersion", timeout=60)
+        yield chrome
+    finally:
+        chrome.close()
+
+
+def expected_rows(mirror: Path) -> tuple[np.ndarray, list[int]]:
+    y = read_tensor((mirror / "dense_b0/test_data_set_0/output_0.pb").read_bytes())
+    return y.astype(np.float64), [int(i) for i in y.argmax(axis=1)]
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_browser_example_runs_the_test_data(browser, site, mirror, precision):
+    base, log = site
+    dom = browser.open(f"{base}/page/index.html?mirror={base}/mirror/&model=dense_b0&precision={precision}")
+    assert dom["status"] == "pass", dom
+    assert dom["text"] == "pass" and dom["model"] == "dense_b0"
+    assert dom["ort"] == json.loads((js.NODE_DIR / "package.json").read_text())["dependencies"]["onnxruntime-web"]
+    y, tops = expected_rows(mirror)
+    assert [int(r[0]) for r in dom["rows"]] == [0, 1, 2]
+    assert [int(r[1]) for r in dom["rows"]] == tops  # the page's top class per row
+    assert [int(r[2]) for r in dom["rows"]] == tops  # and the expected one it shows beside it
+    tol = DEFAULT_TOLERANCES[precision]
+    for row, top in enumerate(tops):
+        assert float(dom["rows"][row][3]) == pytest.approx(float(y[row, top]), abs=tol.atol + tol.rtol * abs(y[row, top]) + 1e-4)
+    m = re.fullmatch(r"max abs error (\S+) \(atol (\S+), rtol (\S+)\), batch 3", dom["summary"])
+    assert m, dom["summary"]
+    assert (float(m[2]), float(m[3])) == (tol.atol, tol.rtol) and float(m[1]) <= tol.atol + tol.rtol * np.abs(y).max()
+    # It really came over HTTP from the mirror, with the wasm runtime beside the page.
+    model_path = mf.file_record(mf.load(mirror), "dense_b0", "model", precision)["path"]
+    for path in ("/mirror/manifest.json", f"/mirror/{model_path}", "/mirror/dense_b0/test_data_set_0/input_0.pb",
+                 "/page/ort/ort.min.js"):
+        assert any(line.startswith(f"GET {path} -> 200") for line in log), (path, log)
+    assert any(re.match(r"GET /page/ort/\S+\.wasm -> 200", line) for line in log), log
+
+
+def test_browser_example_refuses_a_model_whose_sha256_differs(browser, site, mirror, tmp_path):
+    """A tampered mirror is caught by the page (it checks the manifest's sha256 before running)."""
+    bad = tmp_path / "bad"
+    shutil.copytree(mirror, bad)
+    model = bad / "dense_b0" / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with serve({"/mirror/": bad, "/page/ort/": ORT_DIST, "/page/": PAGE_DIR}) as (base, _):
+        dom = browser.open(f"{base}/page/index.html?mirror={base}/mirror/")
+    assert dom["status"] == "error"
+    assert dom["summary"] == "dense_b0/model.onnx: sha256 differs from the manifest"
+
+
+def test_browser_example_reports_an_unknown_model(browser, site):
+    base, _ = site
+    dom = browser.open(f"{base}/page/index.html?mirror={base}/mirror/&model=dense_b9")
+    assert dom["status"] == "error" and "dense_b9 is not in" in dom["summary"]
+
+
+def test_page_tolerances_are_the_python_verifier_s():
+    text = (PAGE_DIR / "index.html").read_text()
+    m = re.search(r"const TOLERANCES = (\{[^}]*\});", text)
+    page = json.loads(re.sub(r"(\w+):", r'"\1":', m[1]))
+    assert page == {p: [t.atol, t.rtol] for p, t in DEFAULT_TOLERANCES.items()}
