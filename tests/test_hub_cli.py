@@ -20,7 +20,6 @@ from hub_server import (  # noqa: F401 - fixtures
     TEST_IN,
     TEST_OUT,
     built,
-    copy_tree,
     files_under,
     hub_env,
     mirror,
@@ -254,3 +253,11 @@ def test_build_publish_serve_pull_then_zoo_verify_passes_on_the_pulled_view(buil
     assert result.exit_code == 0, result.output
     # zoo verify recorded its parity in the view's manifest; the cached files still verify.
     assert all(r["status"] == "ok" for r in hub.cache_verify(cache))
+
+
+def test_an_unwritable_cache_or_mirror_is_one_line(server, built, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    result = run("pull", MODEL, "--from", server.url, "--cache-dir", tmp_path / "a-file" / "cache")
+    assert result.exit_code == 1 and "cannot pull into the cache" in one_line_error(result)
+    result = run("publish", "--artifacts", built, "--to", tmp_path / "a-file" / "mirror")
+    assert result.exit_code == 1 and "cannot publish" in one_line_error(result)

@@ -300,6 +300,16 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0]
 
 
+@contextlib.contextmanager
+def _file_errors(what: str):
+    """Turn a failed read or write of a local file (permissions, a full disk) into one line."""
+    try:
+        yield
+    except OSError as e:
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        raise HubError(f"{what}: {e.strerror or _first_line(e)}{where}") from None
+
+
 # --------------------------------------------------------------------------------------------------
 # Sources
 
@@ -710,20 +720,25 @@ def pull(
     manifest = _manifest(src, cache, progress)
     if isinstance(names, str):
         names = [names]
-    names = list(dict.fromkeys(names)) if names is not None else [m["model"] for m in manifest["models"]]
-    if not names:
-        raise UnknownModelError(f"{src} offers no models")
+    if names is not None:
+        names = list(dict.fromkeys(names))
+        if not names:
+            raise ValueError("no model names given (pass None for every model the source offers)")
+    else:
+        names = [m["model"] for m in manifest["models"]]
+        if not names:
+            raise UnknownModelError(f"{src} offers no models")
     plans = []
     for name in names:
         entry = _entry(manifest, name, src)
         plans.append((entry, _model_record(entry, precision, src)))
     results = []
-    with cache.lock(progress):
+    with _file_errors(f"cannot pull into the cache {cache.root}"), cache.lock(progress):
         cache.remove_leftovers()
         for entry, model_rec in plans:
             results.append(_pull_one(src, cache, manifest, entry, model_rec, with_test_data, progress))
-        if src.remote and not offline():
-            _save_source_record(cache, src, manifest)
+            if src.remote and not offline():  # what ZOO_OFFLINE=1 will work from
+                _save_source_record(cache, src, manifest)
     return results
 
 
@@ -809,7 +824,7 @@ def _pull_one(src: Source, cache: Cache, manifest: dict, entry: dict, model_rec:
         changes.rollback()
         raise
     # Every file is verified: now (and only now) update the view.
-    _update_view(cache, view, manifest, entry, wanted, good, changes, statuses, progress)
+    _update_view(view, manifest, entry, wanted, good, changes)
     files = [dict(rec, status=statuses[rec["path"]]) for rec in wanted]
     return PullResult(name=name, precision=model_rec["precision"], path=view / model_rec["path"], view=view,
                       source=str(src), status="downloaded" if any(f["status"] == "downloaded" for f in files)
@@ -860,8 +875,7 @@ def _read_view_manifest(view: Path) -> dict | None:
         return None
 
 
-def _update_view(cache: Cache, view: Path, manifest: dict, entry: dict, wanted: list[dict], good: dict,
-                 changes: _Changes, statuses: dict, progress: Progress) -> None:
+def _update_view(view: Path, manifest: dict, entry: dict, wanted: list[dict], good: dict, changes: _Changes) -> None:
     """Copy the verified files into the view and write its manifest (the entry, its present files)."""
     for rec in wanted:
         vfile = contained(view, rec["path"], "cache view", replacing=True)
@@ -938,7 +952,7 @@ def cache_verify(cache_dir=None, progress: Progress = _quiet) -> list[dict]:
     rows = []
     if not cache.root.is_dir():
         return rows
-    with cache.lock(progress, shared=True):
+    with _file_errors(f"cannot verify the cache {cache.root}"), cache.lock(progress, shared=True):
         if cache.blobs.is_dir():
             for p in sorted(cache.blobs.glob("*/*")):
                 if p.name.startswith(TMP_PREFIX):
@@ -993,7 +1007,7 @@ def cache_clear(names: Iterable[str] | None = None, cache_dir=None, progress: Pr
         if names:
             raise HubError(f"{', '.join(names)}: not in the cache {cache.root} (it is empty)")
         return {"cache_dir": str(cache.root), "removed": [], **removed}
-    with cache.lock(progress):
+    with _file_errors(f"cannot clear the cache {cache.root}"), cache.lock(progress):
         if not names:
             for sub in (cache.root / "blobs", cache.models, cache.sources):
                 rm_tree(sub)
@@ -1041,6 +1055,11 @@ def publish(artifacts: str | os.PathLike = DEFAULT_SOURCE, to: str | os.PathLike
         raise ValueError(f"--to {dest} is not a folder")
     if dest.resolve() == src_root.resolve():
         raise ValueError(f"--to {dest} is the artifacts folder itself; publish into another folder")
+    with _file_errors(f"cannot publish {src_root} to {dest}"):
+        return _publish(src_root, dest, names, progress)
+
+
+def _publish(src_root: Path, dest: Path, names, progress: Progress) -> list[dict]:
     where = str(src_root / mf.MANIFEST_NAME)
     try:
         manifest = parse_manifest((src_root / mf.MANIFEST_NAME).read_bytes(), where)
@@ -1091,6 +1110,11 @@ def publish(artifacts: str | os.PathLike = DEFAULT_SOURCE, to: str | os.PathLike
     mf.validate(out_manifest, str(dest_manifest_path))
 
     # 3. Copy what differs (each file through a temporary name), then the manifest, last.
+    return _publish_files(src_root, dest, entries, out_manifest, dest_manifest_path)
+
+
+def _publish_files(src_root: Path, dest: Path, entries: list[dict], out_manifest: dict,
+                   dest_manifest_path: Path) -> list[dict]:
     rows = []
     for e in entries:
         for f in e["files"]:
