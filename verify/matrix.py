@@ -98,6 +98,7 @@ def check_backend(backend: Backend, model_bytes: bytes, cases: list[Case], input
         "reason": None,
         "label": label,
     }
+    declared = declared_outputs(model_bytes)
     reason = backend.unavailable_reason()
     if reason is None:
         try:
@@ -115,6 +116,7 @@ def check_backend(backend: Backend, model_bytes: bytes, cases: list[Case], input
     for c in usable:
         what = f"{backend.name} batch {c.batch} {c.distribution}"
         try:
+            check_declared(declared, c, what)
             got = runner.run({input_name: c.x})
             metrics = check_outputs(got, c.expected, tol, what)
         except ParityError as e:
@@ -133,6 +135,28 @@ def check_backend(backend: Backend, model_bytes: bytes, cases: list[Case], input
                                           "cosine_similarity", "rel_l2_error", "top1_agreement")})
         rec["mean_abs_error"] = float(np.mean(means))
     return rec
+
+
+def declared_outputs(model_bytes: bytes) -> dict[str, list]:
+    """The graph's outputs as declared: name -> dims (int, or str for a symbolic dim)."""
+    import onnx
+
+    proto = onnx.load_from_string(model_bytes)
+    return {o.name: [d.dim_param or int(d.dim_value) for d in o.type.tensor_type.shape.dim]
+            for o in proto.graph.output}
+
+
+def check_declared(declared: dict[str, list], case: Case, what: str) -> None:
+    """Names, then shapes, as the graph declares them: a runtime may not even run a model whose
+    batch axis is fixed, and that must read as a shape failure, not a crash."""
+    if list(declared) != list(case.expected):
+        raise NameMismatchError(f"{what}: output names {list(declared)} != expected {list(case.expected)}")
+    for name, dims in declared.items():
+        want = case.expected[name].shape
+        fixed_mismatch = len(dims) != len(want) or any(isinstance(d, int) and d > 0 and d != w for d, w in zip(dims, want))
+        if fixed_mismatch:
+            raise ShapeError(f"{what}: output {name!r} is declared {dims}, cannot give shape {list(want)}"
+                             + (" (the batch axis is not dynamic)" if dims and isinstance(dims[0], int) else ""))
 
 
 def _metrics_of(a, b, tol):
