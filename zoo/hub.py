@@ -851,17 +851,8 @@ def _obtain(src: Source, cache: Cache, view: Path, rec: dict, changes: _Changes,
     progress(f"fetching {what} from {src} ...")
     changes.mkdirs(blob.parent)
     existed = blob.exists()
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".part", dir=blob.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            src.fetch_into(rec, f, progress)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, blob)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(blob) as tmp, open(tmp, "wb") as f:
+        src.fetch_into(rec, f, progress)  # checks size and sha256 before the rename
     if not existed:
         changes.files.append(blob)
     statuses[rec["path"]] = "downloaded"
