@@ -40,9 +40,11 @@ FP16_MAX = float(np.finfo(np.float16).max)
 # A weight matrix smaller than this stays fp32 in the int8 file: quantising its input costs more
 # than its int8 weights save, and the squeeze-excitation layers it catches are the most sensitive.
 INT8_MIN_WEIGHT_ELEMENTS = 4096
-# Per-channel scales are used when they cut the weights' relative quantisation error by this
-# factor or more (they always cost one scale per output channel).
-PER_CHANNEL_GAIN = 1.25
+# Per-channel scales are used when they cut the weights' relative quantisation error by more than
+# this factor. Even i.i.d. weights gain ~1.35x (column maxima differ by chance); BatchNorm-folded
+# weights, whose output channels sit at different scales, gain ~1.75x (B0-B7), and there
+# per-channel also lifts the output's cosine similarity (B2: 0.990 against 0.978 per-tensor).
+PER_CHANNEL_GAIN = 1.5
 
 
 def variant_path(name: str, precision: str) -> str:
@@ -144,7 +146,7 @@ def per_channel_helps(proto: onnx.ModelProto, nodes: list[str], gain: float = PE
             per_col.append(_quant_rel_error(w, True))
     if not per_tensor:
         return False
-    return float(np.mean(per_tensor)) >= gain * float(np.mean(per_col))
+    return float(np.mean(per_tensor)) > gain * float(np.mean(per_col))
 
 
 def int8_nodes(proto: onnx.ModelProto, min_elements: int = INT8_MIN_WEIGHT_ELEMENTS) -> list[str]:
@@ -340,9 +342,11 @@ def variant_files(art, precisions) -> dict[str, bytes]:
 # the build step
 
 
-# Precision-appropriate floor on the cosine similarity with the fp32 PyTorch output, on top of
-# the element-wise tolerances of verify.parity (which int8's wide error spread makes loose).
-MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99}
+# Scale-free bounds against the fp32 PyTorch output, on top of the element-wise tolerances of
+# verify.parity (which int8's wide error spread makes loose). Measured on B0-B7 over the matrix's
+# inputs: int8 cosine >= 0.9939 and relative L2 <= 0.127; fp16 cosine >= 0.99999, rel. L2 <= 0.0035.
+MIN_COSINE = {"fp32": 0.9999, "fp16": 0.9995, "int8": 0.99}
+MAX_REL_L2 = {"fp32": 1e-3, "fp16": 0.01, "int8": 0.2}
 
 
 def precision_extra(precisions, *, verify: bool = True, matrix_options=None):
@@ -350,8 +354,9 @@ def precision_extra(precisions, *, verify: bool = True, matrix_options=None):
 
     Each variant is checked against the fp32 PyTorch model with ``verify.matrix.run_matrix``
     (ONNX Runtime CPU at both optimisation levels, plus GPU providers when present); a failed
-    record, or a cosine similarity under :data:`MIN_COSINE`, fails the model with its typed error.
-    With ``verify=False`` (``zoo build --no-verify``) only a CPU check on the test data is run.
+    record, a cosine similarity under :data:`MIN_COSINE` or a relative L2 error over
+    :data:`MAX_REL_L2` fails the model with its typed error. With ``verify=False``
+    (``zoo build --no-verify``) the same bounds are checked on the CPU provider, one seeded batch.
     """
     variants = [p for p in precisions if check_precision(p) != "fp32"]
 
@@ -375,34 +380,48 @@ def precision_extra(precisions, *, verify: bool = True, matrix_options=None):
 def check_variant(art, data: bytes, precision: str, *, verify: bool = True, matrix_options=None,
                   progress=lambda m: None) -> list[dict]:
     """Parity records of a variant against the fp32 PyTorch model; raises the typed error on failure."""
-    from verify.matrix import MatrixOptions, raise_for_failures, run_matrix
+    from verify.matrix import MatrixOptions, make_input, raise_for_failures, run_matrix
     from verify.parity import check_outputs, tolerance_for
 
     spec = art.request.spec
     what = f"{art.request.name} {precision}"
-    if not verify:
+    if not verify:  # a quick check: the CPU provider, one seeded batch
+        import torch
+
         from verify.backends import OrtBackend
 
+        x = make_input(art.request.effective_input_dim, 7, "normal", art.request.seed)
+        with torch.no_grad():
+            expected = art.model(torch.from_numpy(x)).numpy()
         sess = OrtBackend().session(data)
-        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {spec.input_name: art.test_in})))
-        metrics = check_outputs(got, {spec.output_name: art.test_out}, tolerance_for(precision), f"{what} self-check")
-        _check_cosine(metrics[spec.output_name]["cosine_similarity"], precision, f"{what} self-check")
+        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {spec.input_name: x})))
+        metrics = check_outputs(got, {spec.output_name: expected}, tolerance_for(precision), f"{what} self-check")
+        _check_scale_free(metrics[spec.output_name], precision, f"{what} self-check")
         return []
     options = matrix_options or MatrixOptions(runtimes=[])
     records = run_matrix(art.model, data, input_dim=art.request.effective_input_dim, seed=art.request.seed,
                          input_name=spec.input_name, output_name=spec.output_name, precision=precision,
                          options=options, progress=progress)
     for rec in records:
-        cos = rec.get("cosine_similarity")
-        if rec["verdict"] == "pass" and cos is not None and cos < MIN_COSINE[precision]:
-            rec.update(verdict="fail", failed_check="values",
-                       reason=f"cosine similarity {cos:.4f} < {MIN_COSINE[precision]} against the fp32 PyTorch model")
+        if rec["verdict"] == "pass":
+            reason = _scale_free_failure(rec.get("cosine_similarity"), rec.get("rel_l2_error"), precision)
+            if reason:
+                rec.update(verdict="fail", failed_check="values", reason=f"{reason} against the fp32 PyTorch model")
     raise_for_failures(records, what)
     return records
 
 
-def _check_cosine(cos: float, precision: str, what: str) -> None:
+def _scale_free_failure(cos: float | None, rel_l2: float | None, precision: str) -> str | None:
+    if cos is not None and cos < MIN_COSINE[precision]:
+        return f"cosine similarity {cos:.4f} < {MIN_COSINE[precision]}"
+    if rel_l2 is not None and rel_l2 > MAX_REL_L2[precision]:
+        return f"relative L2 error {rel_l2:.3g} > {MAX_REL_L2[precision]}"
+    return None
+
+
+def _check_scale_free(metrics: dict, precision: str, what: str) -> None:
     from zoo.errors import AtolError
 
-    if cos < MIN_COSINE[precision]:
-        raise AtolError(f"{what}: cosine similarity {cos:.4f} < {MIN_COSINE[precision]}")
+    reason = _scale_free_failure(metrics["cosine_similarity"], metrics["rel_l2_error"], precision)
+    if reason:
+        raise AtolError(f"{what}: {reason}")

@@ -18,6 +18,7 @@ from typing import Callable
 
 import onnxruntime as ort
 
+from exporters.quantize import variant_files
 from verify.parity import check_outputs, tolerance_for
 
 from . import manifest as mf
@@ -202,9 +203,9 @@ def check_against(requests: list[ModelRequest], reference: dict, progress: Progr
             continue
         art = make_artifact(ModelRequest.from_entry(entry))
         built = {p: sha256_bytes(b) for p, b in art.files.items()}
+        variants = sorted({f["precision"] for f in entry["files"]} - {"fp32"})
+        built.update({p: sha256_bytes(b) for p, b in variant_files(art, variants).items()})
         for f in entry["files"]:
-            if f["precision"] != "fp32":
-                continue  # other precisions are rebuilt by the bench extras
             actual = built.get(f["path"])
             rows.append({"model": req.name, "path": f["path"], "expected": f["sha256"], "actual": actual,
                          "match": actual == f["sha256"], "note": None if actual else "not rebuilt"})

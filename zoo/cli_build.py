@@ -28,11 +28,15 @@ from .model import variant_config
 @click.option("--check", "check_manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Rebuild with the options recorded in MANIFEST and compare every file's sha256 (writes nothing).")
 @click.option("--no-verify", is_flag=True, help="Skip the parity matrix (the ONNX Runtime self-check still runs).")
+@click.option("--precision", "precisions", default="fp32", show_default=True,
+              help="Comma list of fp32, int8, fp16: also write model.int8.onnx / model.fp16.onnx, each with parity "
+                   "and latency records (fp32 is always built).")
+@click.option("--no-bench", is_flag=True, help="Skip the short latency run recorded for each model file.")
 @click.option("--keep-going", is_flag=True,
               help="After a failed model, go on and commit the models that passed (exit 1 all the same).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi, exporter, check_manifest,
-              no_verify, keep_going, as_json):
+              no_verify, precisions, no_bench, keep_going, as_json):
     """Export variants to ONNX, verify them, and write artifacts plus manifest.json.
 
     Every file is staged under a temporary name and renamed into place only when every model has
@@ -43,12 +47,19 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
       zoo build --all
       zoo build dense_b0 dense_b1 --out /tmp/zoo --seed 1
       zoo build --phi 1.5 --flavor edifice
+      zoo build --all --precision fp32,int8,fp16
       zoo build --all --check artifacts/manifest.json
     """
     from .build import build, check_against
 
     if not names and not all_ and phi is None:
         raise click.UsageError("name at least one variant, or give --all or --phi")
+    from exporters.quantize import parse_precisions
+
+    try:
+        precisions = parse_precisions(precisions)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--precision") from None
     variants = selected_variants(names, all_, phi)
     spec = ExportSpec(opset=opset, exporter=exporter)
     requests = [ModelRequest(variant=v, seed=seed, num_classes=num_classes, input_dim=input_dim, flavor=flavor,
@@ -74,8 +85,8 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
         return
 
     verifier = None if no_verify else _default_verifier()
-    results = build(requests, out, verifier=verifier, extras=_default_extras(), progress=progress,
-                    keep_going=keep_going)
+    extras = _default_extras(precisions, bench=not no_bench, verify=not no_verify)
+    results = build(requests, out, verifier=verifier, extras=extras, progress=progress, keep_going=keep_going)
     summary = [r.summary() for r in results]
     if as_json:
         emit_json({"out": str(out), "manifest": str(out / mf.MANIFEST_NAME), "models": summary})
@@ -98,8 +109,18 @@ def _default_verifier():
     return build_verifier()
 
 
-def _default_extras() -> list:
-    return []
+def _default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True) -> list:
+    """The int8/fp16 variants asked for (with their parity records), then a short latency run."""
+    extras = []
+    if any(p != "fp32" for p in precisions):
+        from exporters.quantize import precision_extra
+
+        extras.append(precision_extra(precisions, verify=verify))
+    if bench:
+        from verify.latency import latency_extra
+
+        extras.append(latency_extra(precisions))
+    return extras
 
 
 @click.command("info")
