@@ -157,6 +157,7 @@ def write_chart(manifest: dict, path: str | Path) -> Path:
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     series = chart_series(manifest)
     if not series:
@@ -174,6 +175,9 @@ def write_chart(manifest: dict, path: str | Path) -> Path:
                     color=colors.get(precision), label=name)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers (2, 10, 60), not 2x10^0
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("parameters (millions)")
         ax.set_ylabel("p50 latency (ms)")
         ax.set_title(f"batch {batch}")
