@@ -209,9 +209,10 @@ def test_gpu_parity_against_pytorch_on_cpu_and_cuda(small_build):
 
 @pytest.mark.slow
 def test_full_build_all_passes_every_cpu_backend_and_rebuilds_byte_identical(tmp_path):
-    """The real `zoo build --all` (full-size B0-B7), then a rebuild in another process compared by hash."""
+    """The real `zoo build --all` (full-size B0-B7, fp32 and int8), then a rebuild in another process
+    compared by hash, file by file."""
     out = tmp_path / "artifacts"
-    subprocess.run(zoo_cmd("build", "--all", "--out", str(out)), check=True, cwd=tmp_path)
+    subprocess.run(zoo_cmd("build", "--all", "--precision", "fp32,int8", "--out", str(out)), check=True, cwd=tmp_path)
     manifest = mf.load(out)
     assert [m["model"] for m in manifest["models"]] == list(zoo.VARIANTS)
     for m in manifest["models"]:
@@ -219,9 +220,12 @@ def test_full_build_all_passes_every_cpu_backend_and_rebuilds_byte_identical(tmp
         for backend in ("onnxruntime:CPUExecutionProvider:disabled", "onnxruntime:CPUExecutionProvider:all",
                         "reference", "openvino", "tract"):
             assert fp32[backend]["verdict"] == "pass", (m["model"], backend, fp32[backend])
+        # Every precision also ran in Node.js and the browser's WebAssembly runtime (issue 7).
+        js = {(r["backend"], r["precision"]): r["verdict"] for r in m["parity"] if r["backend"] in ("node", "web")}
+        assert js == {(b, p): "pass" for b in ("node", "web") for p in ("fp32", "int8")}, (m["model"], js)
         assert m["params"] == zoo.variant_config(m["model"]).params()
     r = subprocess.run(zoo_cmd("build", "--all", "--check", str(out / "manifest.json"), "--json"),
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(r.stdout)
-    assert report["mismatches"] == 0 and len(report["files"]) >= 24
+    assert report["mismatches"] == 0 and len(report["files"]) == 8 * 4

@@ -272,6 +272,28 @@ def check_files(files: Mapping[str, bytes], entry: dict, runtimes: Iterable[str]
         return run_js(root, [entry["model"]], runtimes, None, tolerances)[entry["model"]]
 
 
+def build_extra(runtimes: Iterable[str] | None = None):
+    """The ``zoo build`` step that checks each model's files (every precision) in Node.js and the
+    browser runtime before anything is written; ``None`` when no JavaScript runtime is usable here
+    (with ``runtimes=None``, the installed ones are used and missing ones are skipped silently)."""
+    from .matrix import raise_for_failures
+
+    wanted = tuple(r for r in (runtimes or RUNTIMES) if runtimes is not None or js_available(r) is None)
+    if not wanted:
+        return None
+
+    def extra(art, entry, staged, progress):
+        records = check_files(staged, entry, wanted)
+        for r in records:
+            err = r.get("max_abs_error")
+            progress(f"{r['precision']} {r['backend']} vs {r['reference']}: {r['verdict']}"
+                     + ("" if err is None else f", max abs {err:.2e}"))
+        entry["parity"] = entry["parity"] + records
+        raise_for_failures(records, art.request.name)
+
+    return extra
+
+
 def _contained(root: Path, rel: str) -> Path:
     """``root / rel``, refusing absolute paths and ``..`` (file names come from a manifest)."""
     p = Path(rel)

@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import onnxruntime as ort
-
 from exporters.quantize import variant_files
-from verify.parity import check_outputs, tolerance_for
+from verify.parity import tolerance_for
 
 from . import manifest as mf
 from .artifact import Artifact, ModelRequest, make_artifact
@@ -58,12 +56,14 @@ class ModelResult:
 
 def self_check(art: Artifact) -> None:
     """ONNX Runtime (CPU) must reproduce the test data before anything enters the manifest."""
-    sess = ort.InferenceSession(art.model_bytes, providers=["CPUExecutionProvider"])
+    from verify.backends import OrtBackend
+    from verify.matrix import Case, check_backend, raise_for_failures
+
     spec = art.request.spec
-    got = sess.run(None, {spec.input_name: art.test_in})
-    outputs = {o.name: v for o, v in zip(sess.get_outputs(), got)}
-    check_outputs(outputs, {spec.output_name: art.test_out}, tolerance_for("fp32", spec.atol, spec.rtol),
-                  what=f"{art.request.name} self-check (onnxruntime CPU)")
+    case = Case(int(art.test_in.shape[0]), "test_data_set_0", art.test_in, {spec.output_name: art.test_out})
+    rec = check_backend(OrtBackend(), art.model_bytes, [case], spec.input_name, "fp32",
+                        tolerance_for("fp32", spec.atol, spec.rtol), reference="test-data")
+    raise_for_failures([rec], f"{art.request.name} self-check (onnxruntime CPU)")
 
 
 class Staging:

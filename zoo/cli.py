@@ -174,20 +174,14 @@ def show_cmd(name, flavor, num_classes, input_dim, phi, as_json):
 
 
 def register_commands() -> None:
+    """Commands live in their own modules; they import the helpers above, so they come last."""
+    from .cli_bench import bench_cmd, report_cmd
     from .cli_build import build_cmd, info_cmd
+    from .cli_hub import COMMANDS as hub_commands
     from .cli_verify import verify_cmd
 
-    cli.add_command(build_cmd)
-    cli.add_command(info_cmd)
-    cli.add_command(verify_cmd)
-    from .cli_hub import COMMANDS as hub_commands
-
-    for command in hub_commands:
+    for command in (build_cmd, verify_cmd, bench_cmd, report_cmd, info_cmd, *hub_commands):
         cli.add_command(command)
-    from .cli_bench import bench_cmd, report_cmd
-
-    cli.add_command(bench_cmd)
-    cli.add_command(report_cmd)
 
 
 register_commands()

@@ -110,12 +110,19 @@ def _default_verifier():
 
 
 def _default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True) -> list:
-    """The int8/fp16 variants asked for (with their parity records), then a short latency run."""
+    """The int8/fp16 variants asked for (with their parity records), the JavaScript runtimes
+    (every precision), then a short latency run."""
     extras = []
     if any(p != "fp32" for p in precisions):
         from exporters.quantize import precision_extra
 
         extras.append(precision_extra(precisions, verify=verify))
+    if verify:
+        from verify.js import build_extra
+
+        js = build_extra()  # Node.js and onnxruntime-web, where verify/node is installed
+        if js is not None:
+            extras.append(js)
     if bench:
         from verify.latency import latency_extra
 
