@@ -12,7 +12,7 @@ os.environ.setdefault("OPENVINO_TELEMETRY", "0")
 def small_build(tmp_path_factory):
     """dense_b0 with a narrow input, built once (no parity matrix): artifacts dir + manifest."""
     from zoo.artifact import request_for
-    from zoo.build import build
+    from zoo.pipeline import build
 
     out = tmp_path_factory.mktemp("small-build")
     results = build([request_for("dense_b0", input_dim=64)], out)

@@ -32,7 +32,7 @@ from verify import js
 from verify.parity import DEFAULT_TOLERANCES
 from zoo import manifest as mf
 from zoo.artifact import read_tensor, request_for
-from zoo.build import build
+from zoo.pipeline import build
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE_DIR = ROOT / "examples" / "browser"

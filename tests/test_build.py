@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import zoo
 from zoo import manifest as mf
 from zoo.artifact import ModelRequest, read_tensor, request_for
-from zoo.build import build
+from zoo.pipeline import build
 from zoo.cli import cli
 from zoo.errors import ExportError
 from zoo.fsutil import leftover_temporaries, sha256_file

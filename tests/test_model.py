@@ -175,3 +175,17 @@ def test_compound_scaling():
 def test_bad_input_raises_value_error(call, words):
     with pytest.raises(ValueError, match=words):
         call()
+
+
+def test_public_names_survive_importing_every_submodule():
+    """A submodule named like a public function (``zoo/build.py``) would replace ``zoo.build`` with
+    itself as soon as anything imported it; every public name must stay what DESIGN says."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(zoo.__path__):
+        if info.name != "__main__":
+            importlib.import_module(f"zoo.{info.name}")
+    for name in ("build", "output_size", "mbconv_block", "squeeze_excitation", "create", "compound"):
+        assert callable(getattr(zoo, name)), name
+    assert isinstance(zoo.build(input_dim=16, num_classes=3), torch.nn.Module)

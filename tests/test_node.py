@@ -34,7 +34,7 @@ from verify import js
 from verify.parity import DEFAULT_TOLERANCES, Tolerance, error_metrics
 from zoo import manifest as mf
 from zoo.artifact import read_tensor, request_for, tensor_bytes
-from zoo.build import build
+from zoo.pipeline import build
 from zoo.errors import ManifestError, ZooError
 from zoo.scaling import VARIANTS
 

@@ -50,7 +50,7 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
       zoo build --all --precision fp32,int8,fp16
       zoo build --all --check artifacts/manifest.json
     """
-    from .build import build, check_against
+    from .pipeline import build, check_against
 
     if not names and not all_ and phi is None:
         raise click.UsageError("name at least one variant, or give --all or --phi")

@@ -30,7 +30,7 @@ on its test data and compares with the expected outputs.
 
 options:
   --tol PRECISION=ATOL,RTOL  tolerance of one precision (repeat; required for each precision
-                             checked, e.g. --tol fp32=1e-4,1e-3 --tol int8=0.5,0.25)
+                             checked, e.g. --tol fp32=1e-4,1e-3 --tol int8=3,0.25)
   --models a,b               only these models (default: all in the manifest)
   --runtimes node,web        runtimes to use (default: node,web)
   --precisions fp32,int8     only these precisions (default: every precision listed)
