@@ -106,7 +106,8 @@ def tensor_bytes(array: np.ndarray, name: str) -> bytes:
 def read_tensor(data: bytes) -> np.ndarray:
     t = onnx.TensorProto()
     t.ParseFromString(data)
-    return numpy_helper.to_array(t)
+    # to_array can return a read-only view of the protobuf bytes; torch.from_numpy warns on those.
+    return np.array(numpy_helper.to_array(t))
 
 
 @dataclass
