@@ -98,3 +98,15 @@ def test_every_command_has_help_with_an_example():
         r = invoke(*path, "--help")
         assert r.exit_code == 0
         assert "Example" in r.output and f"zoo {' '.join(path)}" in r.output, path
+
+
+def test_build_names_the_runtimes_it_will_leave_out(monkeypatch):
+    """A Node.js that cannot run is reported before the build, not silently left out of the manifest."""
+    from zoo.cli_build import _skipped_runtimes
+
+    monkeypatch.setenv("ZOO_NODE", "/nonexistent/node")
+    lines = _skipped_runtimes()
+    assert any(line.startswith("note: no parity on node: Node.js not found") for line in lines), lines
+    assert any(line.startswith("note: no parity on web: ") for line in lines), lines
+    # openvino and tract are installed by the test extras, so they are not named
+    assert not any("openvino" in line or "tract" in line for line in lines), lines

@@ -84,6 +84,9 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
             click.echo(f"all {len(rows)} file(s) match {check_manifest}")
         return
 
+    if not no_verify:
+        for line in _skipped_runtimes():
+            progress(line)
     verifier = None if no_verify else _default_verifier()
     extras = _default_extras(precisions, bench=not no_bench, verify=not no_verify)
     results = build(requests, out, verifier=verifier, extras=extras, progress=progress, keep_going=keep_going)
@@ -107,6 +110,24 @@ def _default_verifier():
     from verify.matrix import build_verifier
 
     return build_verifier()
+
+
+def _skipped_runtimes() -> list[str]:
+    """One line per runtime the parity matrix will leave out here, with why, so a manifest with
+    fewer parity records than usual is never a surprise."""
+    from verify.backends import RUNTIME_BACKENDS
+    from verify.js import RUNTIMES, js_available
+
+    lines = []
+    for name, cls in RUNTIME_BACKENDS.items():
+        reason = cls().unavailable_reason()
+        if reason:
+            lines.append(f"note: no parity on {name}: {reason}")
+    for name in RUNTIMES:
+        reason = js_available(name)
+        if reason:
+            lines.append(f"note: no parity on {name}: {reason}")
+    return lines
 
 
 def _default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True) -> list:
