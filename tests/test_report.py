@@ -101,7 +101,6 @@ def test_chart_series_are_sorted_by_params(manifest):
 
 
 def test_report_writes_markdown_and_a_png_that_opens(manifest, tmp_path):
-    pytest.importorskip("matplotlib")
     from PIL import Image
 
     written = write_report(manifest, tmp_path / "out")
@@ -124,7 +123,6 @@ def test_report_writes_markdown_and_a_png_that_opens(manifest, tmp_path):
 
 
 def test_report_command(manifest, tmp_path):
-    pytest.importorskip("matplotlib")
     art = tmp_path / "zoo"
     art.mkdir()
     mf.save(art / "manifest.json", manifest)
