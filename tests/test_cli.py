@@ -100,13 +100,22 @@ def test_every_command_has_help_with_an_example():
         assert "Example" in r.output and f"zoo {' '.join(path)}" in r.output, path
 
 
-def test_build_names_the_runtimes_it_will_leave_out(monkeypatch):
+def test_build_names_the_runtimes_it_will_leave_out(monkeypatch, tmp_path):
     """A Node.js that cannot run is reported before the build, not silently left out of the manifest."""
-    from zoo.cli_build import _skipped_runtimes
+    from zoo.cli_build import _runtime_reasons
 
     monkeypatch.setenv("ZOO_NODE", "/nonexistent/node")
-    lines = _skipped_runtimes()
+    reasons = _runtime_reasons()
+    assert reasons["node"].startswith("Node.js not found") and reasons["web"].startswith("Node.js not found")
+    # openvino, tract and the reference evaluator are installed by the test extras
+    assert reasons["openvino"] is None and reasons["tract"] is None and reasons["reference"] is None
+
+    # and the build says so on stderr before any work (here it then stops: --out is a file)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    res = CliRunner().invoke(cli, ["build", "dense_b0", "--out", str(blocker / "zoo")])
+    assert res.exit_code == 1 and "cannot write to" in res.stderr
+    lines = res.stderr.splitlines()
     assert any(line.startswith("note: no parity on node: Node.js not found") for line in lines), lines
     assert any(line.startswith("note: no parity on web: ") for line in lines), lines
-    # openvino and tract are installed by the test extras, so they are not named
     assert not any("openvino" in line or "tract" in line for line in lines), lines

@@ -272,15 +272,12 @@ def check_files(files: Mapping[str, bytes], entry: dict, runtimes: Iterable[str]
         return run_js(root, [entry["model"]], runtimes, None, tolerances)[entry["model"]]
 
 
-def build_extra(runtimes: Iterable[str] | None = None):
-    """The ``zoo build`` step that checks each model's files (every precision) in Node.js and the
-    browser runtime before anything is written; ``None`` when no JavaScript runtime is usable here
-    (with ``runtimes=None``, the installed ones are used and missing ones are skipped silently)."""
+def build_extra(runtimes: Iterable[str]):
+    """The ``zoo build`` step that checks each model's files (every precision) in the JavaScript
+    ``runtimes`` ("node", "web"; see :func:`js_available`) before anything is written."""
     from .matrix import raise_for_failures
 
-    wanted = tuple(r for r in (runtimes or RUNTIMES) if runtimes is not None or js_available(r) is None)
-    if not wanted:
-        return None
+    wanted = tuple(_check_runtime(r) for r in runtimes)
 
     def extra(art, entry, staged, progress):
         records = check_files(staged, entry, wanted)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from exporters import EXPORTERS, ExportSpec
+from verify.js import RUNTIMES as JS_RUNTIMES
 
 from . import manifest as mf
 from .artifact import ModelRequest
@@ -84,11 +85,16 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
             click.echo(f"all {len(rows)} file(s) match {check_manifest}")
         return
 
+    js_runtimes: list[str] = []
     if not no_verify:
-        for line in _skipped_runtimes():
-            progress(line)
+        # Said before the build, so a manifest with fewer parity records than usual is no surprise.
+        reasons = _runtime_reasons()
+        for name, why in reasons.items():
+            if why:
+                progress(f"note: no parity on {name}: {why}")
+        js_runtimes = [r for r in JS_RUNTIMES if reasons[r] is None]
     verifier = None if no_verify else _default_verifier()
-    extras = _default_extras(precisions, bench=not no_bench, verify=not no_verify)
+    extras = _default_extras(precisions, bench=not no_bench, verify=not no_verify, js_runtimes=js_runtimes)
     results = build(requests, out, verifier=verifier, extras=extras, progress=progress, keep_going=keep_going)
     summary = [r.summary() for r in results]
     if as_json:
@@ -112,38 +118,28 @@ def _default_verifier():
     return build_verifier()
 
 
-def _skipped_runtimes() -> list[str]:
-    """One line per runtime the parity matrix will leave out here, with why, so a manifest with
-    fewer parity records than usual is never a surprise."""
+def _runtime_reasons() -> dict[str, str | None]:
+    """Why each independent and JavaScript runtime cannot be used here (None where it can)."""
     from verify.backends import RUNTIME_BACKENDS
-    from verify.js import RUNTIMES, js_available
+    from verify.js import js_available
 
-    lines = []
-    for name, cls in RUNTIME_BACKENDS.items():
-        reason = cls().unavailable_reason()
-        if reason:
-            lines.append(f"note: no parity on {name}: {reason}")
-    for name in RUNTIMES:
-        reason = js_available(name)
-        if reason:
-            lines.append(f"note: no parity on {name}: {reason}")
-    return lines
+    reasons = {name: cls().unavailable_reason() for name, cls in RUNTIME_BACKENDS.items()}
+    reasons.update({name: js_available(name) for name in JS_RUNTIMES})
+    return reasons
 
 
-def _default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True) -> list:
+def _default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True, js_runtimes=()) -> list:
     """The int8/fp16 variants asked for (with their parity records), the JavaScript runtimes
-    (every precision), then a short latency run."""
+    named in ``js_runtimes`` (every precision), then a short latency run."""
     extras = []
     if any(p != "fp32" for p in precisions):
         from exporters.quantize import precision_extra
 
         extras.append(precision_extra(precisions, verify=verify))
-    if verify:
+    if verify and js_runtimes:
         from verify.js import build_extra
 
-        js = build_extra()  # Node.js and onnxruntime-web, where verify/node is installed
-        if js is not None:
-            extras.append(js)
+        extras.append(build_extra(js_runtimes))
     if bench:
         from verify.latency import latency_extra
 
