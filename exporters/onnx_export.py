@@ -91,9 +91,10 @@ def _name_of(parent: nn.Module, child: nn.Module) -> str:
 
 
 @contextlib.contextmanager
-def _quiet():
-    """The exporters print progress and warnings of their own; the zoo reports progress itself."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+def quiet(*logger_names: str):
+    """Silence the named loggers ("" is the root), warnings and stdout: the exporters and the
+    quantiser print progress and advice of their own; the zoo reports progress itself."""
+    loggers = [logging.getLogger(n) for n in logger_names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -148,7 +149,7 @@ def export_model(
     example = torch.zeros(spec.export_batch, input_dim)
     exporter = _export_dynamo if spec.exporter == "dynamo" else _export_torchscript
     try:
-        with _quiet():
+        with quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
             proto = exporter(model, example, spec)
     except Exception as e:  # the exporters raise many types; the zoo reports one
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

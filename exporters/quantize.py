@@ -18,12 +18,8 @@ and serialisation is deterministic, so a rebuild gives the same sha256.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from zoo.errors import ExportError
 
-from .onnx_export import serialize
+from .onnx_export import quiet, serialize
 
 PRECISIONS = ("fp32", "int8", "fp16")
 VARIANT_PRECISIONS = ("int8", "fp16")
@@ -159,20 +155,6 @@ def int8_nodes(proto: onnx.ModelProto, min_elements: int = INT8_MIN_WEIGHT_ELEME
     ]
 
 
-@contextlib.contextmanager
-def _quiet():
-    """The quantiser logs advice (pre-processing) and warnings; the zoo reports on its own."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(level)
-
-
 def quantize_int8(model_bytes: bytes, per_channel: bool | None = None,
                   min_elements: int = INT8_MIN_WEIGHT_ELEMENTS) -> bytes:
     """The int8 variant of an fp32 model (bytes in, bytes out).
@@ -188,7 +170,7 @@ def quantize_int8(model_bytes: bytes, per_channel: bool | None = None,
         raise ExportError("int8: the model has no MatMul/Gemm with a constant weight to quantise")
     if per_channel is None:
         per_channel = per_channel_helps(prepared, nodes)
-    with tempfile.TemporaryDirectory(prefix="zoo-quantize-") as tmp, _quiet():
+    with tempfile.TemporaryDirectory(prefix="zoo-quantize-") as tmp, quiet(""):
         out = Path(tmp) / "model.int8.onnx"
         try:
             quantize_dynamic(
@@ -379,13 +361,19 @@ def precision_extra(precisions, *, verify: bool = True, matrix_options=None):
 
 def check_variant(art, data: bytes, precision: str, *, verify: bool = True, matrix_options=None,
                   progress=lambda m: None) -> list[dict]:
-    """Parity records of a variant against the fp32 PyTorch model; raises the typed error on failure."""
-    from verify.matrix import MatrixOptions, make_input, raise_for_failures, run_matrix
-    from verify.parity import check_outputs, tolerance_for
+    """Parity records of a variant against the fp32 PyTorch model; raises the typed error on failure.
+    With ``verify=False`` only a quick check runs (the CPU provider, one seeded batch) and no
+    records are returned."""
+    from verify.matrix import Case, MatrixOptions, check_backend, make_input, raise_for_failures, run_matrix
+    from verify.parity import tolerance_for
 
     spec = art.request.spec
     what = f"{art.request.name} {precision}"
-    if not verify:  # a quick check: the CPU provider, one seeded batch
+    if verify:
+        records = run_matrix(art.model, data, input_dim=art.request.effective_input_dim, seed=art.request.seed,
+                             input_name=spec.input_name, output_name=spec.output_name, precision=precision,
+                             options=matrix_options or MatrixOptions(runtimes=[]), progress=progress)
+    else:
         import torch
 
         from verify.backends import OrtBackend
@@ -393,22 +381,16 @@ def check_variant(art, data: bytes, precision: str, *, verify: bool = True, matr
         x = make_input(art.request.effective_input_dim, 7, "normal", art.request.seed)
         with torch.no_grad():
             expected = art.model(torch.from_numpy(x)).numpy()
-        sess = OrtBackend().session(data)
-        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {spec.input_name: x})))
-        metrics = check_outputs(got, {spec.output_name: expected}, tolerance_for(precision), f"{what} self-check")
-        _check_scale_free(metrics[spec.output_name], precision, f"{what} self-check")
-        return []
-    options = matrix_options or MatrixOptions(runtimes=[])
-    records = run_matrix(art.model, data, input_dim=art.request.effective_input_dim, seed=art.request.seed,
-                         input_name=spec.input_name, output_name=spec.output_name, precision=precision,
-                         options=options, progress=progress)
+        case = Case(7, "normal", x, {spec.output_name: expected})
+        records = [check_backend(OrtBackend(), data, [case], spec.input_name, precision, tolerance_for(precision))]
+        what += " self-check"
     for rec in records:
         if rec["verdict"] == "pass":
             reason = _scale_free_failure(rec.get("cosine_similarity"), rec.get("rel_l2_error"), precision)
             if reason:
                 rec.update(verdict="fail", failed_check="values", reason=f"{reason} against the fp32 PyTorch model")
     raise_for_failures(records, what)
-    return records
+    return records if verify else []
 
 
 def _scale_free_failure(cos: float | None, rel_l2: float | None, precision: str) -> str | None:
@@ -418,10 +400,3 @@ def _scale_free_failure(cos: float | None, rel_l2: float | None, precision: str)
         return f"relative L2 error {rel_l2:.3g} > {MAX_REL_L2[precision]}"
     return None
 
-
-def _check_scale_free(metrics: dict, precision: str, what: str) -> None:
-    from zoo.errors import AtolError
-
-    reason = _scale_free_failure(metrics["cosine_similarity"], metrics["rel_l2_error"], precision)
-    if reason:
-        raise AtolError(f"{what}: {reason}")
