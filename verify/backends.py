@@ -7,29 +7,22 @@ ONNX Runtime falls back silently, so the session's actual providers are checked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
 from dataclasses import dataclass
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import numpy as np
 
 from zoo.errors import ProviderUnavailableError
+from zoo.manifest import dist_version
 
 OPT_LEVELS = ("disabled", "basic", "extended", "all")
 KNOWN_PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
-RUNTIMES = ("reference", "openvino", "tract")
 # The reference evaluator is pure numpy, node by node: it checks small batches only.
 REFERENCE_MAX_BATCH = 8
-
-
-def _dist_version(name: str) -> str | None:
-    try:
-        return importlib_metadata.version(name)
-    except importlib_metadata.PackageNotFoundError:
-        return None
 
 
 class Runner:
@@ -152,32 +145,43 @@ class ReferenceBackend(Backend):
     max_batch: int | None = REFERENCE_MAX_BATCH
 
     def version(self):
-        return "onnx " + (_dist_version("onnx") or "?")
+        return "onnx " + (dist_version("onnx") or "?")
 
     def load(self, model: bytes) -> Runner:
         return _ReferenceRunner(model)
 
 
-class _FileModel:
-    """Runtimes that read models from files get one in a private temporary folder."""
+@contextlib.contextmanager
+def _model_file(model: bytes):
+    """Runtimes that read models from files get one in a private temporary folder, removed after
+    loading (also when loading fails)."""
+    with tempfile.TemporaryDirectory(prefix="zoo-verify-") as d:
+        path = Path(d) / "model.onnx"
+        path.write_bytes(model)
+        yield path
 
-    def __init__(self, model: bytes):
-        self.dir = tempfile.TemporaryDirectory(prefix="zoo-verify-")
-        self.path = Path(self.dir.name) / "model.onnx"
-        self.path.write_bytes(model)
+
+@dataclass
+class _PackagedBackend(Backend):
+    """An independent runtime installed as the pip package named ``runtime`` (the runtimes extra)."""
+
+    def version(self):
+        return dist_version(self.runtime)
+
+    def unavailable_reason(self):
+        return None if self.version() else f"{self.runtime} is not installed (pip install -e '.[runtimes]')"
 
 
 class _OpenVinoRunner(Runner):
     def __init__(self, model: bytes):
         import openvino as ov
 
-        f = _FileModel(model)
         core = ov.Core()
-        # This CPU would run bf16 by default; parity is checked at f32.
-        self.compiled = core.compile_model(core.read_model(str(f.path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        with _model_file(model) as path:
+            # This CPU would run bf16 by default; parity is checked at f32.
+            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         self.outputs = [o.get_any_name() for o in self.compiled.outputs]
         self.inputs = [i.get_any_name() for i in self.compiled.inputs]
-        f.dir.cleanup()
 
     def run(self, feeds):
         req = self.compiled.create_infer_request()
@@ -186,14 +190,8 @@ class _OpenVinoRunner(Runner):
 
 
 @dataclass
-class OpenVinoBackend(Backend):
+class OpenVinoBackend(_PackagedBackend):
     runtime: str = "openvino"
-
-    def version(self):
-        return _dist_version("openvino")
-
-    def unavailable_reason(self):
-        return None if _dist_version("openvino") else "openvino is not installed (pip install -e '.[runtimes]')"
 
     def load(self, model: bytes) -> Runner:
         return _OpenVinoRunner(model)
@@ -204,13 +202,13 @@ class _TractRunner(Runner):
         import onnx
         import tract
 
+        # Graph names from the proto: tract reports its nodes' names instead.
         proto = onnx.load_from_string(model)
         self.inputs = [i.name for i in proto.graph.input]
         self.outputs = [o.name for o in proto.graph.output]
-        f = _FileModel(model)
-        # The symbolic batch axis stays symbolic: one optimised plan serves every batch size.
-        self.runnable = tract.onnx().load(str(f.path)).into_model().into_runnable()
-        f.dir.cleanup()
+        with _model_file(model) as path:
+            # The symbolic batch axis stays symbolic: one optimised plan serves every batch size.
+            self.runnable = tract.onnx().load(str(path)).into_model().into_runnable()
 
     def run(self, feeds):
         out = self.runnable.run([np.ascontiguousarray(feeds[n]) for n in self.inputs])
@@ -218,14 +216,8 @@ class _TractRunner(Runner):
 
 
 @dataclass
-class TractBackend(Backend):
+class TractBackend(_PackagedBackend):
     runtime: str = "tract"
-
-    def version(self):
-        return _dist_version("tract")
-
-    def unavailable_reason(self):
-        return None if _dist_version("tract") else "tract is not installed (pip install -e '.[runtimes]')"
 
     def load(self, model: bytes) -> Runner:
         return _TractRunner(model)

@@ -26,6 +26,8 @@ from typing import Callable
 
 import numpy as np
 
+from zoo.manifest import dist_version
+
 from .backends import OrtBackend
 
 DEFAULT_BATCH_SIZES = (1, 32, 256)
@@ -183,8 +185,8 @@ def machine_info() -> dict:
         "memory_gb": round(mem_gb, 1) if mem_gb else None,
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "onnxruntime": _version("onnxruntime"),
-        "torch": _version("torch"),
+        "onnxruntime": dist_version("onnxruntime"),
+        "torch": dist_version("torch"),
     }
     try:
         import torch
@@ -194,15 +196,6 @@ def machine_info() -> dict:
     except Exception:  # pragma: no cover - a broken CUDA setup must not stop a CPU benchmark
         pass
     return out
-
-
-def _version(dist: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:  # pragma: no cover
-        return None
 
 
 # ---------------------------------------------------------------------------------------------

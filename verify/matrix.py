@@ -13,7 +13,7 @@ import torch
 from zoo.errors import AtolError, NameMismatchError, ParityError, ProviderUnavailableError, ShapeError
 
 from .backends import Backend, provider_backends, runtime_backends
-from .parity import Tolerance, check_outputs, tolerance_for
+from .parity import Tolerance, check_outputs, error_metrics, tolerance_for
 
 DEFAULT_BATCH_SIZES = (1, 2, 7, 64)
 DISTRIBUTIONS = ("normal", "normal_x10", "zeros")
@@ -75,8 +75,10 @@ def reference_cases(model: torch.nn.Module, input_dim: int, output_name: str, se
 
 
 def check_backend(backend: Backend, model_bytes: bytes, cases: list[Case], input_name: str, precision: str,
-                  tol: Tolerance, reference: str = "torch-cpu", label: str | None = None) -> dict:
-    """One backend over every case: a parity record (never raises for a parity failure)."""
+                  tol: Tolerance, reference: str = "torch-cpu", label: str | None = None,
+                  declared: dict[str, list] | None = None) -> dict:
+    """One backend over every case: a parity record (never raises for a parity failure).
+    ``declared``: the model's :func:`declared_outputs`, when the caller has them already."""
     usable = [c for c in cases if backend.max_batch is None or c.batch <= backend.max_batch]
     rec = backend.record_base() | {
         "reference": reference,
@@ -98,7 +100,8 @@ def check_backend(backend: Backend, model_bytes: bytes, cases: list[Case], input
         "reason": None,
         "label": label,
     }
-    declared = declared_outputs(model_bytes)
+    if declared is None:
+        declared = declared_outputs(model_bytes)
     reason = backend.unavailable_reason()
     if reason is None:
         try:
@@ -123,7 +126,7 @@ def check_backend(backend: Backend, model_bytes: bytes, cases: list[Case], input
             rec.update(verdict="fail", failed_check=_CHECK_OF.get(type(e), "values"), reason=str(e))
             if isinstance(e, AtolError):  # still report how far off the values are
                 out = next(iter(c.expected))
-                metrics = {out: _metrics_of(got[out], c.expected[out], tol)}
+                metrics = {out: error_metrics(got[out], c.expected[out], tol)}
                 _merge(worst, metrics, means)
             break
         except Exception as e:  # a runtime that cannot run the model at all fails it
@@ -159,12 +162,6 @@ def check_declared(declared: dict[str, list], case: Case, what: str) -> None:
                              + (" (the batch axis is not dynamic)" if dims and isinstance(dims[0], int) else ""))
 
 
-def _metrics_of(a, b, tol):
-    from .parity import error_metrics
-
-    return error_metrics(a, b, tol)
-
-
 def _merge(worst: dict, metrics: dict, means: list) -> None:
     for out, m in metrics.items():
         means.append(m["mean_abs_error"])
@@ -188,10 +185,11 @@ def run_matrix(model: torch.nn.Module, model_bytes: bytes, *, input_dim: int, se
     tol = tolerance_for(precision, options.atol, options.rtol)
     cpu_cases = reference_cases(model, input_dim, output_name, seed, options)
     cuda_cases = None
+    declared = declared_outputs(model_bytes)  # parsing B7's proto takes most of a second: once per model
     records = []
     for backend in options.resolve_backends():
         rec = check_backend(backend, model_bytes, cpu_cases, input_name, precision, tol,
-                            label=_label(backend, precision))
+                            label=_label(backend, precision), declared=declared)
         records.append(rec)
         progress(_line(rec))
         gpu = backend.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
@@ -199,7 +197,7 @@ def run_matrix(model: torch.nn.Module, model_bytes: bytes, *, input_dim: int, se
             if cuda_cases is None:
                 cuda_cases = reference_cases(model, input_dim, output_name, seed, options, device="cuda")
             rec2 = check_backend(backend, model_bytes, cuda_cases, input_name, precision, tol, reference="torch-cuda",
-                                 label=_label(backend, precision))
+                                 label=_label(backend, precision), declared=declared)
             records.append(rec2)
             progress(_line(rec2))
     return records

@@ -22,18 +22,19 @@ def schema() -> dict:
     return json.loads(resources.files("zoo").joinpath("schema/manifest.schema.json").read_text())
 
 
-def _version(dist: str) -> str:
+def dist_version(dist: str) -> str | None:
+    """The installed version of a distribution (pip name), or None."""
     try:
         return importlib_metadata.version(dist.replace("_", "-"))
     except importlib_metadata.PackageNotFoundError:
-        return "not installed"
+        return None
 
 
 @functools.lru_cache(maxsize=1)
 def toolchain_versions() -> dict[str, str]:
     """Versions that decide an artifact's bytes (the constraints file pins each of them)."""
     versions = {"python": platform.python_version()}
-    versions.update({name: _version(name) for name in TOOLCHAIN_PACKAGES})
+    versions.update({name: dist_version(name) or "not installed" for name in TOOLCHAIN_PACKAGES})
     return versions
 
 
