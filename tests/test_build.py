@@ -4,7 +4,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from click.testing import CliRunner
 
 import zoo
 from zoo import manifest as mf
-from zoo.artifact import ModelRequest, read_tensor, request_for
+from zoo.artifact import read_tensor, request_for
 from zoo.pipeline import build
 from zoo.cli import cli
 from zoo.errors import ExportError

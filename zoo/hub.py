@@ -36,7 +36,6 @@ import re
 import shutil
 import socket
 import stat
-import tempfile
 import time
 import urllib.error
 import urllib.parse
