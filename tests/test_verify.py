@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 import zoo
-from zoo import manifest as mf
+from zoo.builder import manifest as mf
 from zoo.cli import cli
 from zoo.errors import AtolError, NameMismatchError, ShapeError
 from zoo.fsutil import sha256_file
-from verify.matrix import MatrixOptions, run_matrix
-from verify.parity import Tolerance, check_outputs, error_metrics
+from zoo.verify.matrix import MatrixOptions, run_matrix
+from zoo.verify.parity import Tolerance, check_outputs, error_metrics
 
 from conftest import ROOT, zoo_cmd
 
@@ -130,7 +130,7 @@ def test_broken_artifacts_fail_verify_with_a_clear_reason(small_build, tmp_path,
 
 @pytest.mark.parametrize("change,check", [(perturb_weight, "values"), (fix_batch, "shapes"), (rename_output, "names")])
 def test_broken_exports_fail_the_build_and_never_enter_the_manifest(tmp_path, monkeypatch, change, check):
-    import zoo.artifact as artifact
+    import zoo.builder.artifact as artifact
 
     real = artifact.export_model
     monkeypatch.setattr(artifact, "export_model", lambda *a, **k: change(real(*a, **k)))
