@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ..errors import InputError
 
 EXPORTERS = ("dynamo", "torchscript")
 # Opsets each exporter produces that the pinned ONNX Runtime runs; 18 is the default.
@@ -30,15 +31,15 @@ class ExportSpec:
 
     def __post_init__(self):
         if self.exporter not in EXPORTERS:
-            raise ValueError(f"unknown exporter {self.exporter!r}; valid exporters: {', '.join(EXPORTERS)}")
+            raise InputError(f"unknown exporter {self.exporter!r}; valid exporters: {', '.join(EXPORTERS)}")
         ops = SUPPORTED_OPSETS[self.exporter]
         if not isinstance(self.opset, int) or self.opset not in ops:
-            raise ValueError(
+            raise InputError(
                 f"opset {self.opset!r} is not supported by the {self.exporter} exporter; "
                 f"choose {ops.start}..{ops.stop - 1}"
             )
         if self.export_batch < 2:
-            raise ValueError("export batch must be at least 2 (a batch of 1 can freeze the batch axis)")
+            raise InputError("export batch must be at least 2 (a batch of 1 can freeze the batch axis)")
         if not self.dynamic_axes:
             object.__setattr__(
                 self, "dynamic_axes", {self.input_name: {0: self.batch_axis}, self.output_name: {0: self.batch_axis}}

@@ -106,7 +106,7 @@ def zoo_dir(tmp_path_factory):
     """dense_b0 (narrow input) built with int8 by ``zoo build`` and its default short latency run."""
     out = tmp_path_factory.mktemp("bench") / "zoo"
     res = CliRunner().invoke(cli, ["build", "dense_b0", "--input-dim", "64", "--precision", "int8", "--no-verify",
-                                   "--out", str(out)])
+                                   "--artifacts", str(out)])
     assert res.exit_code == 0, res.output
     return out
 
@@ -185,7 +185,7 @@ def test_bench_prints_a_table_and_no_save_keeps_the_manifest(zoo_dir):
     path = zoo_dir / "manifest.json"
     before = path.read_bytes()
     res = CliRunner().invoke(cli, ["bench", "--all", "--artifacts", str(zoo_dir), "--batch-sizes", "1", "--runs", "2",
-                                   "--warmup", "0", "--time-budget", "0.1", "--no-torch", "--no-save"])
+                                   "--warmup", "0", "--time-budget", "0.1", "--no-torch", "--no-record"])
     assert res.exit_code == 0, res.output
     assert "p50 ms" in res.stdout and "dense_b0" in res.stdout and "int8" in res.stdout
     assert path.read_bytes() == before
@@ -195,7 +195,7 @@ def test_bench_roofline(zoo_dir, monkeypatch):
     small = roofline.measure_machine
     monkeypatch.setattr(roofline, "measure_machine", lambda threads: small(threads, dram_bytes=32 << 20, gemm_sizes=(256,)))
     res = CliRunner().invoke(cli, ["bench", "dense_b0", "--artifacts", str(zoo_dir), "--precision", "fp32",
-                                   "--batch-sizes", "1,64", "--runs", "3", "--warmup", "1", "--no-torch", "--no-save",
+                                   "--batch-sizes", "1,64", "--runs", "3", "--warmup", "1", "--no-torch", "--no-record",
                                    "--roofline", "--json"])
     assert res.exit_code == 0, res.output
     roof = json.loads(res.stdout)["roofline"]
@@ -233,7 +233,7 @@ def test_machine_measurements_are_positive():
     (["dense_b0", "--precision", "fp16"], 1, "no fp16 file"),
 ])
 def test_bad_bench_input_gets_one_clear_line(zoo_dir, args, code, words):
-    res = CliRunner().invoke(cli, ["bench", *args, "--artifacts", str(zoo_dir), "--no-save"])
+    res = CliRunner().invoke(cli, ["bench", *args, "--artifacts", str(zoo_dir), "--no-record"])
     assert res.exit_code == code, res.output
     assert words in res.output and "Traceback" not in res.output
 

@@ -93,7 +93,7 @@ def test_manifest_validates_and_matches_the_files(small_build):
 
 def _build_in_subprocess(cwd: Path, hashseed: str, *extra: str) -> dict:
     env = dict(os.environ, PYTHONHASHSEED=hashseed, PYTHONPATH=str(ROOT))
-    subprocess.run(zoo_cmd("build", "dense_b0", "--input-dim", "32", "--no-verify", "--out", "out", *extra),
+    subprocess.run(zoo_cmd("build", "dense_b0", "--input-dim", "32", "--no-verify", "--artifacts", "out", *extra),
                    cwd=cwd, env=env, check=True, capture_output=True)
     out = cwd / "out"
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -143,7 +143,7 @@ def test_a_failure_mid_build_leaves_the_previous_manifest_and_no_temporaries(tmp
 
     monkeypatch.setattr(artifact, "export_model", flaky)
     r = runner.invoke(cli, ["build", "dense_b0", "dense_b1", "--input-dim", "32", "--seed", "5", "--no-verify",
-                            "--out", str(out)])
+                            "--artifacts", str(out)])
     assert r.exit_code == 1 and "injected exporter failure" in r.output and "nothing was written" in r.output
     assert calls == ["dense_b0", "dense_b1"]
     assert (out / "manifest.json").read_bytes() == before
@@ -164,7 +164,7 @@ def test_keep_going_commits_the_models_that_passed(tmp_path, monkeypatch):
     monkeypatch.setattr(artifact, "export_model", fail_b1)
     out = tmp_path / "art"
     r = runner.invoke(cli, ["build", "dense_b0", "dense_b1", "--input-dim", "32", "--no-verify", "--keep-going",
-                            "--out", str(out)])
+                            "--artifacts", str(out)])
     assert r.exit_code == 1 and "b1 broke" in r.output
     assert [m["model"] for m in mf.load(out)["models"]] == ["dense_b0"]
 
@@ -204,7 +204,7 @@ def test_self_check_failure_keeps_the_model_out(tmp_path, monkeypatch):
         return proto
 
     monkeypatch.setattr(artifact, "export_model", perturbed)
-    r = runner.invoke(cli, ["build", "dense_b0", "--input-dim", "32", "--no-verify", "--out", str(tmp_path)])
+    r = runner.invoke(cli, ["build", "dense_b0", "--input-dim", "32", "--no-verify", "--artifacts", str(tmp_path)])
     assert r.exit_code == 1 and "self-check" in r.output and "'logits' differs" in r.output
     assert not (tmp_path / "manifest.json").exists()
 
@@ -214,7 +214,7 @@ def test_self_check_failure_keeps_the_model_out(tmp_path, monkeypatch):
     [
         (["--check", "{tmp}/missing.json"], "no manifest at"),
         (["--check", "{tmp}/bad.json"], "not valid JSON"),
-        (["--out", "{tmp}/file-not-dir"], "is a file"),
+        (["--artifacts", "{tmp}/file-not-dir"], "is a file"),
         (["--opset", "99"], "opset 99 is not supported"),
     ],
 )
@@ -237,7 +237,7 @@ def test_unwritable_out_is_refused_before_any_work(tmp_path):
             (tmp_path / "afile").write_text("")
         else:
             target = ro
-        r = runner.invoke(cli, ["build", "dense_b0", "--no-verify", "--out", str(target)])
+        r = runner.invoke(cli, ["build", "dense_b0", "--no-verify", "--artifacts", str(target)])
         assert r.exit_code == 1 and "cannot write to" in r.output
     finally:
         ro.chmod(0o700)

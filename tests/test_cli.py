@@ -113,7 +113,7 @@ def test_build_names_the_runtimes_it_will_leave_out(monkeypatch, tmp_path):
     # and the build says so on stderr before any work (here it then stops: --out is a file)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    res = CliRunner().invoke(cli, ["build", "dense_b0", "--out", str(blocker / "zoo")])
+    res = CliRunner().invoke(cli, ["build", "dense_b0", "--artifacts", str(blocker / "zoo")])
     assert res.exit_code == 1 and "cannot write to" in res.stderr
     lines = res.stderr.splitlines()
     assert any(line.startswith("note: no parity on node: Node.js not found") for line in lines), lines

@@ -181,7 +181,7 @@ def test_build_with_precisions_then_check_matches_every_file(tmp_path):
     runner = CliRunner()
     out = tmp_path / "zoo"
     res = runner.invoke(cli, ["build", "dense_b0", "--input-dim", "64", "--precision", "int8,fp16", "--no-verify",
-                              "--no-bench", "--out", str(out), "--json"])
+                              "--no-bench", "--artifacts", str(out), "--json"])
     assert res.exit_code == 0, res.output
     manifest = mf.load(out / "manifest.json")
     entry = mf.entry(manifest, "dense_b0")
@@ -214,6 +214,6 @@ def test_variant_files_rebuild_from_an_artifact(art, int8, fp16):
 
 
 def test_bad_precision_is_a_usage_error(tmp_path):
-    res = CliRunner().invoke(cli, ["build", "dense_b0", "--precision", "int4", "--out", str(tmp_path)])
+    res = CliRunner().invoke(cli, ["build", "dense_b0", "--precision", "int4", "--artifacts", str(tmp_path)])
     assert res.exit_code == 2 and "unknown precision 'int4'" in res.output
     assert not (tmp_path / "manifest.json").exists()

@@ -130,7 +130,7 @@ def test_report_command(manifest, tmp_path):
     res = runner.invoke(cli, ["report", "--artifacts", str(art)])
     assert res.exit_code == 0, res.output
     assert (art / "report.md").exists() and (art / "latency.png").exists()
-    res = runner.invoke(cli, ["report", "--artifacts", str(art), "--out", str(tmp_path / "r"), "--no-chart", "--json"])
+    res = runner.invoke(cli, ["report", "--artifacts", str(art), "--to", str(tmp_path / "r"), "--no-chart", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["chart"] is None and out["models"] == 3 and len(out["summary"]) == 3

@@ -134,7 +134,7 @@ def test_broken_exports_fail_the_build_and_never_enter_the_manifest(tmp_path, mo
 
     real = artifact.export_model
     monkeypatch.setattr(artifact, "export_model", lambda *a, **k: change(real(*a, **k)))
-    r = runner.invoke(cli, ["build", "dense_b0", "--input-dim", "32", "--out", str(tmp_path)])
+    r = runner.invoke(cli, ["build", "dense_b0", "--input-dim", "32", "--artifacts", str(tmp_path)])
     assert r.exit_code == 1, r.output
     assert "failed" in r.output and not (tmp_path / "manifest.json").exists()
     assert not (tmp_path / "dense_b0" / "model.onnx").exists()
@@ -211,7 +211,7 @@ def test_full_build_all_passes_every_cpu_backend_and_rebuilds_byte_identical(tmp
     """The real `zoo build --all` (full-size B0-B7, fp32 and int8), then a rebuild in another process
     compared by hash, file by file."""
     out = tmp_path / "artifacts"
-    subprocess.run(zoo_cmd("build", "--all", "--precision", "fp32,int8", "--out", str(out)), check=True, cwd=tmp_path)
+    subprocess.run(zoo_cmd("build", "--all", "--precision", "fp32,int8", "--artifacts", str(out)), check=True, cwd=tmp_path)
     manifest = mf.load(out)
     assert [m["model"] for m in manifest["models"]] == list(zoo.VARIANTS)
     for m in manifest["models"]:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ProviderUnavailableError
+from ..errors import InputError, ProviderUnavailableError
+from ..spec import GPU_PROVIDERS, PY_RUNTIMES
 from ..versions import dist_version
 
 OPT_LEVELS = ("disabled", "basic", "extended", "all")
-KNOWN_PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
 # The reference evaluator is pure numpy, node by node: it checks small batches only.
 REFERENCE_MAX_BATCH = 8
 
@@ -90,7 +90,7 @@ class OrtBackend(Backend):
         available = ort.get_available_providers()
         if self.provider not in available:
             return f"{self.provider} is not available in this onnxruntime ({', '.join(available)})"
-        if self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        if self.provider in GPU_PROVIDERS:
             try:
                 import torch
 
@@ -230,7 +230,7 @@ def provider_backends(providers: list[str] | None, opt_levels=("disabled", "all"
 
     if providers is None:
         providers = ["CPUExecutionProvider"] + [
-            p for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") if p in ort.get_available_providers()
+            p for p in GPU_PROVIDERS if p in ort.get_available_providers()
         ]
     out: list[Backend] = []
     for p in providers:
@@ -239,7 +239,7 @@ def provider_backends(providers: list[str] | None, opt_levels=("disabled", "all"
     return out
 
 
-RUNTIME_BACKENDS = {"reference": ReferenceBackend, "openvino": OpenVinoBackend, "tract": TractBackend}
+RUNTIME_BACKENDS = dict(zip(PY_RUNTIMES, (ReferenceBackend, OpenVinoBackend, TractBackend)))
 
 
 def runtime_backends(runtimes: list[str] | None) -> list[Backend]:
@@ -249,7 +249,7 @@ def runtime_backends(runtimes: list[str] | None) -> list[Backend]:
         return [b for b in backends if b.unavailable_reason() is None]
     unknown = [r for r in runtimes if r not in RUNTIME_BACKENDS]
     if unknown:
-        raise ValueError(f"unknown runtime {unknown[0]!r}; valid runtimes: {', '.join(RUNTIME_BACKENDS)}")
+        raise InputError(f"unknown runtime {unknown[0]!r}; valid runtimes: {', '.join(RUNTIME_BACKENDS)}")
     return [RUNTIME_BACKENDS[r]() for r in runtimes]
 
 

@@ -29,13 +29,14 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from ..errors import ZooError
+from ..errors import InputError, ZooError
+from ..spec import JS_RUNTIMES
 
 from .parity import DEFAULT_TOLERANCES, Tolerance
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 SCRIPT = NODE_DIR / "verify.mjs"
-RUNTIMES = {"node": "onnxruntime-node", "web": "onnxruntime-web"}
+RUNTIMES = {r: f"onnxruntime-{r}" for r in JS_RUNTIMES}  # name -> npm package
 MIN_NODE_MAJOR = 18
 NODE_ENV = "ZOO_NODE"  # path of the node executable (default: ``node`` on PATH)
 # A whole run (every model, both runtimes) must finish within this; B7 in wasm takes tens of seconds.
@@ -53,7 +54,7 @@ def node_executable() -> str | None:
 
 def _check_runtime(runtime: str) -> str:
     if runtime not in RUNTIMES:
-        raise ValueError(f"unknown JavaScript runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
+        raise InputError(f"unknown JavaScript runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
     return runtime
 
 
@@ -153,7 +154,7 @@ def _unavailable(entry: dict, runtime: str, precision: str, reason: str, tol: To
 def _tolerance(tolerances: Tolerances | None, precision: str) -> Tolerance:
     table = DEFAULT_TOLERANCES if tolerances is None else tolerances
     if precision not in table:
-        raise ValueError(f"no tolerance given for precision {precision!r}")
+        raise InputError(f"no tolerance given for precision {precision!r}")
     t = table[precision]
     return t if isinstance(t, Tolerance) else Tolerance(*t)
 
@@ -186,12 +187,12 @@ def run_js(artifacts_dir: str | os.PathLike, manifest: dict, names: Iterable[str
     root = Path(artifacts_dir)
     runtimes = [_check_runtime(r) for r in dict.fromkeys(runtimes)]
     if not runtimes:
-        raise ValueError("give at least one JavaScript runtime (node, web)")
+        raise InputError("give at least one JavaScript runtime (node, web)")
     by_name = {m["model"]: m for m in manifest["models"]}
     selected = list(dict.fromkeys(names)) if names is not None else list(by_name)
     unknown = [n for n in selected if n not in by_name]
     if unknown:
-        raise ValueError(f"not in the manifest: {', '.join(unknown)} (it has: {', '.join(by_name) or 'none'})")
+        raise InputError(f"not in the manifest: {', '.join(unknown)} (it has: {', '.join(by_name) or 'none'})")
     precisions = None if precisions is None else list(dict.fromkeys(precisions))
     wanted = {
         n: [f for f in by_name[n]["files"] if f["role"] == "model" and (precisions is None or f["precision"] in precisions)]
@@ -259,7 +260,7 @@ def check_files(files: Mapping[str, bytes], entry: dict, runtimes: Iterable[str]
     """
     missing = [f["path"] for f in entry["files"] if f["path"] not in files]
     if missing:
-        raise ValueError(f"{entry['model']}: no bytes given for {', '.join(missing)}")
+        raise InputError(f"{entry['model']}: no bytes given for {', '.join(missing)}")
     manifest = {"schema_version": 1, "models": [entry]}
     with tempfile.TemporaryDirectory(prefix="zoo-js-") as tmp:
         root = Path(tmp)
@@ -294,7 +295,7 @@ def _contained(root: Path, rel: str) -> Path:
     """``root / rel``, refusing absolute paths and ``..`` (file names come from a manifest)."""
     p = Path(rel)
     if p.is_absolute() or ".." in p.parts or not p.parts:
-        raise ValueError(f"bad relative path {rel!r}")
+        raise InputError(f"bad relative path {rel!r}")
     return root / p
 
 

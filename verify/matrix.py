@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..errors import AtolError, NameMismatchError, ParityError, ProviderUnavailableError, ShapeError
+from ..errors import InputError, AtolError, NameMismatchError, ParityError, ProviderUnavailableError, ShapeError
 
+from ..spec import GPU_PROVIDERS
 from .backends import Backend, provider_backends, runtime_backends
 from .parity import Tolerance, check_outputs, error_metrics, tolerance_for
 
@@ -32,10 +33,10 @@ class MatrixOptions:
 
     def __post_init__(self):
         if not self.batch_sizes or any((not isinstance(b, int)) or b < 1 for b in self.batch_sizes):
-            raise ValueError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}")
+            raise InputError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}")
         bad = [d for d in self.distributions if d not in DISTRIBUTIONS]
         if bad:
-            raise ValueError(f"unknown input distribution {bad[0]!r}; valid: {', '.join(DISTRIBUTIONS)}")
+            raise InputError(f"unknown input distribution {bad[0]!r}; valid: {', '.join(DISTRIBUTIONS)}")
 
     def resolve_backends(self) -> list[Backend]:
         if self.backends:
@@ -192,7 +193,7 @@ def run_matrix(model: torch.nn.Module, model_bytes: bytes, *, input_dim: int, se
                             label=_label(backend, precision), declared=declared)
         records.append(rec)
         progress(_line(rec))
-        gpu = backend.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        gpu = backend.provider in GPU_PROVIDERS
         if gpu and rec["verdict"] != "unavailable" and torch.cuda.is_available():
             if cuda_cases is None:
                 cuda_cases = reference_cases(model, input_dim, output_name, seed, options, device="cuda")

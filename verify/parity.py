@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import AtolError, NameMismatchError, ShapeError
+from ..errors import InputError, AtolError, NameMismatchError, ShapeError
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Tolerance:
 
     def __post_init__(self):
         if self.atol < 0 or self.rtol < 0:
-            raise ValueError(f"tolerances must be >= 0, got atol={self.atol}, rtol={self.rtol}")
+            raise InputError(f"tolerances must be >= 0, got atol={self.atol}, rtol={self.rtol}")
 
 
 # Per-precision defaults against the fp32 PyTorch reference (overridable per call).

@@ -1,10 +1,30 @@
-"""Typed errors. ``ValueError`` means bad input (CLI exit 2); ``ZooError`` a failed job (exit 1)."""
+"""Typed errors and the CLI exit status each one maps to (see the README's CLI contract).
+
+``InputError`` (bad input, exit 2) is raised by the zoo's own validation only; it subclasses
+``ValueError`` so that library callers can keep catching ``ValueError``. A ``ValueError`` from
+third-party code is *not* bad input: the CLI reports it as an internal error. ``ZooError`` is a
+failed job (exit 1); ``ProviderUnavailableError`` something asked for that is not here (exit 3).
+"""
 
 from __future__ import annotations
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_UNAVAILABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
+
+
+class InputError(ValueError):
+    """Bad input (an unknown name, a bad option value, a missing file): the CLI exits 2."""
+
+    exit_code = EXIT_INPUT
+
+
+class UnknownNameError(InputError, LookupError):
+    """A model, variant or runtime name that is not offered: bad input (exit 2)."""
 
 
 class ZooError(Exception):
     """A domain failure: the CLI prints its message on one line and exits 1."""
+
+    exit_code = EXIT_FAILED
 
 
 class ExportError(ZooError):
@@ -13,6 +33,18 @@ class ExportError(ZooError):
 
 class ManifestError(ZooError):
     """A manifest is missing, unreadable, malformed, or of an unknown schema version."""
+
+
+class NoManifestError(ManifestError, InputError):
+    """No manifest where one was named (a missing file is bad input: exit 2)."""
+
+    exit_code = EXIT_INPUT
+
+
+class NotInManifestError(ManifestError, UnknownNameError):
+    """A model (or a model's file) that the manifest does not list: bad input (exit 2)."""
+
+    exit_code = EXIT_INPUT
 
 
 class ParityError(ZooError):
@@ -32,4 +64,10 @@ class AtolError(ParityError):
 
 
 class ProviderUnavailableError(ZooError):
-    """An execution provider or runtime was asked for and is not available here."""
+    """An execution provider or runtime was asked for and is not available here (exit 3)."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class BuildLockedError(ZooError):
+    """Another process holds the artifacts folder's lock (and waiting for it was not asked for)."""

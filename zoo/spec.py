@@ -5,6 +5,8 @@ Pure Python, no third-party imports: the download client and the builder spell t
 
 from __future__ import annotations
 
+from .errors import InputError
+
 PRECISIONS = ("fp32", "int8", "fp16")
 # What each file of a manifest entry is; the manifest schema lists the same roles.
 FILE_ROLES = ("model", "test_input", "test_output")
@@ -15,11 +17,15 @@ PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvide
                     "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider"}
 KNOWN_PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+# Independent runtimes of the parity matrix: Python packages, then JavaScript (verify/node).
+PY_RUNTIMES = ("reference", "openvino", "tract")
+JS_RUNTIMES = ("node", "web")
+RUNTIMES = PY_RUNTIMES + JS_RUNTIMES
 
 
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+        raise InputError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
     return precision
 
 
@@ -28,7 +34,7 @@ def parse_precisions(text: str | list[str] | tuple[str, ...], always_fp32: bool 
     items = text.split(",") if isinstance(text, str) else list(text)
     asked = {check_precision(p.strip().lower()) for p in items if p.strip()}
     if not asked:
-        raise ValueError("give at least one precision (fp32, int8, fp16)")
+        raise InputError("give at least one precision (fp32, int8, fp16)")
     if always_fp32:
         asked.add("fp32")
     return tuple(p for p in PRECISIONS if p in asked)
@@ -40,10 +46,22 @@ def variant_path(name: str, precision: str) -> str:
     return f"{name}/{MODEL_FILE}" if precision == "fp32" else f"{name}/model.{precision}.onnx"
 
 
+def parse_runtimes(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``"tract,node"`` -> ``("tract", "node")``, duplicates dropped, unknown names rejected."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    asked = list(dict.fromkeys(r.strip().lower() for r in items if r.strip()))
+    unknown = [r for r in asked if r not in RUNTIMES]
+    if unknown:
+        raise InputError(f"unknown runtime {unknown[0]!r}; valid runtimes: {', '.join(RUNTIMES)}")
+    if not asked:
+        raise InputError(f"give at least one runtime ({', '.join(RUNTIMES)})")
+    return tuple(asked)
+
+
 def resolve_provider(name: str) -> str:
     """``cpu``/``cuda``/``tensorrt`` (any case) or a full ONNX Runtime provider name -> the full name."""
     full = PROVIDER_ALIASES.get(name.strip().lower(), name.strip())
     if full not in KNOWN_PROVIDERS:
-        raise ValueError(f"unknown execution provider {name!r}; valid: cpu, cuda, tensorrt "
+        raise InputError(f"unknown execution provider {name!r}; valid: cpu, cuda, tensorrt "
                          f"(or CPUExecutionProvider, CUDAExecutionProvider, TensorrtExecutionProvider)")
     return full

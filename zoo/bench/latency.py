@@ -30,6 +30,7 @@ from ..spec import GPU_PROVIDERS, PROVIDER_ALIASES, resolve_provider  # noqa: F4
 from ..versions import dist_version
 
 from ..verify.backends import OrtBackend
+from ..errors import InputError
 
 DEFAULT_BATCH_SIZES = (1, 32, 256)
 # Fields that identify a latency record: a new measurement replaces the old one with the same key.
@@ -53,15 +54,15 @@ class LatencyOptions:
     def __post_init__(self):
         if not self.batch_sizes or any(not isinstance(b, int) or isinstance(b, bool) or b < 1
                                        for b in self.batch_sizes):
-            raise ValueError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}")
+            raise InputError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}")
         if self.warmup_runs < 0:
-            raise ValueError(f"warm-up runs must be >= 0, got {self.warmup_runs}")
+            raise InputError(f"warm-up runs must be >= 0, got {self.warmup_runs}")
         if self.max_runs < 1:
-            raise ValueError(f"runs must be >= 1, got {self.max_runs}")
+            raise InputError(f"runs must be >= 1, got {self.max_runs}")
         if not self.time_budget_s > 0:
-            raise ValueError(f"the time budget must be > 0 seconds, got {self.time_budget_s}")
+            raise InputError(f"the time budget must be > 0 seconds, got {self.time_budget_s}")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
+            raise InputError(f"threads must be >= 1, got {self.threads}")
 
     @property
     def resolved_threads(self) -> int:
@@ -115,7 +116,7 @@ def summarize(samples_ms: list[float]) -> dict:
     """p50/p90/p99/mean/min/std of run times, in ms, as floats."""
     a = np.asarray(samples_ms, dtype=np.float64)
     if a.size == 0:
-        raise ValueError("no timed runs to summarize")
+        raise InputError("no timed runs to summarize")
     p50, p90, p99 = (float(v) for v in np.percentile(a, [50, 90, 99]))
     return {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "mean_ms": float(a.mean()), "min_ms": float(a.min()),
             "std_ms": float(a.std())}

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..bench.latency import LatencyOptions, default_providers, measure_model, upsert_latency
-from ..errors import ManifestError, ProviderUnavailableError, ZooError
+from ..errors import ManifestError, NotInManifestError, ProviderUnavailableError, ZooError
 from ..fsutil import sha256_bytes, sha256_file
 from ..spec import resolve_provider
 from ..verify.backends import OrtBackend
@@ -41,7 +41,7 @@ def bench_artifacts(root, names=None, *, precisions=None, providers=None, option
         have = {f["precision"] for f in files}
         missing = [p for p in (precisions or ()) if p not in have]
         if missing:
-            raise ManifestError(f"{entry['model']} has no {missing[0]} file in {path}; "
+            raise NotInManifestError(f"{entry['model']} has no {missing[0]} file in {path}; "
                                 f"build it with `zoo build {entry['model']} --precision fp32,{missing[0]}`")
         for f in files:  # every file checked before the slow part starts
             try:

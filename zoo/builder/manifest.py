@@ -7,7 +7,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from ..errors import ManifestError
+from ..errors import ManifestError, NoManifestError, NotInManifestError
 from ..fsutil import atomic_write_json
 from ..versions import toolchain_versions
 
@@ -63,7 +63,7 @@ def load(path: str | Path) -> dict:
     try:
         text = path.read_bytes()
     except FileNotFoundError:
-        raise ManifestError(f"no manifest at {path}") from None
+        raise NoManifestError(f"no manifest at {path}") from None
     except OSError as e:
         raise ManifestError(f"cannot read manifest {path}: {e.strerror}") from None
     return parse(text, str(path))
@@ -84,7 +84,7 @@ def entry(manifest: dict, name: str) -> dict:
         if m["model"] == name:
             return m
     names = ", ".join(m["model"] for m in manifest["models"]) or "none"
-    raise ManifestError(f"model {name!r} is not in the manifest; it has: {names}")
+    raise NotInManifestError(f"model {name!r} is not in the manifest; it has: {names}")
 
 
 def upsert(manifest: dict, model_entry: dict) -> dict:
@@ -109,4 +109,4 @@ def file_record(manifest: dict, name: str, role: str = "model", precision: str =
     for f in entry(manifest, name)["files"]:
         if f["role"] == role and f["precision"] == precision:
             return f
-    raise ManifestError(f"model {name!r} has no {precision} {role} file in the manifest")
+    raise NotInManifestError(f"model {name!r} has no {precision} {role} file in the manifest")

@@ -4,27 +4,41 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ZooError
+from ..errors import ProviderUnavailableError, UnknownNameError, ZooError
 from ..fsutil import sha256_file
 from ..model import count_params
+from ..spec import JS_RUNTIMES
 from ..verify import js
-from ..verify.js import RUNTIMES as JS_RUNTIMES
 from ..verify.matrix import MatrixOptions, run_matrix
 from . import manifest as mf
 from .artifact import ModelRequest
 
 
-def verify_models(artifacts: Path, names: list[str], *, providers=None, runtimes=None, batch_sizes=None,
-                  record: bool = True, progress=lambda m: None) -> dict[str, list[dict]]:
-    """Run the parity matrix on every listed model file; returns records per model (and records
-    them in the manifest unless ``record`` is false)."""
+def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, runtimes=None, batch_sizes=None,
+                  precisions=None, record: bool = True, progress=lambda m: None) -> dict[str, list[dict]]:
+    """Run the parity matrix on every listed model file (``names`` None: every model; ``precisions``
+    None: every precision built); returns records per model (and records them in the manifest
+    unless ``record`` is false).
+
+    A provider or runtime named in ``providers``/``runtimes`` that is not available here raises
+    ``ProviderUnavailableError`` before any work; by default only the available ones are used.
+    """
     manifest_path = artifacts / mf.MANIFEST_NAME
     manifest = mf.load(manifest_path)
+    available = [m["model"] for m in manifest["models"]]
+    names = available if names is None else names
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise UnknownNameError(f"unknown model {unknown[0]!r}; {manifest_path} has: {', '.join(available) or 'none'}")
     py_runtimes = None if runtimes is None else [r for r in runtimes if r not in JS_RUNTIMES]
     js_runtimes = [r for r in JS_RUNTIMES if runtimes is None or r in runtimes]
     options = MatrixOptions(**({"batch_sizes": batch_sizes} if batch_sizes else {}), providers=providers,
                             runtimes=py_runtimes)
-    options.resolve_backends()  # unknown runtime names fail here, before any work
+    missing = [f"{b.name}: {why}" for b in options.resolve_backends() if (why := b.unavailable_reason())]
+    if runtimes is not None:
+        missing += [f"{r}: {why}" for r in js_runtimes if (why := js.js_available(r))]
+    if missing:  # only what was named explicitly can be missing here; the defaults are what is available
+        raise ProviderUnavailableError(f"asked for and not available: {'; '.join(missing)}")
     results: dict[str, list[dict]] = {}
     for i, name in enumerate(names, 1):
         tag = f"[{i}/{len(names)}] {name}"
@@ -35,7 +49,7 @@ def verify_models(artifacts: Path, names: list[str], *, providers=None, runtimes
         if params != entry["params"]:
             raise ZooError(f"{name}: rebuilt PyTorch model has {params} parameters, the manifest says {entry['params']}")
         records = []
-        for f in [f for f in entry["files"] if f["role"] == "model"]:
+        for f in [f for f in entry["files"] if f["role"] == "model" and (precisions is None or f["precision"] in precisions)]:
             path = artifacts / f["path"]
             if not path.is_file():
                 raise ZooError(f"{name}: {path} is missing (pull it, or build it)")
@@ -48,7 +62,8 @@ def verify_models(artifacts: Path, names: list[str], *, providers=None, runtimes
                                   progress=lambda m, tag=tag: progress(f"{tag}: {m}"))
         results[name] = records
     if js_runtimes:
-        for name, recs in _js_records(artifacts, names, js_runtimes, explicit=runtimes is not None).items():
+        for name, recs in _js_records(artifacts, names, js_runtimes, precisions,
+                                      explicit=runtimes is not None).items():
             results[name] += recs
     if record:
         for name, recs in results.items():
@@ -57,11 +72,11 @@ def verify_models(artifacts: Path, names: list[str], *, providers=None, runtimes
     return results
 
 
-def _js_records(artifacts: Path, names, js_runtimes, explicit: bool) -> dict[str, list[dict]]:
+def _js_records(artifacts: Path, names, js_runtimes, precisions, explicit: bool) -> dict[str, list[dict]]:
     wanted = [r for r in js_runtimes if explicit or js.js_available(r) is None]
     if not wanted:
         return {}
-    return js.run_js(artifacts, mf.load(artifacts), names=names, runtimes=tuple(wanted))
+    return js.run_js(artifacts, mf.load(artifacts), names=names, runtimes=tuple(wanted), precisions=precisions)
 
 
 def merge_parity(entry: dict, records: list[dict]) -> dict:

@@ -6,20 +6,22 @@ from pathlib import Path
 
 import click
 
-from ..exporters.spec import EXPORTERS, ExportSpec
-
 from ..builder import manifest as mf
-from ..builder.artifact import ModelRequest
-from .common import emit_json, progress, selected_variants, shape_options, table
 from ..errors import ZooError
+from ..exporters.spec import EXPORTERS, ExportSpec
 from ..model.config import variant_config
+from .common import (artifacts_option, emit_json, json_option, precision_option, progress, selected_variants,
+                     shape_options, table)
+
+# What --check takes from the manifest it checks against: giving any of these with it is an error.
+CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_dim", "phi", "exporter", "precisions",
+                 "no_verify", "no_bench", "keep_going")
 
 
 @click.command("build")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Build every variant of the table (dense_b0 ... dense_b7).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"), show_default=True,
-              help="Artifacts folder (manifest.json at its root).")
+@artifacts_option(out_alias=True, help="Artifacts folder to write (manifest.json at its root).")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset to export to.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Weight and test-data seed.")
 @shape_options
@@ -28,40 +30,44 @@ from ..model.config import variant_config
 @click.option("--check", "check_manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Rebuild with the options recorded in MANIFEST and compare every file's sha256 (writes nothing).")
 @click.option("--no-verify", is_flag=True, help="Skip the parity matrix (the ONNX Runtime self-check still runs).")
-@click.option("--precision", "precisions", default="fp32", show_default=True,
-              help="Comma list of fp32, int8, fp16: also write model.int8.onnx / model.fp16.onnx, each with parity "
-                   "and latency records (fp32 is always built).")
+@precision_option("fp32", always_fp32=True,
+                  help="Comma list of fp32, int8, fp16: also write model.int8.onnx / model.fp16.onnx, each with "
+                       "parity and latency records (fp32 is always built).")
 @click.option("--no-bench", is_flag=True, help="Skip the short latency run recorded for each model file.")
 @click.option("--keep-going", is_flag=True,
               help="After a failed model, go on and commit the models that passed (exit 1 all the same).")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
-def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi, exporter, check_manifest,
+@json_option
+@click.pass_context
+def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, input_dim, phi, exporter, check_manifest,
               no_verify, precisions, no_bench, keep_going, as_json):
     """Export variants to ONNX, verify them, and write artifacts plus manifest.json.
 
     Every file is staged under a temporary name and renamed into place only when every model has
     passed; a failed or interrupted build leaves the previous artifacts and manifest as they were.
+    A second build into the same folder waits for the first (it says so on stderr). --check takes
+    every option from the manifest, so it refuses the options it would otherwise ignore.
 
     \b
     Examples:
       zoo build --all
-      zoo build dense_b0 dense_b1 --out /tmp/zoo --seed 1
+      zoo build dense_b0 dense_b1 --artifacts /tmp/zoo --seed 1
       zoo build --phi 1.5 --flavor edifice
       zoo build --all --precision fp32,int8,fp16
       zoo build --all --check artifacts/manifest.json
     """
     from ..builder import steps
+    from ..builder.artifact import ModelRequest
     from ..builder.pipeline import build, check_against
     from ..verify.js import RUNTIMES as JS_RUNTIMES
 
     if not names and not all_ and phi is None:
         raise click.UsageError("name at least one variant, or give --all or --phi")
-    from ..spec import parse_precisions
-
-    try:
-        precisions = parse_precisions(precisions)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--precision") from None
+    if check_manifest is not None:
+        given = [p for p in ctx.command.params if p.name in CHECK_IGNORES
+                 and ctx.get_parameter_source(p.name) != click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"--check rebuilds with the options recorded in the manifest; it does not take "
+                                   f"{', '.join(p.opts[0] for p in given)}")
     variants = selected_variants(names, all_, phi)
     spec = ExportSpec(opset=opset, exporter=exporter)
     requests = [ModelRequest(variant=v, seed=seed, num_classes=num_classes, input_dim=input_dim, flavor=flavor,
@@ -96,10 +102,10 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
         js_runtimes = [r for r in JS_RUNTIMES if reasons[r] is None]
     verifier = None if no_verify else steps.default_verifier()
     extras = steps.default_extras(precisions, bench=not no_bench, verify=not no_verify, js_runtimes=js_runtimes)
-    results = build(requests, out, verifier=verifier, extras=extras, progress=progress, keep_going=keep_going)
+    results = build(requests, artifacts, verifier=verifier, extras=extras, progress=progress, keep_going=keep_going)
     summary = [r.summary() for r in results]
     if as_json:
-        emit_json({"out": str(out), "manifest": str(out / mf.MANIFEST_NAME), "models": summary})
+        emit_json({"artifacts": str(artifacts), "manifest": str(artifacts / mf.MANIFEST_NAME), "models": summary})
     else:
         click.echo(table([dict(s, file_mb=(s["file_bytes"] or 0) / 1e6 if s["file_bytes"] else None,
                                sha256=(s["sha256"] or "-")[:12], seconds=sum(s["timings_s"].values()))
@@ -115,7 +121,7 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
 
 @click.command("info")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option
 def info_cmd(path, as_json):
     """Inspect any .onnx file: inputs, outputs, opset, zoo metadata, size, sha256, parameters.
 

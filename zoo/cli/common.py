@@ -1,23 +1,97 @@
-"""What every command shares: the error contract, output helpers and option decorators."""
+"""What every command shares: the error contract, output helpers and option decorators.
+
+The contract (README, "CLI contract"): success exits 0; a failed job (``ZooError``) exits 1; bad
+input (Click's usage errors and the zoo's own ``InputError``) exits 2; something explicitly asked
+for and not available here (``ProviderUnavailableError``, a missing optional package) exits 3; an
+unexpected exception is a bug and exits 4. Every failure is exactly one line on stderr,
+``Error: zoo COMMAND: message``; never a traceback, never the usage block.
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
-from ..errors import ZooError
+from ..errors import EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_UNAVAILABLE, InputError, ZooError
 from ..jsonio import dumps
 from ..model.config import FLAVORS, variant_config
 from ..model.scaling import VARIANTS, Variant, compound, get_variant
+from ..spec import PRECISIONS, RUNTIMES, parse_precisions, parse_runtimes, resolve_provider
+
+_COMMAND = "zoo.command"  # ctx.meta key: the full path of the command being run ("zoo cache clear")
+# Packages only the builder's toolchain brings (pip install 'zoo[build]').
+BUILD_PACKAGES = ("torch", "onnxscript", "onnx_ir")
+
+
+class CliError(click.ClickException):
+    """One line, ``Error: ...``, and an exit status (Click's UsageError would print the usage too)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(one_line(message))
+        self.exit_code = exit_code
+
+
+def one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip()) or "(no message)"
+
+
+def cli_error(e: BaseException, where: str) -> CliError:
+    """The exit status and line of an exception raised by a command (see the module docstring)."""
+    if isinstance(e, InputError):  # before ZooError: some errors are both (a missing manifest)
+        return CliError(f"{where}: {e}", EXIT_INPUT)
+    if isinstance(e, ZooError):
+        return CliError(f"{where}: {e}", e.exit_code)
+    if isinstance(e, ImportError):
+        missing = (e.name or "").split(".")[0]
+        hint = "pip install 'zoo[build]'" if missing in BUILD_PACKAGES else "install it"
+        return CliError(f"{where}: needs the Python package {missing or e}, which is not installed ({hint})",
+                        EXIT_UNAVAILABLE)
+    if isinstance(e, OSError):
+        what = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        return CliError(f"{where}: {what}", EXIT_FAILED)
+    return CliError(f"{where}: internal error: {type(e).__name__}: {e}", EXIT_INTERNAL)
 
 
 class ZooGroup(click.Group):
+    """The root group: maps every exception to the contract's one line and exit status."""
+
+    def resolve_command(self, ctx, args):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None:
+            ctx.meta[_COMMAND] = f"{ctx.command_path} {cmd.name}"
+        return name, cmd, rest
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except ZooError as e:
-            raise click.ClickException(str(e)) from None
-        except ValueError as e:
-            raise click.UsageError(str(e), ctx) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:
+            raise cli_error(e, ctx.meta.get(_COMMAND, ctx.command_path)) from None
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:  # a caller that handles exceptions itself
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # bare `zoo`: the help, as Click prints it
+            e.show()
+            sys.exit(e.exit_code)
+        except click.UsageError as e:  # usage errors name the (sub)command they belong to
+            where = e.ctx.command_path if e.ctx is not None else (prog_name or self.name)
+            _fail(f"{where}: {e.format_message()}", EXIT_INPUT)
+        except click.ClickException as e:
+            _fail(e.format_message(), e.exit_code)
+        except click.Abort:
+            _fail("aborted", EXIT_FAILED)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {one_line(message)}", err=True)
+    sys.exit(code)
 
 
 def emit_json(obj) -> None:
@@ -97,3 +171,84 @@ def selected_variants(names, all_: bool, phi: float | None) -> list[Variant]:
     return [get_variant(n) for n in dict.fromkeys(names)]
 
 
+
+
+def names_or_all(names, all_: bool, what: str = "model") -> None:
+    """NAME... and --all exclude each other, and one of them is needed."""
+    if all_ and names:
+        raise click.UsageError("give NAME... or --all, not both")
+    if not all_ and not names:
+        raise click.UsageError(f"name at least one {what}, or give --all")
+
+
+# Shared option decorators: one spelling, one parser and one help text per concept.
+def _parsed(parse):
+    """A Click callback: ``parse(value)``, with the zoo's InputError as Click's bad parameter (exit 2)."""
+
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except InputError as e:
+            raise click.BadParameter(str(e)) from None
+
+    return callback
+
+
+def _positive_ints(text: str) -> tuple[int, ...]:
+    try:
+        items = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"expected comma-separated integers, got {text!r}") from None
+    if not items or any(v < 1 for v in items):
+        raise InputError(f"expected positive integers, got {text!r}")
+    return tuple(dict.fromkeys(items))
+
+
+def _providers(text: str) -> tuple[str, ...]:
+    items = [p for p in text.split(",") if p.strip()]
+    if not items:
+        raise InputError("give at least one provider (cpu, cuda, tensorrt)")
+    return tuple(dict.fromkeys(resolve_provider(p) for p in items))
+
+
+def artifacts_option(f=None, *, out_alias: bool = False, help: str = "Artifacts folder (manifest.json at its root)."):
+    """``--artifacts DIR`` everywhere; ``zoo build`` also accepts its old spelling ``--out``."""
+    names = ("--artifacts", "--out", "artifacts") if out_alias else ("--artifacts", "artifacts")
+    deco = click.option(*names, type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
+                        show_default=True, help=help + (" (--out is an alias.)" if out_alias else ""))
+    return deco if f is None else deco(f)
+
+
+def providers_option(f):
+    return click.option("--providers", callback=_parsed(_providers), default=None, metavar="P,...",
+                        help="Comma list of ONNX Runtime providers: cpu, cuda, tensorrt (or full names) [default: "
+                             "the CPU plus every available GPU provider]. One asked for and missing exits 3.")(f)
+
+
+def runtimes_option(f):
+    return click.option("--runtimes", callback=_parsed(parse_runtimes), default=None, metavar="R,...",
+                        help=f"Comma list of independent runtimes: {', '.join(RUNTIMES)} [default: every installed "
+                             "one]. One asked for and missing exits 3.")(f)
+
+
+def batch_sizes_option(default: str | None = None, help: str = "Comma list of batch sizes."):
+    return click.option("--batch-sizes", callback=_parsed(_positive_ints), default=default, metavar="N,...",
+                        show_default=default is not None, help=help)
+
+
+def precision_option(default: str | None = "fp32", always_fp32: bool = False, help: str | None = None):
+    """``--precision`` is a comma list of fp32, int8, fp16 in every command that has it."""
+    return click.option("--precision", "precisions", callback=_parsed(lambda t: parse_precisions(t, always_fp32)),
+                        default=default, show_default=default is not None, metavar="P,...",
+                        help=help or f"Comma list of {', '.join(PRECISIONS)}.")
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print JSON on stdout (shapes: README, CLI contract).")(f)
+
+
+def no_record_option(f):
+    return click.option("--no-record", is_flag=True, help="Leave the manifest as it is (print only).")(f)

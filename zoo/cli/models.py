@@ -5,12 +5,12 @@ from __future__ import annotations
 import click
 
 from ..model.scaling import VARIANTS, compound, get_variant
-from .common import emit_json, shape_options, table, variant_row
+from .common import emit_json, json_option, shape_options, table, variant_row
 
 
 @click.command("list")
 @shape_options
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@json_option
 def list_cmd(flavor, num_classes, input_dim, phi, as_json):
     """List the variants with their shape, parameters and FLOPs.
 
@@ -35,7 +35,7 @@ def list_cmd(flavor, num_classes, input_dim, phi, as_json):
 @click.command("show")
 @click.argument("name", required=False)
 @shape_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option
 def show_cmd(name, flavor, num_classes, input_dim, phi, as_json):
     """Show one variant's stages.
 

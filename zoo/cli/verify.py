@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
-from ..builder import manifest as mf
-from .common import emit_json, progress, table
-from ..builder.verification import verify_models
-from ..errors import ZooError
-
-def _csv(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise click.BadParameter("give at least one value")
-    return items
-
-
-def _batch_sizes(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        sizes = tuple(int(v) for v in _csv(value))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
-    if any(b < 1 for b in sizes):
-        raise click.BadParameter("batch sizes must be >= 1")
-    return sizes
+from ..errors import ProviderUnavailableError, ZooError
+from .common import (artifacts_option, batch_sizes_option, emit_json, json_option, names_or_all, no_record_option,
+                     precision_option, progress, providers_option, runtimes_option, table)
 
 
 def matrix_rows(results: dict[str, list[dict]]) -> tuple[list[dict], list[tuple[str, str]]]:
@@ -51,40 +29,32 @@ def matrix_rows(results: dict[str, list[dict]]) -> tuple[list[dict], list[tuple[
 @click.command("verify")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every model in the manifest.")
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
-              show_default=True, help="Folder holding manifest.json and the model folders (a build or a pull).")
-@click.option("--providers", default=None,
-              help="Comma list of ONNX Runtime providers (default: CPU plus every available GPU provider).")
-@click.option("--runtimes", default=None,
-              help="Comma list of independent runtimes: reference, openvino, tract, node, web (default: all installed).")
-@click.option("--batch-sizes", callback=_batch_sizes, default=None, help="Comma list (default 1,2,7,64).")
-@click.option("--no-record", is_flag=True, help="Do not write the parity records into the manifest.")
-@click.option("--json", "as_json", is_flag=True, help="Print the parity records as JSON.")
-def verify_cmd(names, all_, artifacts, providers, runtimes, batch_sizes, no_record, as_json):
+@artifacts_option(help="Folder holding manifest.json and the model folders (a build or a pull).")
+@precision_option(None, help="Comma list of fp32, int8, fp16 [default: every precision each model was built with].")
+@providers_option
+@runtimes_option
+@batch_sizes_option(None, help="Comma list of batch sizes [default: 1,2,7,64].")
+@no_record_option
+@json_option
+def verify_cmd(names, all_, artifacts, precisions, providers, runtimes, batch_sizes, no_record, as_json):
     """Re-verify artifacts against PyTorch: every backend, batch size and input distribution.
 
-    The PyTorch model is rebuilt from the manifest entry and its seed. A provider asked for and not
-    available is reported as unavailable, never replaced by the CPU. Exit 1 on any failure.
+    The PyTorch model is rebuilt from the manifest entry and its seed. A provider or runtime named
+    with --providers/--runtimes that is not available here exits 3 before any work (it is never
+    replaced by the CPU); a failed check exits 1.
 
     \b
     Examples:
       zoo verify --all
       zoo verify dense_b0 --runtimes openvino,tract --batch-sizes 1,7
-      zoo verify dense_b0 --providers CUDAExecutionProvider --json
+      zoo verify dense_b0 --precision int8 --providers cuda --json
     """
-    if all_ and names:
-        raise click.UsageError("give NAME... or --all, not both")
-    manifest = mf.load(artifacts / mf.MANIFEST_NAME)
-    available = [m["model"] for m in manifest["models"]]
-    if all_:
-        names = available
-    elif not names:
-        raise click.UsageError("name at least one model, or give --all")
-    for n in names:
-        if n not in available:
-            raise click.UsageError(f"unknown model {n!r}; the manifest has: {', '.join(available) or 'none'}")
-    results = verify_models(artifacts, list(dict.fromkeys(names)), providers=_csv(providers), runtimes=_csv(runtimes),
-                            batch_sizes=batch_sizes, record=not no_record, progress=progress)
+    from ..builder.verification import verify_models
+
+    names_or_all(names, all_)
+    results = verify_models(artifacts, None if all_ else list(dict.fromkeys(names)), providers=providers,
+                            runtimes=runtimes, batch_sizes=batch_sizes, precisions=precisions,
+                            record=not no_record, progress=progress)
     if as_json:
         emit_json(results)
     else:
@@ -98,3 +68,7 @@ def verify_cmd(names, all_, artifacts, providers, runtimes, batch_sizes, no_reco
     if failed:
         n, r = failed[0]
         raise ZooError(f"{len(failed)} parity check(s) failed; first: {n} {r['backend']}: {r['reason']}")
+    gone = [(n, r) for n, recs in results.items() for r in recs if r["verdict"] == "unavailable"]
+    if gone:  # only a backend that was named can be unavailable (the defaults are the available ones)
+        n, r = gone[0]
+        raise ProviderUnavailableError(f"{len(gone)} backend(s) unavailable; first: {n} {r['backend']}: {r['reason']}")

@@ -45,14 +45,15 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..builder import manifest as mf
-from ..errors import ManifestError, ProviderUnavailableError, ZooError
+from ..errors import (InputError, ManifestError, NoManifestError, ProviderUnavailableError, UnknownNameError,
+                      ZooError)
 from ..fsutil import TMP_PREFIX, atomic_path, atomic_write_bytes, sha256_file
+from ..spec import PRECISIONS
 
 DEFAULT_SOURCE = "artifacts"
 SOURCE_ENV = "ZOO_SOURCE"
 CACHE_ENV = "ZOO_CACHE"
 OFFLINE_ENV = "ZOO_OFFLINE"
-PRECISIONS = ("fp32", "int8", "fp16")
 
 # Network policy (module constants so that tests and embedders can tighten them).
 TIMEOUT_S = 30.0  # per socket operation
@@ -96,7 +97,7 @@ class UnsafePathError(HubError):
     """A manifest name or path (or a model's external data) would land outside its folder."""
 
 
-class UnknownModelError(HubError, LookupError):
+class UnknownModelError(HubError, UnknownNameError):
     """The source does not offer this model (or not at this precision)."""
 
 
@@ -483,17 +484,17 @@ def resolve_source(source: str | os.PathLike | None = None) -> Source:
     scheme = parsed.scheme.lower()
     if scheme in ("http", "https"):
         if not parsed.netloc:
-            raise ValueError(f"source {spec!r} has no host")
+            raise InputError(f"source {spec!r} has no host")
         base = spec if spec.endswith("/") else spec + "/"
         if base.endswith("/" + mf.MANIFEST_NAME + "/"):
             base = base[: -len(mf.MANIFEST_NAME) - 1]
         return Source(url=base)
     if scheme == "file":
         if parsed.netloc not in ("", "localhost"):
-            raise ValueError(f"source {spec!r}: file URLs with a host are not supported")
+            raise InputError(f"source {spec!r}: file URLs with a host are not supported")
         root = Path(urllib.request.url2pathname(parsed.path))
     elif len(scheme) > 1:
-        raise ValueError(f"unsupported source {spec!r}: use an http(s):// URL, a file:// URL or a folder")
+        raise InputError(f"unsupported source {spec!r}: use an http(s):// URL, a file:// URL or a folder")
     else:
         root = Path(spec)
     root = root.expanduser()
@@ -527,7 +528,7 @@ class Cache:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = resolve_cache_dir(root)
         if self.root.exists() and not self.root.is_dir():
-            raise ValueError(f"cache dir {self.root} is not a folder")
+            raise InputError(f"cache dir {self.root} is not a folder")
 
     @property
     def blobs(self) -> Path:
@@ -647,7 +648,7 @@ def _entry(manifest: dict, name: str, src: Source) -> dict:
 
 def _model_record(entry: dict, precision: str, src: Source) -> dict:
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     cands = [f for f in entry["files"] if f["role"] == "model" and f["precision"] == precision]
     cands.sort(key=lambda f: (f["path"] != entry["model_path"], not f["path"].endswith(".onnx")))
     if not cands:
@@ -722,7 +723,7 @@ def pull(
     if names is not None:
         names = list(dict.fromkeys(names))
         if not names:
-            raise ValueError("no model names given (pass None for every model the source offers)")
+            raise InputError("no model names given (pass None for every model the source offers)")
     else:
         names = [m["model"] for m in manifest["models"]]
         if not names:
@@ -995,7 +996,7 @@ def cache_clear(names: Iterable[str] | None = None, cache_dir=None, progress: Pr
 
     if not cache.root.is_dir():
         if names:
-            raise HubError(f"{', '.join(names)}: not in the cache {cache.root} (it is empty)")
+            raise UnknownModelError(f"{', '.join(names)}: not in the cache {cache.root} (it is empty)")
         return {"cache_dir": str(cache.root), "removed": [], **removed}
     with _file_errors(f"cannot clear the cache {cache.root}"), cache.lock(progress):
         if not names:
@@ -1005,7 +1006,7 @@ def cache_clear(names: Iterable[str] | None = None, cache_dir=None, progress: Pr
         cached = sorted(p.name for p in cache.models.iterdir()) if cache.models.is_dir() else []
         missing = [n for n in names if n not in cached]
         if missing:
-            raise HubError(f"{', '.join(missing)}: not in the cache {cache.root}; it holds: "
+            raise UnknownModelError(f"{', '.join(missing)}: not in the cache {cache.root}; it holds: "
                            f"{', '.join(cached) or 'nothing'}")
         for n in names:
             rm_tree(cache.view(n) if not (cache.models / n).is_symlink() else cache.models / n)
@@ -1037,14 +1038,14 @@ def publish(artifacts: str | os.PathLike = DEFAULT_SOURCE, to: str | os.PathLike
     Returns one row per file: model, path, bytes, sha256, status (published | unchanged).
     """
     if to in (None, ""):
-        raise ValueError("publish needs a destination folder (--to DIR)")
+        raise InputError("publish needs a destination folder (--to DIR)")
     src_root, dest = Path(artifacts).expanduser(), Path(to).expanduser()
     if not src_root.is_dir():
-        raise ValueError(f"artifacts folder {src_root} does not exist")
+        raise InputError(f"artifacts folder {src_root} does not exist")
     if dest.exists() and not dest.is_dir():
-        raise ValueError(f"--to {dest} is not a folder")
+        raise InputError(f"--to {dest} is not a folder")
     if dest.resolve() == src_root.resolve():
-        raise ValueError(f"--to {dest} is the artifacts folder itself; publish into another folder")
+        raise InputError(f"--to {dest} is the artifacts folder itself; publish into another folder")
     with _file_errors(f"cannot publish {src_root} to {dest}"):
         return _publish(src_root, dest, names, progress)
 
@@ -1054,7 +1055,7 @@ def _publish(src_root: Path, dest: Path, names, progress: Progress) -> list[dict
     try:
         manifest = parse_manifest((src_root / mf.MANIFEST_NAME).read_bytes(), where)
     except FileNotFoundError:
-        raise ManifestError(f"no manifest at {where}; run `zoo build` first") from None
+        raise NoManifestError(f"no manifest at {where}; run `zoo build` first") from None
     src = Source(url=src_root.resolve().as_uri() + "/", root=src_root.resolve())
     if names:
         entries = [_entry(manifest, n, src) for n in dict.fromkeys(names)]

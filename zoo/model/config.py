@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 from .scaling import BASE_HEAD, BASE_STAGES, Stage, Variant, check_positive, get_variant, round_filters, scaled_stages
+from ..errors import InputError
 
 FLAVORS = ("paper", "edifice")
 STOCHASTIC_DEPTH_RATE = 0.2
@@ -16,7 +17,7 @@ STOCHASTIC_DEPTH_RATE = 0.2
 
 def check_flavor(flavor: str) -> str:
     if flavor not in FLAVORS:
-        raise ValueError(f"unknown flavor {flavor!r}; valid flavors: {', '.join(FLAVORS)}")
+        raise InputError(f"unknown flavor {flavor!r}; valid flavors: {', '.join(FLAVORS)}")
     return flavor
 
 
@@ -24,7 +25,7 @@ def check_dim(what: str, value, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        raise InputError(f"{what} must be a positive integer, got {value!r}")
 
 
 def _round_half_up(x: float) -> int:
@@ -129,7 +130,7 @@ def network_config(
     check_dim("num_classes", num_classes, allow_none=True)
     check_positive("se_ratio", se_ratio)
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        raise InputError(f"dropout must be in [0, 1), got {dropout!r}")
     check_flavor(flavor)
     return NetworkConfig(
         input_dim=input_dim,

@@ -10,6 +10,7 @@ from torch import nn
 from .config import variant_config
 from .layers import DenseEfficientNet, MBConv, SqueezeExcitation
 from .scaling import Variant
+from ..errors import InputError
 
 
 def create(
@@ -30,7 +31,7 @@ def create(
     residual-branch BatchNorm gains and the classifier start small (see ``init_weights``).
     """
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        raise InputError(f"seed must be an integer >= 0, got {seed!r}")
     model = DenseEfficientNet(variant_config(variant, num_classes, flavor, input_dim))
     init_weights(model, seed)
     return model.eval()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from ..errors import InputError
 
 BASE_STEM = 32
 BASE_HEAD = 1280
@@ -96,7 +97,7 @@ def scaled_stages(width: float, depth: float, base: tuple[Stage, ...] = BASE_STA
 
 def check_positive(what: str, value: float) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{what} must be a positive number, got {value!r}")
+        raise InputError(f"{what} must be a positive number, got {value!r}")
 
 
 # (width, depth, resolution, dropout) per variant; input_dim is derived from the resolution.
@@ -124,7 +125,7 @@ def compound(phi: float, alpha: float = 1.2, beta: float = 1.1, gamma: float = 1
     coefficients. Dropout follows the table's trend, 0.2 + 0.05 per unit of phi, capped at 0.5.
     """
     if not isinstance(phi, (int, float)) or isinstance(phi, bool) or not math.isfinite(phi) or phi < 0:
-        raise ValueError(f"phi must be a number >= 0, got {phi!r}")
+        raise InputError(f"phi must be a number >= 0, got {phi!r}")
     for what, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         check_positive(what, value)
     resolution = int(math.floor(BASE_RESOLUTION * gamma**phi + 0.5))
@@ -145,4 +146,4 @@ def get_variant(name: str) -> Variant:
     try:
         return VARIANTS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown variant {name!r}; valid names: {', '.join(VARIANTS)}") from None
+        raise InputError(f"unknown variant {name!r}; valid names: {', '.join(VARIANTS)}") from None
