@@ -25,8 +25,6 @@ class ExportSpec:
     ir_version: int = IR_VERSION
     optimize: bool = True
     fold_batchnorm: bool = True
-    atol: float = 1e-4
-    rtol: float = 1e-3
     dynamic_axes: dict = field(default_factory=dict)
 
     def __post_init__(self):

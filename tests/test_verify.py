@@ -140,19 +140,32 @@ def test_broken_exports_fail_the_build_and_never_enter_the_manifest(tmp_path, mo
     assert not (tmp_path / "dense_b0" / "model.onnx").exists()
 
 
-def test_asking_for_cuda_without_it_records_unavailable_never_a_cpu_pass(small_build, tmp_path):
+def test_asking_for_cuda_without_it_exits_3_never_a_cpu_pass(small_build, tmp_path):
     art = tmp_path / "a"
     shutil.copytree(small_build, art)
-    r = runner.invoke(cli, ["verify", "dense_b0", "--artifacts", str(art), "--providers", "CUDAExecutionProvider",
+    before = (art / "manifest.json").read_bytes()
+    r = runner.invoke(cli, ["verify", "dense_b0", "--artifacts", str(art), "--providers", "cuda",
                             "--runtimes", "reference", "--batch-sizes", "1", "--json"])
-    assert r.exit_code == 0, r.output
-    (cuda,) = [x for x in json.loads(r.stdout)["dense_b0"] if x["provider"] == "CUDAExecutionProvider"]
     if CUDA:
+        assert r.exit_code == 0, r.output
+        (cuda,) = [x for x in json.loads(r.stdout)["dense_b0"] if x["provider"] == "CUDAExecutionProvider"]
         assert cuda["verdict"] == "pass"
-    else:
-        assert cuda["verdict"] == "unavailable" and "CUDAExecutionProvider" in cuda["reason"]
-        assert cuda["max_abs_error"] is None
-        assert "unavailable" in r.output
+        return
+    # asked for by its alias, missing here: one line, exit 3, before any work, nothing recorded
+    assert r.exit_code == 3, r.output
+    assert r.stdout == "" and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("Error: zoo verify: asked for and not available: ") and "CUDAExecutionProvider" in r.stderr
+    assert (art / "manifest.json").read_bytes() == before
+    # the library still records it as unavailable (never a CPU pass) when a caller runs the backend
+    from zoo.verify.backends import OrtBackend
+    from zoo.verify.matrix import Case, check_backend
+    from zoo.verify.parity import tolerance_for
+
+    x = np.zeros((1, 64), np.float32)
+    rec = check_backend(OrtBackend(provider="CUDAExecutionProvider"), (art / "dense_b0/model.onnx").read_bytes(),
+                        [Case(1, "zeros", x, {"logits": np.zeros((1, 10), np.float32)})], "input", "fp32",
+                        tolerance_for("fp32"))
+    assert rec["verdict"] == "unavailable" and rec["max_abs_error"] is None and "CUDAExecutionProvider" in rec["reason"]
 
 
 def test_recorded_parity_matches_verify_json_and_validates(small_build, tmp_path):
@@ -228,3 +241,38 @@ def test_full_build_all_passes_every_cpu_backend_and_rebuilds_byte_identical(tmp
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(r.stdout)
     assert report["mismatches"] == 0 and len(report["files"]) == 8 * 4
+
+
+def test_nan_outputs_fail_with_null_errors_and_strict_json(small_build, tmp_path):
+    """A model whose outputs are NaN fails on values; its record has null errors, never NaN or Infinity."""
+    from zoo.jsonio import dumps
+    from zoo.verify.backends import OrtBackend
+    from zoo.verify.matrix import Case, check_backend
+    from zoo.verify.parity import tolerance_for
+
+    proto = onnx.load(str(small_build / "dense_b0" / "model.onnx"))
+    init = max(proto.graph.initializer, key=lambda t: np.prod(t.dims))  # a weight every output depends on
+    w = numpy_helper.to_array(init).copy()
+    w.flat[:] = np.nan
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    folder = small_build / "dense_b0" / "test_data_set_0"
+    x = numpy_helper.to_array(onnx.load_tensor(str(folder / "input_0.pb")))
+    y = numpy_helper.to_array(onnx.load_tensor(str(folder / "output_0.pb")))
+    rec = check_backend(OrtBackend(), proto.SerializeToString(), [Case(len(x), "test", x, {"logits": y})],
+                        "input", "fp32", tolerance_for("fp32"), reference="test-data")
+    assert rec["verdict"] == "fail" and rec["failed_check"] == "values" and "not finite" in rec["reason"]
+    for k in ("max_abs_error", "max_rel_error", "mean_abs_error", "p99_abs_error", "cosine_similarity",
+              "rel_l2_error"):
+        assert rec[k] is None, k
+    text = dumps(rec)
+    assert "NaN" not in text and "Infinity" not in text
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    # the record is a valid manifest parity record, and a manifest holding it is written strictly
+    manifest = mf.load(small_build)
+    entry = dict(manifest["models"][0], parity=[rec])
+    mf.save(tmp_path / "manifest.json", mf.upsert(manifest, entry))
+    raw = (tmp_path / "manifest.json").read_text()
+    json.loads(raw, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    # error_metrics on its own: non-finite statistics are None, and the check fails
+    m = error_metrics(np.array([[np.inf, 0.0]]), np.array([[1.0, 0.0]]), Tolerance(1e-4, 1e-3))
+    assert m["pass"] is False and m["max_abs_error"] is None and m["rel_l2_error"] is None

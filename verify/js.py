@@ -33,6 +33,7 @@ from ..errors import InputError, ZooError
 from ..spec import JS_RUNTIMES
 
 from .parity import DEFAULT_TOLERANCES, Tolerance
+from .records import parity_record
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 SCRIPT = NODE_DIR / "verify.mjs"
@@ -139,16 +140,10 @@ def script_command(artifacts_dir: str | os.PathLike, names: Iterable[str] | None
 
 def _unavailable(entry: dict, runtime: str, precision: str, reason: str, tol: Tolerance) -> dict:
     sets = entry.get("test_data", {}).get("sets", [])
-    return {
-        "backend": runtime, "runtime": RUNTIMES[runtime], "version": None, "provider": None, "optimization": None,
-        "reference": "test-data", "precision": precision,
-        "batch_sizes": [entry["test_data"]["batch"]] if "test_data" in entry else [],
-        "distributions": [s.rsplit("/", 1)[-1] for s in sets],
-        "output": None, "max_abs_error": None, "max_rel_error": None, "mean_abs_error": None, "p99_abs_error": None,
-        "cosine_similarity": None, "rel_l2_error": None, "top1_agreement": None,
-        "atol": tol.atol, "rtol": tol.rtol, "verdict": "unavailable", "failed_check": None, "reason": reason,
-        "label": None,
-    }
+    return parity_record(backend=runtime, runtime=RUNTIMES[runtime], version=None, reference="test-data",
+                         precision=precision, tol=tol,
+                         batch_sizes=[entry["test_data"]["batch"]] if "test_data" in entry else [],
+                         distributions=[s.rsplit("/", 1)[-1] for s in sets], verdict="unavailable", reason=reason)
 
 
 def _tolerance(tolerances: Tolerances | None, precision: str) -> Tolerance:

@@ -14,7 +14,9 @@ from ..errors import InputError, AtolError, NameMismatchError, ParityError, Prov
 
 from ..spec import GPU_PROVIDERS
 from .backends import Backend, provider_backends, runtime_backends
+from ..jsonio import finite
 from .parity import Tolerance, check_outputs, error_metrics, tolerance_for
+from .records import parity_record
 
 DEFAULT_BATCH_SIZES = (1, 2, 7, 64)
 DISTRIBUTIONS = ("normal", "normal_x10", "zeros")
@@ -81,26 +83,11 @@ def check_backend(backend: Backend, model_bytes: bytes, cases: list[Case], input
     """One backend over every case: a parity record (never raises for a parity failure).
     ``declared``: the model's :func:`declared_outputs`, when the caller has them already."""
     usable = [c for c in cases if backend.max_batch is None or c.batch <= backend.max_batch]
-    rec = backend.record_base() | {
-        "reference": reference,
-        "precision": precision,
-        "batch_sizes": sorted({c.batch for c in usable}),
-        "distributions": list(dict.fromkeys(c.distribution for c in usable)),
-        "atol": tol.atol,
-        "rtol": tol.rtol,
-        "output": None,
-        "max_abs_error": None,
-        "max_rel_error": None,
-        "mean_abs_error": None,
-        "p99_abs_error": None,
-        "cosine_similarity": None,
-        "rel_l2_error": None,
-        "top1_agreement": None,
-        "verdict": "pass",
-        "failed_check": None,
-        "reason": None,
-        "label": label,
-    }
+    base = backend.record_base()
+    rec = parity_record(backend=base["backend"], runtime=base["runtime"], version=base["version"],
+                        provider=base["provider"], optimization=base["optimization"], reference=reference,
+                        precision=precision, tol=tol, batch_sizes=[c.batch for c in usable],
+                        distributions=[c.distribution for c in usable], label=label)
     if declared is None:
         declared = declared_outputs(model_bytes)
     reason = backend.unavailable_reason()
@@ -137,8 +124,8 @@ def check_backend(backend: Backend, model_bytes: bytes, cases: list[Case], input
     if worst:
         rec.update({k: worst[k] for k in ("output", "max_abs_error", "max_rel_error", "p99_abs_error",
                                           "cosine_similarity", "rel_l2_error", "top1_agreement")})
-        rec["mean_abs_error"] = float(np.mean(means))
-    return rec
+        rec["mean_abs_error"] = None if None in means else float(np.mean(means))
+    return finite(rec)  # a non-finite output has no error figure: null, never NaN/Infinity
 
 
 def declared_outputs(model_bytes: bytes) -> dict[str, list]:
@@ -164,13 +151,18 @@ def check_declared(declared: dict[str, list], case: Case, what: str) -> None:
 
 
 def _merge(worst: dict, metrics: dict, means: list) -> None:
+    """Fold one case's metrics into the worst so far; None (a non-finite output) is the worst value."""
+    def bad(a, b, sign=1):  # the worse of a and b; None is worst of all
+        return None if a is None or b is None else max(a * sign, b * sign) * sign
+
     for out, m in metrics.items():
         means.append(m["mean_abs_error"])
-        if not worst or m["max_abs_error"] >= worst["max_abs_error"]:
+        if not worst or m["max_abs_error"] is None or (worst["max_abs_error"] is not None
+                                                       and m["max_abs_error"] >= worst["max_abs_error"]):
             worst["output"] = out
         for k in ("max_abs_error", "max_rel_error", "p99_abs_error", "rel_l2_error"):
-            worst[k] = max(worst.get(k, 0.0), m[k])
-        worst["cosine_similarity"] = min(worst.get("cosine_similarity", 1.0), m["cosine_similarity"])
+            worst[k] = bad(worst.get(k, 0.0), m[k])
+        worst["cosine_similarity"] = bad(worst.get("cosine_similarity", 1.0), m["cosine_similarity"], -1)
         if m["top1_agreement"] is not None:
             worst["top1_agreement"] = min(worst.get("top1_agreement") or 1.0, m["top1_agreement"])
         else:

@@ -45,7 +45,8 @@ def tolerance_for(precision: str, atol: float | None = None, rtol: float | None 
 
 
 def error_metrics(actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> dict:
-    """Error statistics of ``actual`` against ``expected`` (same shape), floats all."""
+    """Error statistics of ``actual`` against ``expected`` (same shape). A statistic that is not
+    finite (NaN or infinite outputs) is None, so that records stay strict JSON; such outputs fail."""
     a = np.asarray(actual, dtype=np.float64)
     b = np.asarray(expected, dtype=np.float64)
     diff = np.abs(a - b)
@@ -53,20 +54,24 @@ def error_metrics(actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> d
         return {"max_abs_error": 0.0, "max_rel_error": 0.0, "mean_abs_error": 0.0, "p99_abs_error": 0.0,
                 "cosine_similarity": 1.0, "rel_l2_error": 0.0, "top1_agreement": None, "pass": True}
     finite = bool(np.all(np.isfinite(a)))
+    within = diff <= tol.atol + tol.rtol * np.abs(b)
+    top1 = float(np.mean(a.argmax(axis=-1) == b.argmax(axis=-1))) if a.ndim >= 2 and a.shape[-1] > 1 else None
+    if not finite:
+        return {"max_abs_error": None, "max_rel_error": None, "mean_abs_error": None, "p99_abs_error": None,
+                "cosine_similarity": None, "rel_l2_error": None, "top1_agreement": top1, "pass": False}
     rel = diff / np.maximum(np.abs(b), REL_ERROR_FLOOR)
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     cos = float(np.dot(a.ravel(), b.ravel()) / (na * nb)) if na > 0 and nb > 0 else float(na == nb)
-    within = diff <= tol.atol + tol.rtol * np.abs(b)
-    top1 = float(np.mean(a.argmax(axis=-1) == b.argmax(axis=-1))) if a.ndim >= 2 and a.shape[-1] > 1 else None
+    rel_l2 = float(np.linalg.norm(a - b) / nb) if nb > 0 else (0.0 if na == 0 else None)
     return {
-        "max_abs_error": float(diff.max()) if finite else float("inf"),
-        "max_rel_error": float(rel.max()) if finite else float("inf"),
-        "mean_abs_error": float(diff.mean()) if finite else float("inf"),
-        "p99_abs_error": float(np.percentile(diff, 99)) if finite else float("inf"),
-        "cosine_similarity": cos if finite else 0.0,
-        "rel_l2_error": float(np.linalg.norm(a - b) / nb) if nb > 0 and finite else (0.0 if na == 0 else float("inf")),
+        "max_abs_error": float(diff.max()),
+        "max_rel_error": float(rel.max()),
+        "mean_abs_error": float(diff.mean()),
+        "p99_abs_error": float(np.percentile(diff, 99)),
+        "cosine_similarity": cos,
+        "rel_l2_error": rel_l2,
         "top1_agreement": top1,
-        "pass": finite and bool(np.all(within)),
+        "pass": bool(np.all(within)),
     }
 
 
@@ -89,8 +94,9 @@ def check_outputs(
         m = error_metrics(outputs[name], ref, tol)
         metrics[name] = m
         if not m["pass"]:
+            err = "not finite" if m["max_abs_error"] is None else f"{m['max_abs_error']:.3g}"
             raise AtolError(
-                f"{prefix}output {name!r} differs: max abs error {m['max_abs_error']:.3g} "
+                f"{prefix}output {name!r} differs: max abs error {err} "
                 f"> atol {tol.atol:g} + rtol {tol.rtol:g} * |reference|"
             )
     return metrics

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -40,7 +39,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    """Strict JSON (:func:`zoo.jsonio.dumps`: NaN and Infinity become null), written atomically."""
+    from .jsonio import dumps
+
+    atomic_write_bytes(path, (dumps(obj, indent=2) + "\n").encode())
 
 
 def sha256_bytes(data: bytes) -> str:

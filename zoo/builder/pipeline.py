@@ -62,7 +62,7 @@ def self_check(art: Artifact) -> None:
     spec = art.request.spec
     case = Case(int(art.test_in.shape[0]), "test_data_set_0", art.test_in, {spec.output_name: art.test_out})
     rec = check_backend(OrtBackend(), art.model_bytes, [case], spec.input_name, "fp32",
-                        tolerance_for("fp32", spec.atol, spec.rtol), reference="test-data")
+                        tolerance_for("fp32"), reference="test-data")
     raise_for_failures([rec], f"{art.request.name} self-check (onnxruntime CPU)")
 
 

@@ -14,7 +14,7 @@ from .. import __version__
 from .common import ZooGroup
 
 
-@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("zoo", cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="zoo")
 def cli():
     """Build, verify and pull the dense EfficientNet model zoo as reproducible ONNX artifacts.

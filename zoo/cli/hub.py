@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .. import hub
-from .common import emit_json, progress, table
+from .common import emit_json, json_option, names_or_all, precision_option, progress, table
 from ..errors import ZooError
 
 SOURCE_HELP = ("Where to pull from: an http(s):// base URL, a file:// URL or a folder holding manifest.json "
@@ -23,10 +23,6 @@ def source_option(f):
 def cache_option(f):
     return click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                         help=CACHE_HELP)(f)
-
-
-def json_option(f):
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout instead of a table.")(f)
 
 
 def _mb(n: int | None) -> float | None:
@@ -68,13 +64,12 @@ def publish_cmd(names, to, artifacts, as_json):
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Pull every model the source offers.")
 @source_option
-@click.option("--precision", type=click.Choice(hub.PRECISIONS), default="fp32", show_default=True,
-              help="Which model file to pull.")
+@precision_option("fp32", help="Comma list of fp32, int8, fp16: the model files to pull.")
 @click.option("--with-test-data", is_flag=True,
               help="Also pull test_data_set_0 (so that `zoo verify --artifacts VIEW` can run on the view).")
 @cache_option
 @json_option
-def pull_cmd(names, all_, source, precision, with_test_data, cache_dir, as_json):
+def pull_cmd(names, all_, source, precisions, with_test_data, cache_dir, as_json):
     """Download models into the cache, verified against the source's manifest.
 
     Files are stored by sha256 and copied into a per-model view (an artifacts folder of its own:
@@ -85,15 +80,12 @@ def pull_cmd(names, all_, source, precision, with_test_data, cache_dir, as_json)
     Examples:
       zoo pull dense_b0 --from https://example.org/zoo/
       zoo pull --all --from ./mirror --with-test-data
-      zoo pull dense_b3 --precision int8 --cache-dir /tmp/zoo-cache --json
+      zoo pull dense_b3 --precision fp32,int8 --cache-dir /tmp/zoo-cache --json
       ZOO_OFFLINE=1 zoo pull dense_b0
     """
-    if all_ and names:
-        raise click.UsageError("give NAME... or --all, not both")
-    if not all_ and not names:
-        raise click.UsageError("name at least one model, or give --all (see `zoo models` for what a source offers)")
-    results = hub.pull(None if all_ else names, source, precision, with_test_data=with_test_data,
-                       cache_dir=cache_dir, progress=progress)
+    names_or_all(names, all_)
+    results = [r for p in precisions for r in hub.pull(None if all_ else names, source, p, with_test_data=with_test_data,
+                                                       cache_dir=cache_dir, progress=progress)]
     if as_json:
         emit_json([r.summary() for r in results])
         return

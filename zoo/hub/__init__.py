@@ -48,6 +48,7 @@ from ..builder import manifest as mf
 from ..errors import (InputError, ManifestError, NoManifestError, ProviderUnavailableError, UnknownNameError,
                       ZooError)
 from ..fsutil import TMP_PREFIX, atomic_path, atomic_write_bytes, sha256_file
+from ..jsonio import dumps as strict_json
 from ..spec import PRECISIONS
 
 DEFAULT_SOURCE = "artifacts"
@@ -792,7 +793,7 @@ def session(
 
 def _save_source_record(cache: Cache, src: Source, manifest: dict) -> None:
     record = cache.source_record(src)
-    data = (json.dumps({"source": src.url, "manifest": manifest}, indent=2) + "\n").encode()
+    data = (strict_json({"source": src.url, "manifest": manifest}) + "\n").encode()
     with contextlib.suppress(OSError):
         if record.read_bytes() == data:
             return
@@ -897,7 +898,7 @@ def _update_view(view: Path, manifest: dict, entry: dict, wanted: list[dict], go
     view_manifest = {k: v for k, v in manifest.items() if k != "models"}
     view_manifest["models"] = [dict(entry, files=[f for f in entry["files"] if f["path"] in keep])]
     mf.validate(view_manifest, str(view / mf.MANIFEST_NAME))
-    data = (json.dumps(view_manifest, indent=2) + "\n").encode()
+    data = (strict_json(view_manifest) + "\n").encode()
     try:
         same = (view / mf.MANIFEST_NAME).read_bytes() == data
     except OSError:
@@ -1118,7 +1119,7 @@ def _publish_files(src_root: Path, dest: Path, entries: list[dict], out_manifest
                 status = "published"
             rows.append({"model": e["model"], "path": f["path"], "bytes": f["bytes"], "sha256": f["sha256"],
                          "role": f["role"], "precision": f["precision"], "status": status})
-    data = (json.dumps(out_manifest, indent=2) + "\n").encode()
+    data = (strict_json(out_manifest) + "\n").encode()
     try:
         same = dest_manifest_path.read_bytes() == data
     except OSError:
