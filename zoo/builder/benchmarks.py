@@ -12,6 +12,7 @@ from ..spec import resolve_provider
 from ..verify.backends import OrtBackend
 from . import manifest as mf
 from .artifact import ModelRequest
+from .lock import artifacts_lock
 
 
 def bench_artifacts(root, names=None, *, precisions=None, providers=None, options: LatencyOptions = LatencyOptions(),
@@ -78,18 +79,19 @@ def bench_artifacts(root, names=None, *, precisions=None, providers=None, option
         results[name] = recs
 
     if save:
-        fresh = mf.load(path)
-        for name, recs in results.items():
-            try:
-                entry = mf.entry(fresh, name)
-            except ManifestError:
-                progress(f"{name} left the manifest while it was measured; its latencies are not saved")
-                continue
-            current = {f["precision"]: f["sha256"] for f in entry["files"] if f["role"] == "model"}
-            kept = [r for r in recs if current.get(r["precision"]) == measured[(name, r["precision"])]]
-            if len(kept) < len(recs):
-                progress(f"{name} was rebuilt while it was measured; its stale latencies are not saved")
-            entry["latency"] = upsert_latency(entry.get("latency", []), kept)
-        mf.save(path, fresh)
+        with artifacts_lock(root, progress):  # a build committing meanwhile is not overwritten
+            fresh = mf.load(path)
+            for name, recs in results.items():
+                try:
+                    entry = mf.entry(fresh, name)
+                except ManifestError:
+                    progress(f"{name} left the manifest while it was measured; its latencies are not saved")
+                    continue
+                current = {f["precision"]: f["sha256"] for f in entry["files"] if f["role"] == "model"}
+                kept = [r for r in recs if current.get(r["precision"]) == measured[(name, r["precision"])]]
+                if len(kept) < len(recs):
+                    progress(f"{name} was rebuilt while it was measured; its stale latencies are not saved")
+                entry["latency"] = upsert_latency(entry.get("latency", []), kept)
+            mf.save(path, fresh)
         manifest = fresh
     return {"manifest": str(path), "results": results, "entries": {e["model"]: e for e in manifest["models"]}}

@@ -2,8 +2,11 @@
 
 Nothing reaches a final name until every requested model has been exported, self-checked and
 verified. Files are staged as temporary files beside their final names; the commit renames them
-into place and then writes the manifest (itself atomically). A failure or an interrupt removes the
-staged files, so the previous artifacts and manifest stay exactly as they were.
+into place and then writes the manifest (itself atomically), so the manifest is renamed last and
+only ever names files that are in place; files the previous manifest listed for a rebuilt model
+and the new one does not are removed after that. A failure or an interrupt removes the staged
+files, so the previous artifacts and manifest stay exactly as they were. The whole build holds
+the folder's lock (:mod:`zoo.builder.lock`): a second build into the same folder waits.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ..verify.parity import tolerance_for
 
 from . import manifest as mf
 from .artifact import Artifact, ModelRequest, make_artifact
+from .lock import artifacts_lock
 from ..errors import ZooError
 from ..fsutil import TMP_PREFIX, atomic_path, sha256_bytes
 
@@ -86,6 +90,8 @@ class Staging:
     def commit(self) -> None:
         for final, tmp in self.staged.items():
             os.replace(tmp, final)
+        for folder in {final.parent for final in self.staged}:  # the renames reach the disk before the manifest
+            _fsync_dir(folder)
         self.staged.clear()
 
     def abort(self) -> None:
@@ -93,6 +99,36 @@ class Staging:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         self.staged.clear()
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem can sync a directory
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def stale_files(before: dict, after: dict, rebuilt: set[str]) -> list[str]:
+    """Paths ``before`` listed for the ``rebuilt`` models that no entry of ``after`` lists.
+
+    Only files a manifest listed are ever candidates: unknown files in the folder are left alone.
+    """
+    listed_now = {f["path"] for m in after["models"] for f in m["files"]}
+    old = {f["path"] for m in before["models"] if m["model"] in rebuilt for f in m["files"]}
+    return sorted(old - listed_now)
+
+
+def remove_stale(out: Path, paths: list[str], progress: Progress) -> None:
+    root = out.resolve()
+    for rel in paths:
+        p = (out / rel).resolve()
+        if root not in p.parents or not p.is_file():
+            continue
+        with contextlib.suppress(OSError):
+            p.unlink()
+            progress(f"removed {rel} (no longer listed)")
 
 
 def check_writable(out: Path) -> None:
@@ -128,9 +164,16 @@ def build(
     """
     out = Path(out)
     manifest_path = out / mf.MANIFEST_NAME
-    manifest = mf.load_or_empty(manifest_path)  # a malformed manifest stops us before any work
+    mf.load_or_empty(manifest_path)  # a malformed manifest stops us before any work
     check_writable(out)
-    remove_leftovers(out)
+    with artifacts_lock(out, progress):
+        # Read again under the lock: another build may have committed while we waited.
+        return _build_locked(requests, out, manifest_path, verifier, extras, progress, keep_going)
+
+
+def _build_locked(requests, out: Path, manifest_path: Path, verifier, extras, progress, keep_going):
+    manifest = mf.load_or_empty(manifest_path)
+    remove_leftovers(out)  # safe: no other build can be staging here while we hold the lock
     staging = Staging(out)
     results: list[ModelResult] = []
     try:
@@ -148,11 +191,13 @@ def build(
             return results
         if ok:
             t = time.perf_counter()
+            before = manifest
             for r in ok:
                 manifest = mf.upsert(manifest, r.entry)
             mf.validate(manifest, str(manifest_path))  # before the first rename, not after
-            staging.commit()
-            mf.save(manifest_path, manifest)
+            staging.commit()  # every file in place (and synced) ...
+            mf.save(manifest_path, manifest)  # ... then the manifest that names them, renamed last
+            remove_stale(out, stale_files(before, manifest, {r.name for r in ok}), progress)
             progress(f"wrote {len(ok)} model(s) and {manifest_path} in {time.perf_counter() - t:.1f}s")
         return results
     finally:

@@ -12,6 +12,7 @@ from ..verify import js
 from ..verify.matrix import MatrixOptions, run_matrix
 from . import manifest as mf
 from .artifact import ModelRequest
+from .lock import artifacts_lock
 
 
 def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, runtimes=None, batch_sizes=None,
@@ -66,9 +67,11 @@ def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, r
                                       explicit=runtimes is not None).items():
             results[name] += recs
     if record:
-        for name, recs in results.items():
-            manifest = mf.upsert(manifest, merge_parity(mf.entry(manifest, name), recs))
-        mf.save(manifest_path, manifest)
+        with artifacts_lock(artifacts, progress):  # re-read under the lock: a build may have committed since
+            manifest = mf.load(manifest_path)
+            for name, recs in results.items():
+                manifest = mf.upsert(manifest, merge_parity(mf.entry(manifest, name), recs))
+            mf.save(manifest_path, manifest)
     return results
 
 
