@@ -21,8 +21,10 @@ from ..model.scaling import VARIANTS, Variant, compound, get_variant
 from ..spec import PRECISIONS, RUNTIMES, parse_precisions, parse_runtimes, resolve_provider
 
 _COMMAND = "zoo.command"  # ctx.meta key: the full path of the command being run ("zoo cache clear")
-# Packages only the builder's toolchain brings (pip install 'zoo[build]').
-BUILD_PACKAGES = ("torch", "onnxscript", "onnx_ir")
+# Where a missing package comes from: the builder's toolchain, or ONNX Runtime (cpu or gpu, never both).
+INSTALL_HINTS = {"torch": "pip install 'zoo[build]'", "onnxscript": "pip install 'zoo[build]'",
+                 "onnx_ir": "pip install 'zoo[build]'",
+                 "onnxruntime": "pip install 'zoo[cpu]', or 'zoo[gpu]' for onnxruntime-gpu"}
 
 
 class CliError(click.ClickException):
@@ -45,7 +47,7 @@ def cli_error(e: BaseException, where: str) -> CliError:
         return CliError(f"{where}: {e}", e.exit_code)
     if isinstance(e, ImportError):
         missing = (e.name or "").split(".")[0]
-        hint = "pip install 'zoo[build]'" if missing in BUILD_PACKAGES else "install it"
+        hint = INSTALL_HINTS.get(missing, "install it")
         return CliError(f"{where}: needs the Python package {missing or e}, which is not installed ({hint})",
                         EXIT_UNAVAILABLE)
     if isinstance(e, OSError):
