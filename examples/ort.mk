@@ -56,7 +56,7 @@ else
 ORT_DEPS :=
 endif
 
-ORT_CPPFLAGS := -I$(ORT_INCLUDE)
+ORT_CPPFLAGS := -isystem $(ORT_INCLUDE)
 ORT_LDFLAGS := -L$(ORT_LIB) -Wl,-rpath,$(ORT_LIB)
 ORT_LDLIBS := -lonnxruntime
 
