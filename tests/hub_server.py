@@ -189,8 +189,12 @@ def copy_tree(src: Path, dest: Path) -> Path:
     return dest
 
 
+def _lock(rel: str) -> bool:
+    return rel == "locks" or rel.startswith("locks/")  # empty lock files, kept for the next writer
+
+
 def snapshot(folder: Path) -> dict[str, tuple]:
-    """Every entry under ``folder`` (files with size and mtime, folders, links), the lock file aside."""
+    """Every entry under ``folder`` (files with size and mtime, folders, links), the lock files aside."""
     out = {}
     if not folder.exists():
         return out
@@ -198,7 +202,7 @@ def snapshot(folder: Path) -> dict[str, tuple]:
         for n in dirnames + filenames:
             p = Path(dirpath) / n
             rel = p.relative_to(folder).as_posix()
-            if rel == ".lock":
+            if _lock(rel):
                 continue
             st = p.lstat()
             out[rel] = (st.st_mode, st.st_size if p.is_file() else None, st.st_mtime_ns if p.is_file() else None)
@@ -206,11 +210,11 @@ def snapshot(folder: Path) -> dict[str, tuple]:
 
 
 def files_under(folder: Path) -> list[str]:
-    """Regular files and links under ``folder``, the (empty) lock file aside."""
+    """Regular files and links under ``folder``, the (empty) lock files aside."""
     if not folder.exists():
         return []
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if (p.is_file() or p.is_symlink()) and p.relative_to(folder).as_posix() != ".lock")
+                  if (p.is_file() or p.is_symlink()) and not _lock(p.relative_to(folder).as_posix()))
 
 
 @contextlib.contextmanager

@@ -33,3 +33,12 @@ class AtolError(ParityError):
 
 class ProviderUnavailableError(ZooError):
     """An execution provider or runtime was asked for and is not available here."""
+
+
+MAX_MESSAGE_CHARS = 300  # an error line quotes at most this much of a stranger's input
+
+
+def cut(text, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` on one line and at most ``limit`` characters (a 31 MB name is not printed whole)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else f"{text[: limit - 25]}... ({len(text):,} chars)"
