@@ -12,6 +12,8 @@ Per path, a queue of behaviours can be set for the next requests (then ``then`` 
     extra_nolength   the same without Content-Length (the body ends when the connection closes)
     nolength         the file without Content-Length
     status:CODE      answer with that HTTP status
+    trickle:BPS      announce the full length, then send about BPS bytes per second
+    redirect:URL     answer 302 with Location: URL
 
 Every request's path is logged, so tests can count (or rule out) network calls.
 """
@@ -38,6 +40,7 @@ class MirrorServer:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.log: list[str] = []
+        self.auth: list[str | None] = []  # the Authorization header of every request
         self.overrides: dict[str, bytes] = {}
         self._rules: dict[str, tuple[list[str], str]] = {}
         self._lock = threading.Lock()
@@ -90,6 +93,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         srv: MirrorServer = self.server.mirror
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
         behaviour = srv._next(path)
+        srv.auth.append(self.headers.get("Authorization"))
+        if behaviour.startswith("redirect:"):
+            self.send_response(302)
+            self.send_header("Location", behaviour.partition(":")[2])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if path in srv.overrides:
             body = srv.overrides[path]
         else:
@@ -118,6 +128,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if kind not in ("extra_nolength", "nolength"):
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if kind == "trickle":
+            step = max(1, int(arg) // 10)
+            for i in range(0, len(body), step):
+                self.wfile.write(body[i:i + step])
+                self.wfile.flush()
+                if srv.stop.wait(0.1):
+                    return
+            return
         if kind in ("truncate", "stall"):
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()

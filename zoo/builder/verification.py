@@ -42,7 +42,9 @@ def verify_models(artifacts: Path, names: list[str], *, providers=None, runtimes
             if sha256_file(path) != f["sha256"]:
                 raise ZooError(f"{name}: {path} does not match the manifest's sha256; refusing to verify it")
             progress(f"{tag}: {f['precision']} ...")
-            records += run_matrix(model, path.read_bytes(), input_dim=req.effective_input_dim, seed=req.seed,
+            data = path.read_bytes()
+            _readable_onnx(data, path, name)
+            records += run_matrix(model, data, input_dim=req.effective_input_dim, seed=req.seed,
                                   input_name=req.spec.input_name, output_name=req.spec.output_name,
                                   precision=f["precision"], options=options,
                                   progress=lambda m, tag=tag: progress(f"{tag}: {m}"))
@@ -55,6 +57,18 @@ def verify_models(artifacts: Path, names: list[str], *, providers=None, runtimes
             manifest = mf.upsert(manifest, merge_parity(mf.entry(manifest, name), recs))
         mf.save(manifest_path, manifest)
     return results
+
+
+def _readable_onnx(data: bytes, path: Path, name: str) -> None:
+    """A model file whose sha256 matches but which is not ONNX is one line, not a DecodeError."""
+    import onnx
+
+    if not data:
+        raise ZooError(f"{name}: {path} is empty (0 bytes); not an ONNX model")
+    try:
+        onnx.load_model_from_string(data)
+    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and others
+        raise ZooError(f"{name}: {path} is not a readable ONNX model ({type(e).__name__})") from None
 
 
 def _js_records(artifacts: Path, names, js_runtimes, explicit: bool) -> dict[str, list[dict]]:

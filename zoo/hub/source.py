@@ -65,13 +65,22 @@ class _RedirectPolicy(urllib.request.HTTPRedirectHandler):
 
     max_redirections = config.MAX_REDIRECTS
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        target = urllib.parse.urljoin(req.full_url, newurl)
-        scheme = urllib.parse.urlsplit(target).scheme.lower()
-        if scheme not in _SCHEMES:
+    @staticmethod
+    def _check(req, newurl):
+        target = urllib.parse.urljoin(req.full_url, newurl or "")
+        if urllib.parse.urlsplit(target).scheme.lower() not in _SCHEMES:
             raise SourceError(f"{redact(req.full_url)}: the server redirects to {cut(redact(target), 120)}; "
                               "only http(s) redirects are followed")
-        return super().redirect_request(req, fp, code, msg, headers, target)
+        return target
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        self._check(req, headers.get("location") or headers.get("uri"))
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return super().redirect_request(req, fp, code, msg, headers, self._check(req, newurl))
 
 
 def _opener() -> urllib.request.OpenerDirector:
