@@ -67,7 +67,7 @@ class MirrorServer:
             queue, then = self._rules.get(path, ([], "ok"))
             return queue.pop(0) if queue else then
 
-    def start(self) -> "MirrorServer":
+    def start(self) -> MirrorServer:
         self._thread.start()
         return self
 
@@ -89,7 +89,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def do_GET(self):  # noqa: N802 - the http.server API
+    def do_GET(self):
         srv: MirrorServer = self.server.mirror
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
         behaviour = srv._next(path)

@@ -3,7 +3,6 @@ links, FIFOs, mounts; every finding of the issue is a test here."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -30,7 +29,7 @@ from hub_server import (  # noqa: F401 - fixtures
 )
 
 from zoo import hub
-from zoo.errors import ManifestError, ZooError
+from zoo.errors import ZooError
 from zoo.fsutil import TMP_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]

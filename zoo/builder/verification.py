@@ -80,7 +80,7 @@ def _js_records(artifacts: Path, names, js_runtimes, explicit: bool) -> dict[str
 
 def merge_parity(entry: dict, records: list[dict]) -> dict:
     """New records replace old ones of the same backend, precision and reference; others stay."""
-    key = lambda r: (r["backend"], r["precision"], r.get("reference"))  # noqa: E731
+    key = lambda r: (r["backend"], r["precision"], r.get("reference"))
     fresh = {key(r) for r in records}
     out = dict(entry)
     out["parity"] = [r for r in entry["parity"] if key(r) not in fresh] + records

@@ -57,7 +57,7 @@ __all__ = [
     "SPEED_LIMIT_ENV", "SPEED_TIME_ENV", "HubError", "IntegrityError", "OfflineError", "SourceError",
     "UnknownModelError", "UnsafePathError", "Cache", "PullResult", "Source", "cache_clear", "cache_list",
     "cache_verify", "external_data_files", "list_models", "load", "offline", "parse_manifest", "publish", "pull",
-    "redact", "resolve_cache_dir", "resolve_source", "safe_name", "safe_relpath", "session", *config.KNOBS,
+    "redact", "resolve_cache_dir", "resolve_source", "safe_name", "safe_relpath", "session",
 ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import stat
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..builder import manifest as mf
 from ..errors import ZooError
@@ -175,4 +175,4 @@ def top_rmdir(top, sub: str) -> None:
     os.rmdir(sub, dir_fd=top.fd)  # only empty folders; a link is not a folder and raises
 
 
-__all__ = ["cache_list", "cache_verify", "cache_clear", "ZooError"]
+__all__ = ["ZooError", "cache_clear", "cache_list", "cache_verify"]

@@ -77,7 +77,7 @@ class Cache:
             self._dir.close()
             self._dir = None
 
-    def __enter__(self) -> "Cache":
+    def __enter__(self) -> Cache:
         return self
 
     def __exit__(self, *exc) -> None:

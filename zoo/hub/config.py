@@ -10,7 +10,7 @@ import os
 import re
 import time
 import urllib.parse
-from typing import Callable
+from collections.abc import Callable
 
 from ..builder import manifest as mf
 from ..errors import ZooError, cut

@@ -46,13 +46,13 @@ def describe(path: str | Path) -> dict:
     path = Path(path)
     data = read_regular(path)
     proto = parse_model(data, str(path))
+    external = _external(proto, path)  # before the checker, which would open what they point to
     try:
         onnx.checker.check_model(proto)
     except Exception as e:  # noqa: BLE001 - ValidationError and C++ errors surface as several types
         raise ZooError(f"{path} is not a valid ONNX model ({cut(first_line(e), 160)})") from None
     if not proto.graph.node and not proto.graph.input:
         raise ZooError(f"{path} is not a readable ONNX model (empty graph)")
-    external = _external(proto, path)
     try:
         from ..exporters.ports import io_ports
 

@@ -94,7 +94,7 @@ class Dir:
         self.fd, self.path, self.what = fd, Path(path), what
 
     @classmethod
-    def open_root(cls, path, what: str, create: bool = False) -> "Dir":
+    def open_root(cls, path, what: str, create: bool = False) -> Dir:
         """The root itself (a link the user chose as the root is fine; nothing below it is)."""
         path = Path(path)
         if create:
@@ -110,7 +110,7 @@ class Dir:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "Dir":
+    def __enter__(self) -> Dir:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -118,7 +118,7 @@ class Dir:
 
     # -- folders
 
-    def sub(self, rel: str, create: bool = False) -> "Dir":
+    def sub(self, rel: str, create: bool = False) -> Dir:
         """The folder ``rel`` (POSIX, checked) below this one, created when asked."""
         fd, path = os.dup(self.fd), self.path
         try:
@@ -143,7 +143,7 @@ class Dir:
             raise
         return Dir(fd, path, self.what)
 
-    def try_sub(self, rel: str) -> "Dir | None":
+    def try_sub(self, rel: str) -> Dir | None:
         try:
             return self.sub(rel)
         except FileNotFoundError:
@@ -206,7 +206,7 @@ class Dir:
         fd = os.open(name, O_CREATE, 0o644, dir_fd=self.fd)
         return name, os.fdopen(fd, "wb")
 
-    def rename(self, src: str, dst: str, dst_dir: "Dir | None" = None) -> None:
+    def rename(self, src: str, dst: str, dst_dir: Dir | None = None) -> None:
         os.rename(src, dst, src_dir_fd=self.fd, dst_dir_fd=(dst_dir or self).fd)
 
     def unlink(self, name: str) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from ..builder import manifest as mf
 from ..errors import ManifestError, ProviderUnavailableError, ZooError
@@ -393,4 +393,4 @@ class _Pull:
         models.remove(old)
 
 
-__all__ = ["PullResult", "list_models", "pull", "load", "session", "find_entry", "offered", "config"]
+__all__ = ["PullResult", "config", "find_entry", "list_models", "load", "offered", "pull", "session"]

@@ -342,7 +342,7 @@ def resolve_source(source: str | os.PathLike | None = None) -> Source:
     spec = os.fspath(source) if source not in (None, "") else (os.environ.get(config.SOURCE_ENV)
                                                                or config.DEFAULT_SOURCE)
     if not isinstance(spec, str):
-        raise ValueError("a source is a URL or a folder, given as text")
+        raise TypeError("a source is a URL or a folder, given as text")
     shown = cut(redact(spec), 200)
     if "\0" in spec:
         raise ValueError(f"source {shown!r} holds a NUL character")
@@ -380,4 +380,4 @@ def resolve_source(source: str | os.PathLike | None = None) -> Source:
     return Source(url=root.as_uri() + "/", root=root)
 
 
-__all__ = ["Source", "resolve_source", "parse_manifest", "check_entry", "with_retries", "UnsafePathError"]
+__all__ = ["Source", "UnsafePathError", "check_entry", "parse_manifest", "resolve_source", "with_retries"]
