@@ -12,6 +12,8 @@ Per path, a queue of behaviours can be set for the next requests (then ``then`` 
     extra_nolength   the same without Content-Length (the body ends when the connection closes)
     nolength         the file without Content-Length
     status:CODE      answer with that HTTP status
+    trickle:BPS      announce the full length, then send about BPS bytes per second
+    redirect:URL     answer 302 with Location: URL
 
 Every request's path is logged, so tests can count (or rule out) network calls.
 """
@@ -38,6 +40,7 @@ class MirrorServer:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.log: list[str] = []
+        self.auth: list[str | None] = []  # the Authorization header of every request
         self.overrides: dict[str, bytes] = {}
         self._rules: dict[str, tuple[list[str], str]] = {}
         self._lock = threading.Lock()
@@ -64,7 +67,7 @@ class MirrorServer:
             queue, then = self._rules.get(path, ([], "ok"))
             return queue.pop(0) if queue else then
 
-    def start(self) -> "MirrorServer":
+    def start(self) -> MirrorServer:
         self._thread.start()
         return self
 
@@ -86,10 +89,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def do_GET(self):  # noqa: N802 - the http.server API
+    def do_GET(self):
         srv: MirrorServer = self.server.mirror
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
         behaviour = srv._next(path)
+        srv.auth.append(self.headers.get("Authorization"))
+        if behaviour.startswith("redirect:"):
+            self.send_response(302)
+            self.send_header("Location", behaviour.partition(":")[2])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if path in srv.overrides:
             body = srv.overrides[path]
         else:
@@ -118,6 +128,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if kind not in ("extra_nolength", "nolength"):
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if kind == "trickle":
+            step = max(1, int(arg) // 10)
+            for i in range(0, len(body), step):
+                self.wfile.write(body[i:i + step])
+                self.wfile.flush()
+                if srv.stop.wait(0.1):
+                    return
+            return
         if kind in ("truncate", "stall"):
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
@@ -189,8 +207,12 @@ def copy_tree(src: Path, dest: Path) -> Path:
     return dest
 
 
+def _lock(rel: str) -> bool:
+    return rel == "locks" or rel.startswith("locks/")  # empty lock files, kept for the next writer
+
+
 def snapshot(folder: Path) -> dict[str, tuple]:
-    """Every entry under ``folder`` (files with size and mtime, folders, links), the lock file aside."""
+    """Every entry under ``folder`` (files with size and mtime, folders, links), the lock files aside."""
     out = {}
     if not folder.exists():
         return out
@@ -198,7 +220,7 @@ def snapshot(folder: Path) -> dict[str, tuple]:
         for n in dirnames + filenames:
             p = Path(dirpath) / n
             rel = p.relative_to(folder).as_posix()
-            if rel == ".lock":
+            if _lock(rel):
                 continue
             st = p.lstat()
             out[rel] = (st.st_mode, st.st_size if p.is_file() else None, st.st_mtime_ns if p.is_file() else None)
@@ -206,11 +228,11 @@ def snapshot(folder: Path) -> dict[str, tuple]:
 
 
 def files_under(folder: Path) -> list[str]:
-    """Regular files and links under ``folder``, the (empty) lock file aside."""
+    """Regular files and links under ``folder``, the (empty) lock files aside."""
     if not folder.exists():
         return []
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if (p.is_file() or p.is_symlink()) and p.relative_to(folder).as_posix() != ".lock")
+                  if (p.is_file() or p.is_symlink()) and not _lock(p.relative_to(folder).as_posix()))
 
 
 @contextlib.contextmanager

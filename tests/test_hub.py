@@ -298,7 +298,9 @@ def test_a_slow_server_is_waited_for_within_the_timeout_and_reported_beyond_it(s
 def test_leftovers_of_a_killed_pull_never_break_the_next_one(server, mirror, tmp_path):
     cache = tmp_path / "cache"
     sha = record(mirror, MODEL_PATH)["sha256"]
-    stale = [blob(cache, sha).parent / f"{TMP_PREFIX}dead.part", cache / "models" / MODEL / MODEL / f"{TMP_PREFIX}x.part"]
+    stale = [blob(cache, sha).parent / f"{TMP_PREFIX}blob-{sha[:16]}-0123456789ab.part",
+             cache / "models" / f"{TMP_PREFIX}view-{MODEL}-0123456789ab.part" / MODEL / "model.onnx",
+             cache / "models" / MODEL / MODEL / f"{TMP_PREFIX}x.part"]
     for p in stale:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"half a model")

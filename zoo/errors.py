@@ -71,3 +71,12 @@ class ProviderUnavailableError(ZooError):
 
 class BuildLockedError(ZooError):
     """Another process holds the artifacts folder's lock (and waiting for it was not asked for)."""
+
+
+MAX_MESSAGE_CHARS = 300  # an error line quotes at most this much of a stranger's input
+
+
+def cut(text, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` on one line and at most ``limit`` characters (a 31 MB name is not printed whole)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else f"{text[: limit - 25]}... ({len(text):,} chars)"

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 from importlib import resources
 from pathlib import Path
 
-from ..errors import ManifestError, NoManifestError, NotInManifestError
+from ..errors import ManifestError, NoManifestError, NotInManifestError, cut
 from ..fsutil import atomic_write_json
 from ..versions import toolchain_versions
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+
+# Bounds on what a manifest from a stranger may cost (a real one of B0-B7 is ~100 kB, depth 7).
+MAX_MANIFEST_BYTES = 32 << 20
+MAX_DEPTH = 32  # checked on the raw bytes, before json.loads can recurse
+MAX_NODES = 200_000  # values of any kind; 1.3 M tiny entries stop here, before the schema runs
+MAX_STRING_CHARS = 1 << 16  # any string or key; names and paths have tighter schema limits
+MAX_INT = (1 << 63) - 1  # a 400-digit integer is refused, never converted
+_ESCAPES = re.compile(rb"\\.", re.DOTALL)  # outside strings JSON has no backslash; removing pairs keeps it linear
+_STRINGS = re.compile(rb'"[^"]*"')
+_NOT_BRACKETS = re.compile(rb"[^\[\]{}]")
+_EMPTY_PAIRS = re.compile(rb"\[\]|\{\}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -24,15 +37,61 @@ def validate(manifest: dict, where: str = "manifest") -> None:
     """Raise ``ManifestError`` naming the first schema violation."""
     import jsonschema
 
+    where = cut(where)
+    _check_bounds(manifest, where)
     if isinstance(manifest, dict) and manifest.get("schema_version") not in (None, SCHEMA_VERSION):
         raise ManifestError(
-            f"{where}: unknown schema_version {manifest.get('schema_version')!r} (this zoo reads {SCHEMA_VERSION})"
+            f"{where}: unknown schema_version {cut(repr(manifest.get('schema_version')), 40)} "
+            f"(this zoo reads {SCHEMA_VERSION})"
         )
-    try:
-        jsonschema.validate(manifest, schema())
-    except jsonschema.ValidationError as e:
-        loc = "/".join(str(p) for p in e.absolute_path) or "(root)"
-        raise ManifestError(f"{where}: invalid at {loc}: {e.message}") from None
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(manifest))
+    if error is not None:
+        loc = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise ManifestError(f"{where}: invalid at {cut(loc, 120)}: {cut(error.message)}")
+    for m in manifest["models"]:  # types are checked now; what the schema cannot say
+        if [x["model"] for x in manifest["models"]].count(m["model"]) > 1:
+            raise ManifestError(f"{where}: model {m['model']!r} is listed twice")
+        paths = [f["path"] for f in m["files"]]
+        if len(set(paths)) != len(paths):
+            raise ManifestError(f"{where}: model {m['model']!r} lists a file twice")
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(schema())
+    return cls(schema())
+
+
+def _check_bounds(data, where: str) -> None:
+    """Refuse more values, longer strings or larger integers than any real manifest holds, before
+    the schema (whose cost grows with them) or any other code looks at them."""
+    stack, nodes = [data], 0
+    while stack:
+        v = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise ManifestError(f"{where}: more than {MAX_NODES:,} values; refusing it")
+        if isinstance(v, dict):
+            stack.extend(v.values())
+            stack.extend(v.keys())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, str):
+            if len(v) > MAX_STRING_CHARS:
+                raise ManifestError(f"{where}: a string of {len(v):,} characters (at most {MAX_STRING_CHARS:,}); "
+                                    "refusing it")
+        elif isinstance(v, bool) or v is None:
+            pass
+        elif isinstance(v, int):
+            if not -MAX_INT <= v <= MAX_INT:
+                raise ManifestError(f"{where}: an integer out of range ({cut(str(v), 40)}); refusing it")
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                raise ManifestError(f"{where}: a non-finite number; refusing it")
+        else:
+            raise ManifestError(f"{where}: a {type(v).__name__} is not JSON")
 
 
 def empty_manifest() -> dict:
@@ -46,13 +105,51 @@ def empty_manifest() -> dict:
     }
 
 
-def parse(text: str | bytes, where: str = "manifest") -> dict:
+def parse(text: str | bytes, where: str = "manifest", max_bytes: int | None = None) -> dict:
+    """Bytes to a validated manifest in bounded time and memory; every failure a ``ManifestError``.
+
+    Size first, then nesting depth on the raw bytes (json.loads recurses), then JSON (no NaN,
+    Infinity or duplicate keys), then the bounds and the schema (:func:`validate`).
+    """
+    where = cut(where)
+    limit = MAX_MANIFEST_BYTES if max_bytes is None else max_bytes
+    if isinstance(text, str):
+        text = text.encode("utf-8", "surrogatepass")
+    if len(text) > limit:
+        raise ManifestError(f"{where}: larger than {limit:,} bytes; refusing it")
+    _check_depth(text, where)
     try:
-        data = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ManifestError(f"{where}: not valid JSON ({e})") from None
+        data = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, > 4300-digit integers
+        raise ManifestError(f"{where}: not valid JSON ({cut(e, 160)})") from None
     validate(data, where)
     return data
+
+
+def _check_depth(raw: bytes, where: str) -> None:
+    """Refuse JSON nested deeper than MAX_DEPTH without parsing it: strip strings and everything
+    but brackets, then peel innermost pairs MAX_DEPTH times (each pass runs in C)."""
+    brackets = _NOT_BRACKETS.sub(b"", _STRINGS.sub(b"", _ESCAPES.sub(b"", raw)))
+    for _ in range(MAX_DEPTH):
+        if not brackets:
+            return
+        peeled = _EMPTY_PAIRS.sub(b"", brackets)
+        if peeled == brackets:
+            return  # unbalanced: json.loads says where
+        brackets = peeled
+    if brackets:
+        raise ManifestError(f"{where}: nested deeper than {MAX_DEPTH} levels; refusing it")
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not allowed")
+
+
+def _unique_keys(pairs):
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a key appears twice in one object")
+    return out
 
 
 def load(path: str | Path) -> dict:

@@ -57,7 +57,9 @@ def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, r
             if sha256_file(path) != f["sha256"]:
                 raise ZooError(f"{name}: {path} does not match the manifest's sha256; refusing to verify it")
             progress(f"{tag}: {f['precision']} ...")
-            records += run_matrix(model, path.read_bytes(), input_dim=req.effective_input_dim, seed=req.seed,
+            data = path.read_bytes()
+            _readable_onnx(data, path, name)
+            records += run_matrix(model, data, input_dim=req.effective_input_dim, seed=req.seed,
                                   input_name=req.spec.input_name, output_name=req.spec.output_name,
                                   precision=f["precision"], options=options,
                                   progress=lambda m, tag=tag: progress(f"{tag}: {m}"))
@@ -75,6 +77,18 @@ def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, r
     return results
 
 
+def _readable_onnx(data: bytes, path: Path, name: str) -> None:
+    """A model file whose sha256 matches but which is not ONNX is one line, not a DecodeError."""
+    import onnx
+
+    if not data:
+        raise ZooError(f"{name}: {path} is empty (0 bytes); not an ONNX model")
+    try:
+        onnx.load_model_from_string(data)
+    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and others
+        raise ZooError(f"{name}: {path} is not a readable ONNX model ({type(e).__name__})") from None
+
+
 def _js_records(artifacts: Path, names, js_runtimes, precisions, explicit: bool) -> dict[str, list[dict]]:
     wanted = [r for r in js_runtimes if explicit or js.js_available(r) is None]
     if not wanted:
@@ -84,7 +98,7 @@ def _js_records(artifacts: Path, names, js_runtimes, precisions, explicit: bool)
 
 def merge_parity(entry: dict, records: list[dict]) -> dict:
     """New records replace old ones of the same backend, precision and reference; others stay."""
-    key = lambda r: (r["backend"], r["precision"], r.get("reference"))  # noqa: E731
+    key = lambda r: (r["backend"], r["precision"], r.get("reference"))
     fresh = {key(r) for r in records}
     out = dict(entry)
     out["parity"] = [r for r in entry["parity"] if key(r) not in fresh] + records

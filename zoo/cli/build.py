@@ -145,3 +145,6 @@ def info_cmd(path, as_json):
             click.echo(f"  {kind[:-1]:<6} {p['name']}: {p['type']} {p['shape']}")
     for k, v in info["metadata"].items():
         click.echo(f"  {k} = {v}")
+    for x in info["external_data"]:
+        size = f"{x['bytes']:,} bytes" if x["present"] else "missing"
+        click.echo(f"  external   {x['location']} ({size})")

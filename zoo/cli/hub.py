@@ -75,6 +75,8 @@ def pull_cmd(names, all_, source, precisions, with_test_data, cache_dir, as_json
     Files are stored by sha256 and copied into a per-model view (an artifacts folder of its own:
     CACHE/models/NAME/manifest.json and NAME/model.onnx). Cached files are re-verified on every
     pull; with ZOO_OFFLINE=1 nothing is downloaded and only verified cached files are used.
+    A transfer slower than ZOO_SPEED_LIMIT bytes/s (1024) over ZOO_SPEED_TIME seconds (30) is
+    abandoned and retried; the whole pull ends within ZOO_DEADLINE seconds (3600).
 
     \b
     Examples:
@@ -82,6 +84,7 @@ def pull_cmd(names, all_, source, precisions, with_test_data, cache_dir, as_json
       zoo pull --all --from ./mirror --with-test-data
       zoo pull dense_b3 --precision fp32,int8 --cache-dir /tmp/zoo-cache --json
       ZOO_OFFLINE=1 zoo pull dense_b0
+      ZOO_SPEED_LIMIT=10000 ZOO_SPEED_TIME=10 ZOO_DEADLINE=600 zoo pull --all
     """
     names_or_all(names, all_)
     results = [r for p in precisions for r in hub.pull(None if all_ else names, source, p, with_test_data=with_test_data,

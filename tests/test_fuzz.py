@@ -1,0 +1,164 @@
+"""Bounded fuzzing (hypothesis): the manifest parser, sources and paths, and ``zoo info``'s reader.
+Every exception that escapes is a project error type (``ZooError``; ``ValueError`` for bad input).
+Seeds found are kept as ``@example`` regression cases."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+
+import onnx
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from zoo import hub
+from zoo.builder import manifest as mf
+from zoo.errors import ManifestError, ZooError
+from zoo.hub.external import parse_model
+from zoo.hub.inspect import describe
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                    max_leaves=30)
+
+
+@FUZZ
+@given(st.binary(max_size=2000))
+@example(b"[" * 5000)
+@example(b'{"schema_version": 1, "models": [{"model": ["x"]}]}')
+@example(b'{"a": ' + b"9" * 5000 + b"}")
+@example(b'"\\"' * 500)
+def test_the_manifest_parser_raises_only_manifest_errors_on_bytes(raw):
+    try:
+        mf.parse(raw, "fuzz")
+    except ManifestError as e:
+        assert "\n" not in str(e) and len(str(e)) < 600
+
+
+def _a_manifest() -> dict:
+    sha = "a" * 64
+    f = {"path": "m/model.onnx", "bytes": 10, "sha256": sha, "role": "model", "precision": "fp32"}
+    entry = {"model": "m", "model_path": "m/model.onnx", "onnx_version": "1", "opset_version": 18,
+             "metadata": {"model_sha": sha, "model_bytes": 10, "tags": [], "io_ports": {"inputs": [], "outputs": []}},
+             "family": "dense_efficientnet", "flavor": "paper",
+             "scaling": {"width": 1.0, "depth": 1.0, "resolution": 224, "dropout": 0.2, "input_dim": 64},
+             "num_classes": 10, "params": 1, "flops": 1, "seed": 0, "exporter": "dynamo", "ir_version": 9,
+             "files": [f], "test_data": {"batch": 1, "seed": 0, "sets": []}, "parity": [], "latency": []}
+    return {"schema_version": 1, "generator": "zoo", "toolchain": dict.fromkeys(
+        ["python", "torch", "onnx", "onnxruntime", "onnxscript", "onnx_ir", "numpy", "protobuf"], "1"), "models": [entry]}
+
+
+def _paths(m):
+    yield []
+    if isinstance(m, dict):
+        for k, v in m.items():
+            yield from ([k, *p] for p in _paths(v))
+    elif isinstance(m, list):
+        for i, v in enumerate(m):
+            yield from ([i, *p] for p in _paths(v))
+
+
+PATHS = list(_paths(_a_manifest()))[1:]
+
+
+def test_the_seed_manifest_is_valid():
+    hub.parse_manifest(json.dumps(_a_manifest()).encode(), "seed")
+
+
+@FUZZ
+@given(st.sampled_from(PATHS), JSON)
+@example(["models", 0, "model"], ["unhashable"])
+@example(["models", 0, "files", 0, "bytes"], 10 ** 400)
+@example(["models", 0, "files", 0, "bytes"], 0)
+@example(["models", 0, "files", 0, "path"], "../../x")
+def test_a_manifest_with_any_field_replaced_is_valid_or_one_typed_error(path, value):
+    m = _a_manifest()
+    node = m
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+    try:
+        raw = json.dumps(m).encode()
+    except ValueError:  # NaN and friends: the bytes a server could send instead
+        raw = json.dumps(m, allow_nan=True).encode()
+    try:
+        out = hub.parse_manifest(raw, "fuzz")
+    except ZooError as e:
+        assert "\n" not in str(e) and len(str(e)) < 600
+        return
+    for e in out["models"]:  # what passed is safe to use as paths
+        for f in e["files"]:
+            assert not posixpath.isabs(f["path"]) and ".." not in f["path"].split("/")
+
+
+@FUZZ
+@given(st.text(max_size=80))
+@example("http://user:secret@h/")
+@example("http://[::1")
+@example("http://h:99999/")
+@example("file://host/x")
+@example("\x00")
+def test_sources_are_resolved_or_refused_as_bad_input(spec):
+    try:
+        src = hub.resolve_source(spec)
+    except ValueError as e:
+        assert "secret" not in str(e) or "secret" not in spec
+        return
+    assert src.remote or src.root.is_absolute()
+    if src.credentials:
+        assert src.credentials[1] not in str(src) or not src.credentials[1]
+
+
+@FUZZ
+@given(st.text(max_size=60))
+@example("a/../../b")
+@example("a/./b")
+@example(".zoo-tmp-x")
+def test_a_safe_relpath_stays_inside_its_root(path):
+    try:
+        p = hub.safe_relpath(path)
+    except hub.UnsafePathError:
+        return
+    assert posixpath.normpath(posixpath.join("/root", p)).startswith("/root/")
+
+
+def _tiny_model() -> bytes:
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 2])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 2])
+    w = onnx.numpy_helper.from_array(__import__("numpy").ones(2, "float32"), "w")
+    g = onnx.helper.make_graph([onnx.helper.make_node("Add", ["x", "w"], ["y"])], "g", [x], [y], [w])
+    m = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    m.ir_version = 9
+    m.metadata_props.add(key="k", value="v")
+    return m.SerializeToString()
+
+
+TINY = _tiny_model()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz-info")
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, len(TINY) - 1), st.integers(0, 255)), max_size=6),
+       st.integers(0, len(TINY)))
+@example([], len(TINY))
+@example([], 0)
+def test_zoo_info_reads_mutated_models_or_raises_a_typed_error(model_dir, flips, cut_at):
+    data = bytearray(TINY[:cut_at])
+    for i, b in flips:
+        if i < len(data):
+            data[i] = b
+    p = model_dir / "m.onnx"
+    p.write_bytes(bytes(data))
+    try:
+        info = describe(p)
+    except ZooError as e:
+        assert "\n" not in str(e)
+        return
+    assert info["file_bytes"] == len(data) > 0
+    parse_model(bytes(data), "again")  # what describe accepted parses

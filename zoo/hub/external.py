@@ -1,0 +1,88 @@
+"""External data of an ONNX model: which files a model refers to, each checked to stay in its folder."""
+
+from __future__ import annotations
+
+import posixpath
+
+from ..errors import cut
+from .config import IntegrityError, UnsafePathError, first_line
+from .paths import safe_relpath
+
+
+def iter_tensors(proto):
+    """Every tensor of the model: initializers, sparse ones, node attributes, subgraphs, functions."""
+    def graph(g):
+        yield from g.initializer
+        for s in g.sparse_initializer:
+            yield s.values
+            yield s.indices
+        for n in g.node:
+            yield from node(n)
+
+    def node(n):
+        for a in n.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            if a.HasField("sparse_tensor"):
+                yield a.sparse_tensor.values
+                yield a.sparse_tensor.indices
+            if a.HasField("g"):
+                yield from graph(a.g)
+            for g in a.graphs:
+                yield from graph(g)
+
+    yield from graph(proto.graph)
+    for f in proto.functions:
+        for n in f.node:
+            yield from node(n)
+
+
+def parse_model(data: bytes, what: str):
+    """A ModelProto from bytes, or ``IntegrityError`` (protobuf raises several unrelated types)."""
+    import onnx
+
+    if not data:
+        raise IntegrityError(f"{what} is empty (0 bytes); not an ONNX model")
+    try:
+        return onnx.load_model_from_string(data)
+    except Exception as e:  # noqa: BLE001 - DecodeError, RuntimeWarning-as-error, ...
+        raise IntegrityError(f"{what} is not a readable ONNX model ({cut(first_line(e), 120)})") from None
+
+
+def external_locations(proto, what: str) -> list[str]:
+    """The external-data locations the model refers to, as checked relative paths (in its folder)."""
+    import onnx
+
+    out: dict[str, None] = {}
+    for t in iter_tensors(proto):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        loc = next((kv.value for kv in t.external_data if kv.key == "location"), "")
+        label = f"{what}: external data of tensor {cut(repr(t.name), 80)}"
+        if loc.startswith("./"):
+            loc = "/".join(p for p in loc.split("/") if p != ".")
+        try:
+            safe_relpath(loc, label)
+        except UnsafePathError as e:
+            raise UnsafePathError(f"{e} - it must stay inside the model's folder") from None
+        out[loc] = None
+    return list(out)
+
+
+def external_data_files(data: bytes, model_relpath: str, entry: dict) -> list[dict]:
+    """The manifest records of the external-data files the model (``data``) refers to.
+
+    Raises ``UnsafePathError`` for a location outside the model's folder and ``IntegrityError`` for
+    one the manifest does not list (or a file that is not ONNX at all).
+    """
+    proto = parse_model(data, model_relpath)
+    listed = {f["path"]: f for f in entry["files"]}
+    folder = posixpath.dirname(model_relpath)
+    out = []
+    for loc in external_locations(proto, model_relpath):
+        rel = posixpath.join(folder, loc) if folder else loc
+        if rel not in listed:
+            raise IntegrityError(f"{model_relpath}: external data in {rel!r}, which the manifest does not list")
+        out.append(listed[rel])
+    return out

@@ -1,0 +1,111 @@
+"""Publishing: a static mirror of a build, every file checked before anything is written.
+
+The mirror is written like the cache: relative to folder descriptors, through temporary names,
+following no link planted in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..builder import manifest as mf
+from ..errors import InputError, ManifestError, NoManifestError
+from ..jsonio import dumps as strict_json
+from . import config
+from .cache import file_errors
+from .config import DEFAULT_SOURCE, HubError, IntegrityError, Progress, quiet
+from .external import external_data_files
+from .paths import Dir, copy_verified
+from .pull import find_entry
+from .source import Source, parse_manifest
+
+
+def publish(artifacts: str | os.PathLike = DEFAULT_SOURCE, to: str | os.PathLike | None = None,
+            names: Iterable[str] | None = None, *, progress: Progress = quiet) -> list[dict]:
+    """Write a static mirror of ``artifacts`` into ``to``: manifest.json plus the files it lists.
+
+    Every file is checked against the manifest before anything is written; only listed files are
+    published; files already there with the right content are left alone (publishing again is a
+    no-op). An existing mirror keeps its other models (entries of the same name are replaced).
+    Returns one row per file: model, path, bytes, sha256, status (published | unchanged).
+    """
+    if to in (None, ""):
+        raise InputError("publish needs a destination folder (--to DIR)")
+    src_root, dest = Path(artifacts).expanduser(), Path(to).expanduser()
+    if not src_root.is_dir():
+        raise InputError(f"artifacts folder {src_root} does not exist")
+    if dest.exists() and not dest.is_dir():
+        raise InputError(f"--to {dest} is not a folder")
+    if dest.resolve() == src_root.resolve():
+        raise InputError(f"--to {dest} is the artifacts folder itself; publish into another folder")
+    with file_errors(f"cannot publish {src_root} to {dest}"):
+        return _publish(src_root, dest, names, progress)
+
+
+def _publish(src_root: Path, dest: Path, names, progress: Progress) -> list[dict]:
+    where = str(src_root / mf.MANIFEST_NAME)
+    src = Source(url=src_root.resolve().as_uri() + "/", root=src_root.resolve())
+    try:
+        manifest = src.read_manifest()
+    except ManifestError as e:
+        if str(e).startswith("no manifest"):
+            raise NoManifestError(f"no manifest at {where}; run `zoo build` first") from None
+        raise
+    entries = [find_entry(manifest, n, src) for n in dict.fromkeys(names)] if names else list(manifest["models"])
+    if not entries:
+        raise HubError(f"{where} lists no models; nothing to publish")
+
+    # 1. Check everything first: a bad file publishes nothing.
+    with Dir.open_root(src.root, f"artifacts {src.root}") as root:
+        for e in entries:
+            for f in e["files"]:
+                try:
+                    src.verify_local(f)
+                except IntegrityError as err:
+                    raise IntegrityError(f"{err} ({where}); nothing was published") from None
+                if f["role"] == "model":
+                    with root.open_read(f["path"]) as fh:
+                        external_data_files(fh.read(f["bytes"] + 1), f["path"], e)
+            progress(f"{e['model']}: {len(e['files'])} file(s) verified")
+
+    # 2. The mirror's manifest: the existing one (if any) with these entries replaced or added.
+    with Dir.open_root(dest, f"--to {dest}", create=True) as out:
+        try:
+            raw = out.read_bytes(mf.MANIFEST_NAME, config.MAX_MANIFEST_BYTES)
+        except FileNotFoundError:
+            raw = None
+        models = entries
+        if raw is not None:
+            models = list(parse_manifest(raw, str(dest / mf.MANIFEST_NAME))["models"])
+            for e in entries:
+                idx = next((i for i, m in enumerate(models) if m["model"] == e["model"]), None)
+                if idx is None:
+                    models.append(e)
+                else:
+                    models[idx] = e
+        out_manifest = dict({k: v for k, v in manifest.items() if k != "models"}, models=models)
+        mf.validate(out_manifest, str(dest / mf.MANIFEST_NAME))
+
+        # 3. Copy what differs (each file through a temporary name), then the manifest, last.
+        rows = []
+        with Dir.open_root(src.root, f"artifacts {src.root}") as root:
+            for e in entries:
+                for f in e["files"]:
+                    if out.matches(f["path"], f):
+                        status = "unchanged"
+                    else:
+                        with root.open_read(f["path"]) as fh:
+                            copy_verified(fh, out, f["path"], f, tag="publish")
+                        status = "published"
+                    rows.append({"model": e["model"], "path": f["path"], "bytes": f["bytes"], "sha256": f["sha256"],
+                                 "role": f["role"], "precision": f["precision"], "status": status})
+        data = (strict_json(out_manifest) + "\n").encode()
+        same = raw == data
+        if not same:
+            out.write_atomic(mf.MANIFEST_NAME, data, tag="publish")
+    rows.append({"model": None, "path": mf.MANIFEST_NAME, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                 "role": "manifest", "precision": None, "status": "unchanged" if same else "published"})
+    return rows

@@ -1,0 +1,396 @@
+"""Pulling: list what a source offers, bring models into the cache verified, open sessions."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..builder import manifest as mf
+from ..errors import InputError, ManifestError, ProviderUnavailableError, ZooError
+from ..jsonio import dumps as strict_json
+from ..spec import PRECISIONS
+from . import config
+from .cache import Cache, file_errors
+from .config import (
+    OFFLINE_ENV,
+    Deadline,
+    HubError,
+    IntegrityError,
+    OfflineError,
+    Progress,
+    SourceError,
+    UnknownModelError,
+    first_line,
+    offline,
+    quiet,
+)
+from .external import external_data_files
+from .paths import copy_verified, tmp_name
+from .source import Source, parse_manifest, resolve_source
+
+
+@dataclass
+class PullResult:
+    name: str
+    precision: str
+    path: Path  # the model file in the view
+    view: Path  # the view folder (an artifacts folder: manifest.json + <name>/...)
+    source: str
+    status: str  # "downloaded" (something was fetched) | "cached"
+    files: list[dict] = field(default_factory=list)  # path, bytes, sha256, role, precision, status
+
+    @property
+    def fetched_bytes(self) -> int:
+        return sum(f["bytes"] for f in self.files if f["status"] == "downloaded")
+
+    def summary(self) -> dict:
+        return {"name": self.name, "precision": self.precision, "status": self.status, "path": str(self.path),
+                "view": str(self.view), "source": self.source, "fetched_bytes": self.fetched_bytes,
+                "files": self.files}
+
+
+def offered(manifest: dict) -> str:
+    return ", ".join(m["model"] for m in manifest["models"]) or "no models"
+
+
+def find_entry(manifest: dict, name: str, src) -> dict:
+    for m in manifest["models"]:
+        if m["model"] == name:
+            return m
+    raise UnknownModelError(f"model {name!r} is not offered by {src}; it offers: {offered(manifest)}")
+
+
+def _model_record(entry: dict, precision: str, src: Source) -> dict:
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    cands = [f for f in entry["files"] if f["role"] == "model" and f["precision"] == precision]
+    cands.sort(key=lambda f: (f["path"] != entry["model_path"], not f["path"].endswith(".onnx")))
+    if not cands:
+        have = sorted({f["precision"] for f in entry["files"] if f["role"] == "model"})
+        raise UnknownModelError(f"{entry['model']} has no {precision} model at {src}; it has: {', '.join(have)}")
+    return cands[0]
+
+
+def _manifest(src: Source, cache: Cache, progress: Progress, budget: Deadline) -> dict:
+    """The source's manifest: fetched (online), or the last verified copy in the cache (offline)."""
+    if src.remote and offline():
+        where = str(cache.source_key_path(src.key))
+        try:
+            raw = cache.read_source_record(src.key)
+        except OSError as e:
+            raise ManifestError(f"{where}: unreadable ({first_line(e)})") from None
+        if raw is None:
+            raise OfflineError(f"{OFFLINE_ENV}=1 and the cache {cache.root} holds no manifest from {src}; "
+                               "pull once online first")
+        return parse_manifest(raw, where)
+    try:
+        return src.read_manifest(progress, budget)
+    except SourceError as e:
+        if src.remote and cache.read_source_record_quietly(src.key) is not None:
+            raise SourceError(f"{e}; set {OFFLINE_ENV}=1 to use what is cached") from None
+        raise
+
+
+def list_models(source: str | os.PathLike | None = None, *, cache_dir=None, progress: Progress = quiet) -> list[dict]:
+    """What ``source`` offers: one summary per model (name, precisions, params, sizes, hashes)."""
+    src = resolve_source(source)
+    with Cache(cache_dir) as cache:
+        manifest = _manifest(src, cache, progress, Deadline())
+    rows = []
+    for m in manifest["models"]:
+        models = [f for f in m["files"] if f["role"] == "model"]
+        rows.append({
+            "name": m["model"], "flavor": m["flavor"], "input_dim": m["scaling"]["input_dim"],
+            "num_classes": m["num_classes"], "params": m["params"], "flops": m["flops"],
+            "opset_version": m["opset_version"],
+            "precisions": [p for p in PRECISIONS if any(f["precision"] == p for f in models)],
+            "model_bytes": m["metadata"]["model_bytes"], "model_sha": m["metadata"]["model_sha"],
+            "tags": m["metadata"]["tags"],
+            "files": {f"{f['precision']}:{f['role']}": f["bytes"] for f in m["files"]},
+        })
+    return rows
+
+
+def pull(names: Iterable[str] | None = None, source: str | os.PathLike | None = None, precision: str = "fp32", *,
+         with_test_data: bool = False, cache_dir=None, progress: Progress = quiet) -> list[PullResult]:
+    """Bring ``names`` (all models when None) into the cache, verified; return where they are.
+
+    Every name and precision is checked against the source's manifest before anything is written.
+    A failed model leaves the cache as it was before that model; models pulled before it stay.
+    The whole pull ends within ``$ZOO_DEADLINE`` seconds.
+    """
+    src = resolve_source(source)
+    budget = Deadline()
+    with Cache(cache_dir) as cache:
+        manifest = _manifest(src, cache, progress, budget)
+        if isinstance(names, str):
+            names = [names]
+        if names is not None:
+            names = list(dict.fromkeys(names))
+            if not names:
+                raise InputError("no model names given (pass None for every model the source offers)")
+        else:
+            names = [m["model"] for m in manifest["models"]]
+            if not names:
+                raise UnknownModelError(f"{src} offers no models")
+        plans = []
+        for name in names:
+            entry = find_entry(manifest, name, src)
+            plans.append((entry, _model_record(entry, precision, src)))
+        results = []
+        with file_errors(f"cannot pull into the cache {cache.root}"):
+            for entry, model_rec in plans:
+                results.append(_Pull(src, cache, manifest, entry, model_rec, progress, budget).run(with_test_data))
+                if src.remote and not offline():  # what ZOO_OFFLINE=1 will work from
+                    cache.save_source_record(src.key, (strict_json(manifest) + "\n").encode())
+    return results
+
+
+def load(name: str, source: str | os.PathLike | None = None, precision: str = "fp32", *,
+         with_test_data: bool = False, cache_dir=None, progress: Progress = quiet) -> Path:
+    """The path of ``name``'s verified model file in the cache, pulling it first when needed.
+
+    Cached files are re-verified against the source's manifest on every call.
+    """
+    return pull([name], source, precision, with_test_data=with_test_data, cache_dir=cache_dir,
+                progress=progress)[0].path
+
+
+def session(name: str, source: str | os.PathLike | None = None, providers: Iterable | None = None,
+            precision: str = "fp32", *, sess_options=None, cache_dir=None, progress: Progress = quiet):
+    """An ``onnxruntime.InferenceSession`` on the verified model (CPU unless ``providers`` says).
+
+    A provider that is asked for and not available raises ``ProviderUnavailableError`` (before any
+    download); it is never silently replaced by the CPU.
+    """
+    import onnxruntime as ort
+
+    providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    for p in providers:
+        pname = p[0] if isinstance(p, (tuple, list)) else p
+        if pname not in available:
+            raise ProviderUnavailableError(
+                f"execution provider {pname} is not available here (available: {', '.join(available)})")
+    path = load(name, source, precision, cache_dir=cache_dir, progress=progress)
+    try:
+        return ort.InferenceSession(str(path), sess_options=sess_options, providers=providers)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated types
+        raise HubError(f"onnxruntime cannot load {path}: {first_line(e)}") from None
+
+
+class _Pull:
+    """One model into the cache: blobs first (each under its own lock), then the view, whole."""
+
+    def __init__(self, src, cache: Cache, manifest, entry, model_rec, progress, budget):
+        self.src, self.cache, self.entry, self.model_rec = src, cache, entry, model_rec
+        self.progress, self.budget = progress, budget
+        self.name = entry["model"]
+        self.header = {k: v for k, v in manifest.items() if k != "models"}
+        self.statuses: dict[str, str] = {}
+        self.origin: dict[str, str] = {}  # path -> "view" | "blob": where a verified copy is
+        self.created: list[str] = []  # blobs this pull added (taken back if it fails)
+        self.new_dirs: list[str] = []
+
+    def run(self, with_test_data: bool) -> PullResult:
+        wanted = [self.model_rec]
+        if with_test_data:
+            wanted += [f for f in self.entry["files"] if f["role"] in ("test_input", "test_output")]
+        current = self._current(wanted)  # no lock, no write: a read-only cache serves this
+        if current is None:
+            try:
+                wanted = self._obtain_all(wanted)
+                with self.cache.lock("view", self.name, self.progress):
+                    if self._current(wanted) is None:
+                        self._build_view(wanted)
+            except BaseException:
+                self._rollback()
+                raise
+        else:
+            wanted = current
+        files = [dict(r, status=self.statuses.get(r["path"], "cached")) for r in wanted]
+        view = self.cache.view(self.name)
+        return PullResult(name=self.name, precision=self.model_rec["precision"], path=view / self.model_rec["path"],
+                          view=view, source=str(self.src), files=files,
+                          status="downloaded" if any(f["status"] == "downloaded" for f in files) else "cached")
+
+    # -- reading without a lock
+
+    def _view_dir(self):
+        return self.cache.sub(f"models/{self.name}")  # raises UnsafePathError for a planted link
+
+    def _current(self, wanted: list[dict]) -> list[dict] | None:
+        """The files the view serves if it already holds ``wanted`` (and the model's external data),
+        verified, under a manifest equal to the source's entry; else None."""
+        old = self.cache.read_view_manifest(self.name)
+        if old is None or {k: v for k, v in old.items() if k != "models"} != self.header:
+            return None
+        kept = [f["path"] for f in old["models"][0]["files"]]
+        if old["models"][0] != dict(self.entry, files=[f for f in self.entry["files"] if f["path"] in kept]):
+            return None
+        if any(w["path"] not in kept for w in wanted):
+            return None
+        vd = self._view_dir()
+        if vd is None:
+            return None
+        with vd:
+            if not all(vd.matches(f["path"], f) for f in old["models"][0]["files"]):
+                return None
+        extra = external_data_files(self._read("view", self.model_rec), self.model_rec["path"], self.entry)
+        if any(r["path"] not in kept for r in extra):
+            return None
+        return wanted + [r for r in extra if r not in wanted]
+
+    def _open(self, origin: str, rec: dict):
+        if origin == "view":
+            with self._view_dir() as vd:
+                return vd.open_read(rec["path"], single_link=True)
+        f = self.cache.open_blob(rec["sha256"])
+        if f is None:
+            raise IntegrityError(f"the cached copy of {rec['path']} disappeared; pull again")
+        return f
+
+    def _read(self, origin: str, rec: dict) -> bytes:
+        with self._open(origin, rec) as f:
+            data = f.read(rec["bytes"] + 1)
+        if len(data) != rec["bytes"] or hashlib.sha256(data).hexdigest() != rec["sha256"]:
+            raise IntegrityError(f"the cached copy of {rec['path']} changed while it was read; pull again")
+        return data
+
+    # -- blobs
+
+    def _obtain_all(self, wanted: list[dict]) -> list[dict]:
+        queue = list(wanted)
+        i = 0
+        while i < len(queue):
+            rec = queue[i]
+            i += 1
+            if rec["path"] in self.origin:
+                continue
+            self.origin[rec["path"]] = self._obtain(rec)
+            if rec is self.model_rec:
+                data = self._read(self.origin[rec["path"]], rec)
+                queue += [r for r in external_data_files(data, rec["path"], self.entry) if r not in queue]
+        return queue
+
+    def _obtain(self, rec: dict) -> str:
+        vd = self._view_dir()
+        if vd is not None:
+            with vd:
+                if vd.matches(rec["path"], rec):
+                    return "view"
+        if self._blob_ok(rec):
+            return "blob"
+        if self.src.remote and offline():
+            raise OfflineError(f"{OFFLINE_ENV}=1 and {rec['path']} is not in the cache {self.cache.root} "
+                               "(or its copy there fails verification)")
+        sha = rec["sha256"]
+        with self.cache.lock("blob", sha, self.progress):
+            if self._blob_ok(rec):  # another process fetched it while we waited
+                return "blob"
+            folder, name = self.cache.blob_rel(sha)
+            self._note_new_dirs(folder)
+            with self.cache.sub(folder, create=True) as bd:
+                tag = f"blob-{sha[:16]}"
+                self.cache.remove_leftovers(bd, tag)
+                existed = bd.lstat(name) is not None
+                self.progress(f"fetching {rec['path']} ({rec['bytes'] / 1e6:.1f} MB) from {self.src} ...")
+                tmp, f = bd.create_temp(tag)
+                try:
+                    with f:
+                        self.src.fetch_into(rec, f, self.progress, self.budget)  # checks size and sha256
+                        os.fsync(f.fileno())
+                    bd.rename(tmp, name)
+                except BaseException:
+                    bd.discard(tmp)
+                    raise
+            if not existed:
+                self.created.append(sha)
+        self.statuses[rec["path"]] = "downloaded"
+        return "blob"
+
+    def _blob_ok(self, rec: dict) -> bool:
+        f = self.cache.open_blob(rec["sha256"])
+        if f is None:
+            return False
+        from .paths import hash_stream
+
+        with f:
+            return os.fstat(f.fileno()).st_size == rec["bytes"] and hash_stream(f, rec["bytes"])[0] == rec["sha256"]
+
+    def _note_new_dirs(self, rel: str) -> None:
+        root = self.cache.dir(create=True)
+        parts = rel.split("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if root.lstat(prefix) is None and prefix not in self.new_dirs:
+                self.new_dirs.append(prefix)
+
+    def _rollback(self) -> None:
+        for sha in self.created:
+            folder, name = self.cache.blob_rel(sha)
+            try:
+                with self.cache.lock("blob", sha), self.cache.sub(folder) as bd:
+                    bd.discard(name)
+            except (OSError, ZooError, AttributeError):
+                pass
+        root = self.cache.dir()
+        for rel in reversed(self.new_dirs):
+            try:
+                os.rmdir(rel, dir_fd=root.fd)  # only if empty; a link is not a folder and stays
+            except (OSError, AttributeError):
+                pass
+
+    # -- the view
+
+    def _build_view(self, wanted: list[dict]) -> None:
+        """Assemble the view in a temporary folder, then rename it into place whole."""
+        keep = {r["path"]: self.origin.get(r["path"], "view") for r in wanted}
+        old = self.cache.read_view_manifest(self.name)
+        if old is not None:  # files of this entry an earlier pull put there (other precisions, test data)
+            old_recs = {(f["path"], f["sha256"], f["bytes"]) for f in old["models"][0]["files"]}
+            vd = self._view_dir()
+            with vd:
+                for f in self.entry["files"]:
+                    if f["path"] not in keep and (f["path"], f["sha256"], f["bytes"]) in old_recs \
+                            and vd.matches(f["path"], f):
+                        keep[f["path"]] = "view"
+        files = [f for f in self.entry["files"] if f["path"] in keep]
+        view_manifest = dict(self.header, models=[dict(self.entry, files=files)])
+        mf.validate(view_manifest, str(self.cache.view(self.name) / mf.MANIFEST_NAME))
+        self._note_new_dirs("models")
+        tag = f"view-{self.name}"
+        with self.cache.sub("models", create=True) as models:
+            self.cache.remove_leftovers(models, tag)
+            tmp = tmp_name(tag)
+            os.mkdir(tmp, 0o755, dir_fd=models.fd)
+            try:
+                with models.sub(tmp) as tv:
+                    for rec in files:
+                        with self._open(keep[rec["path"]], rec) as src_file:
+                            copy_verified(src_file, tv, rec["path"], rec, tag="copy")
+                    tv.write_atomic(mf.MANIFEST_NAME, (strict_json(view_manifest) + "\n").encode())
+                self._swap(models, tmp, tag)
+            except BaseException:
+                if models.lstat(tmp) is not None:
+                    models.remove(tmp)
+                raise
+
+    def _swap(self, models, tmp: str, tag: str) -> None:
+        if models.lstat(self.name) is None:
+            models.rename(tmp, self.name)
+            return
+        old = tmp_name(tag)
+        models.rename(self.name, old)  # a link here was refused earlier; a rename never follows one
+        try:
+            models.rename(tmp, self.name)
+        except BaseException:
+            models.rename(old, self.name)
+            raise
+        models.remove(old)
+
+
+__all__ = ["PullResult", "config", "find_entry", "list_models", "load", "offered", "pull", "session"]

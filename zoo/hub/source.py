@@ -1,0 +1,383 @@
+"""Where artifacts come from: http(s) URLs, file:// URLs and folders, each with manifest.json.
+
+Transfers have a floor rate over a window (curl's ``--speed-limit``/``--speed-time``) and share a
+pull's deadline; transient failures are retried with exponential back-off. Redirects are followed
+only from http(s) to http(s) (no other scheme is even given a handler), credentials in a URL are
+sent as Basic authentication to that host only and never appear in a message or record.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import os
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..builder import manifest as mf
+from ..errors import InputError, ManifestError, NoManifestError, cut
+from . import config
+from .config import (
+    IntegrityError,
+    Progress,
+    SourceError,
+    UnsafePathError,
+    first_line,
+    quiet,
+    redact,
+    strip_credentials,
+)
+from .paths import Dir, hash_stream, safe_relpath
+
+_SCHEMES = ("http", "https")
+
+
+class _Transient(Exception):
+    """A failure worth another attempt (connection refused or reset, timeout, 5xx, short body)."""
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, urllib.error.URLError) and not isinstance(e, urllib.error.HTTPError):
+        e = e.reason if isinstance(e.reason, BaseException) else e
+    if isinstance(e, (socket.timeout, TimeoutError)):
+        return "timed out"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, http.client.RemoteDisconnected):
+        return "the server closed the connection without answering"
+    if isinstance(e, http.client.IncompleteRead):
+        return "the server closed the connection mid-body"
+    if isinstance(e, ConnectionError):
+        return f"connection lost ({first_line(e)})"
+    if isinstance(e, urllib.error.URLError):
+        return first_line(e.reason) if isinstance(e.reason, str) else first_line(e)
+    return first_line(e)
+
+
+class _RedirectPolicy(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to http(s), and only a few times."""
+
+    max_redirections = config.MAX_REDIRECTS
+
+    @staticmethod
+    def _check(req, newurl):
+        target = urllib.parse.urljoin(req.full_url, newurl or "")
+        if urllib.parse.urlsplit(target).scheme.lower() not in _SCHEMES:
+            raise SourceError(f"{redact(req.full_url)}: the server redirects to {cut(redact(target), 120)}; "
+                              "only http(s) redirects are followed")
+        return target
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        self._check(req, headers.get("location") or headers.get("uri"))
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return super().redirect_request(req, fp, code, msg, headers, self._check(req, newurl))
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    # Only the handlers http(s) needs: no ftp, file or data handler exists to be redirected to.
+    op = urllib.request.OpenerDirector()
+    for h in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+              _RedirectPolicy(), urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor()):
+        op.add_handler(h)
+    return op
+
+
+def with_retries(what: str, attempt, progress: Progress, budget: config.Deadline):
+    delay = config.BACKOFF_S
+    last = "no attempt"
+    for i in range(config.RETRIES + 1):
+        budget.check(what)
+        try:
+            return attempt()
+        except _Transient as e:
+            last = str(e)
+            if i == config.RETRIES:
+                break
+            wait = min(delay, max(budget.remaining(), 0))
+            progress(f"{what}: {last}; retrying in {wait:g}s ({i + 1}/{config.RETRIES})")
+            config.sleep(wait)
+            delay = min(delay * 2, config.BACKOFF_MAX_S)
+    raise SourceError(f"cannot fetch {what}: {last} (gave up after {config.RETRIES + 1} attempts)")
+
+
+def _stream(read, sink, budget: config.Deadline, what: str) -> None:
+    """Feed ``sink`` until ``read`` returns nothing; abandon a transfer under the floor rate."""
+    limit, window = config.speed_limit(), config.speed_time()
+    start, got = time.monotonic(), 0
+    while True:
+        budget.check(what)
+        block = read()
+        if not block:
+            return
+        sink(block)
+        got += len(block)
+        elapsed = time.monotonic() - start
+        if elapsed >= window:
+            if got < limit * elapsed:
+                raise _Transient(f"the transfer ran at {got / elapsed:,.0f} B/s, under the floor of {limit:,.0f} B/s "
+                                 f"over {window:g} s (${config.SPEED_LIMIT_ENV}, ${config.SPEED_TIME_ENV})")
+            start, got = time.monotonic(), 0
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where artifacts come from: ``url`` (normalized, without credentials) and, for local ones,
+    ``root``. ``str(source)`` is safe to print."""
+
+    url: str
+    root: Path | None = None
+    credentials: tuple[str, str] | None = None
+
+    @property
+    def remote(self) -> bool:
+        return self.root is None
+
+    @property
+    def shown(self) -> str:
+        if not self.remote:
+            return str(self.root)
+        if self.credentials is None:
+            return self.url
+        scheme, rest = self.url.split("://", 1)
+        return f"{scheme}://***@{rest}"
+
+    def __str__(self) -> str:
+        return self.shown
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(self.shown.encode()).hexdigest()[:16]
+
+    def _url(self, rel: str) -> str:
+        return urllib.parse.urljoin(self.url, urllib.parse.quote(rel))
+
+    def _where(self, rel: str) -> str:
+        return cut(urllib.parse.urljoin(self.shown, urllib.parse.quote(rel)) if self.remote else self.root / rel)
+
+    def _root(self) -> Dir:
+        try:
+            return Dir.open_root(self.root, f"source {self}")
+        except (FileNotFoundError, ValueError):
+            raise NoManifestError(f"source folder {self.root} does not exist (give --from or ${config.SOURCE_ENV}, "
+                              "or run `zoo build` for the default artifacts/)") from None
+
+    def _http(self, rel: str, consume, budget: config.Deadline):
+        from .. import __version__
+
+        url, where = self._url(rel), self._where(rel)
+        req = urllib.request.Request(url, headers={"User-Agent": f"zoo/{__version__}",
+                                                   "Accept-Encoding": "identity"})
+        if self.credentials is not None:  # unredirected: never sent to the host of a redirect
+            token = base64.b64encode(":".join(self.credentials).encode()).decode()
+            req.add_unredirected_header("Authorization", f"Basic {token}")
+        timeout = max(0.05, min(config.TIMEOUT_S, config.speed_time(), budget.remaining()))
+        try:
+            resp = _opener().open(req, timeout=timeout)
+        except urllib.error.HTTPError as e:
+            e.close()
+            if e.code in config.RETRY_STATUS:
+                raise _Transient(f"HTTP {e.code} {cut(e.reason, 80)}") from None
+            raise SourceError(f"{where}: the source answers HTTP {e.code} {cut(e.reason, 80)}") from None
+        except (OSError, http.client.HTTPException, ValueError) as e:  # URLError is an OSError
+            raise _Transient(_reason(e)) from None
+        with resp:
+            def read():
+                try:
+                    return resp.read1(config.CHUNK)
+                except (OSError, http.client.HTTPException, ValueError) as e:
+                    raise _Transient(_reason(e)) from None
+            return consume(resp, read)
+
+    def read_manifest(self, progress: Progress = quiet, budget: config.Deadline | None = None) -> dict:
+        budget = budget or config.Deadline()
+        where, limit = self._where(mf.MANIFEST_NAME), config.MAX_MANIFEST_BYTES
+        if self.remote:
+            def consume(resp, read):
+                buf = bytearray()
+
+                def sink(block):
+                    buf.extend(block)
+                    if len(buf) > limit:
+                        raise ManifestError(f"{where}: larger than {limit:,} bytes; refusing it")
+                _stream(read, sink, budget, where)
+                return bytes(buf)
+
+            raw = with_retries(where, lambda: self._http(mf.MANIFEST_NAME, consume, budget), progress, budget)
+        else:
+            with self._root() as root:
+                try:
+                    raw = root.read_bytes(mf.MANIFEST_NAME, limit)
+                except FileNotFoundError:
+                    raise NoManifestError(f"no manifest at {where}") from None
+                except IntegrityError:
+                    raise ManifestError(f"{where}: larger than {limit:,} bytes; refusing it") from None
+                except OSError as e:
+                    raise SourceError(f"cannot read {where}: {e.strerror or first_line(e)}") from None
+        return parse_manifest(raw, where)
+
+    def fetch_into(self, rec: dict, f, progress: Progress = quiet, budget: config.Deadline | None = None) -> None:
+        """Write ``rec``'s file into the open binary file ``f``; raise unless size and sha256 match."""
+        budget = budget or config.Deadline()
+        rel, size, sha = rec["path"], rec["bytes"], rec["sha256"]
+        where = self._where(rel)
+
+        def check_length(total):
+            if total is not None and total != size:
+                raise IntegrityError(f"{rel} is {total:,} bytes at {self}, the manifest says {size:,}"
+                                     + ("; refusing a file larger than the manifest says" if total > size else ""))
+
+        def receive(read):
+            f.seek(0)
+            f.truncate()
+            h, n = hashlib.sha256(), 0
+
+            def sink(block):
+                nonlocal n
+                n += len(block)
+                if n > size:
+                    raise IntegrityError(f"{rel}: {self} sent more than the {size:,} bytes the manifest lists; "
+                                         "refusing a file larger than the manifest says")
+                h.update(block)
+                f.write(block)
+            _stream(read, sink, budget, where)
+            if n < size:
+                raise _Transient(f"the transfer ended after {n:,} of {size:,} bytes")
+            if h.hexdigest() != sha:
+                raise IntegrityError(f"{rel} from {self} has sha256 {h.hexdigest()[:16]}..., the manifest says "
+                                     f"{sha[:16]}...; rejected")
+
+        if self.remote:
+            def consume(resp, read):
+                length = resp.headers.get("Content-Length")
+                check_length(int(length) if length and length.isdigit() and len(length) < 20 else None)
+                receive(read)
+            with_retries(where, lambda: self._http(rel, consume, budget), progress, budget)
+            return
+        with self._root() as root:
+            try:
+                with root.open_read(rel) as src:
+                    check_length(os.fstat(src.fileno()).st_size)
+                    try:
+                        receive(lambda: src.read(config.CHUNK))
+                    except _Transient as e:
+                        raise IntegrityError(f"{rel} at {self}: {e}") from None
+            except FileNotFoundError:
+                raise SourceError(f"{rel} is listed in the manifest but missing at {self}") from None
+
+    def verify_local(self, rec: dict) -> None:
+        """For publish: the local file ``rec`` names has the recorded size and sha256."""
+        with self._root() as root:
+            try:
+                with root.open_read(rec["path"]) as f:
+                    st = os.fstat(f.fileno())
+                    if st.st_size != rec["bytes"]:
+                        raise IntegrityError(f"{rec['path']} is {st.st_size:,} bytes, the manifest says "
+                                             f"{rec['bytes']:,}")
+                    if hash_stream(f, rec["bytes"])[0] != rec["sha256"]:
+                        raise IntegrityError(f"{rec['path']} does not match its sha256 in the manifest")
+            except FileNotFoundError:
+                raise IntegrityError(f"{rec['path']} is listed in the manifest but missing") from None
+
+
+def parse_manifest(raw: bytes, where: str) -> dict:
+    """The one manifest parser (bounded, schema first), then the hub's checks on names and paths."""
+    try:
+        manifest = mf.parse(raw, where, max_bytes=config.MAX_MANIFEST_BYTES)
+    except ManifestError:
+        _explain_paths(raw)  # a clearer UnsafePathError when an unsafe name or path is the cause
+        raise
+    for m in manifest["models"]:
+        check_entry(m, where)
+    return manifest
+
+
+def check_entry(m: dict, where: str) -> None:
+    """Names and paths of a schema-valid entry: safe, and no empty model file."""
+    from .paths import safe_name
+
+    where = cut(where)
+    safe_name(m["model"], f"{where}: model name")
+    label = f"{where}: model {m['model']!r}"
+    safe_relpath(m["model_path"], f"{label} model_path")
+    for f in m["files"]:
+        safe_relpath(f["path"], f"{label} file")
+        if f["role"] == "model" and f["bytes"] == 0:
+            raise IntegrityError(f"{label}: {f['path']} is listed as an empty (0-byte) model; refusing it")
+    for s in m["test_data"]["sets"]:
+        safe_relpath(s, f"{label} test data set")
+
+
+def _explain_paths(raw: bytes) -> None:
+    import json
+
+    try:
+        data = json.loads(raw) if len(raw) <= config.MAX_MANIFEST_BYTES else None
+    except (ValueError, RecursionError):
+        return
+    from .paths import safe_name
+
+    models = data.get("models") if isinstance(data, dict) else None
+    for m in models if isinstance(models, list) else []:
+        if not isinstance(m, dict):
+            continue
+        if isinstance(m.get("model"), str):
+            safe_name(m["model"], "model name")
+        for f in m.get("files") if isinstance(m.get("files"), list) else []:
+            if isinstance(f, dict) and isinstance(f.get("path"), str):
+                safe_relpath(f["path"], "manifest file")
+
+
+def resolve_source(source: str | os.PathLike | None = None) -> Source:
+    """The argument, else ``$ZOO_SOURCE``, else ``artifacts/``; ``ValueError`` for other schemes."""
+    spec = os.fspath(source) if source not in (None, "") else (os.environ.get(config.SOURCE_ENV)
+                                                               or config.DEFAULT_SOURCE)
+    if not isinstance(spec, str):
+        raise TypeError("a source is a URL or a folder, given as text")
+    shown = cut(redact(spec), 200)
+    if "\0" in spec:
+        raise InputError(f"source {shown!r} holds a NUL character")
+    try:
+        parsed = urllib.parse.urlsplit(spec)
+        scheme = parsed.scheme.lower()
+        host = parsed.hostname if scheme in _SCHEMES else None
+        parsed.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as e:
+        raise InputError(f"source {shown!r} is not a valid URL ({first_line(e)})") from None
+    if scheme in _SCHEMES:
+        if not host:
+            raise InputError(f"source {shown!r} has no host")
+        clean, creds = strip_credentials(spec)
+        clean = urllib.parse.urlunsplit(urllib.parse.urlsplit(clean)._replace(query="", fragment=""))
+        base = clean if clean.endswith("/") else clean + "/"
+        if base.endswith("/" + mf.MANIFEST_NAME + "/"):
+            base = base[: -len(mf.MANIFEST_NAME) - 1]
+        return Source(url=base, credentials=creds)
+    if scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise InputError(f"source {shown!r}: file URLs with a host are not supported")
+        root = Path(urllib.request.url2pathname(parsed.path))
+    elif len(scheme) > 1:
+        raise InputError(f"unsupported source {shown!r}: use an http(s):// URL, a file:// URL or a folder")
+    else:
+        root = Path(spec)
+    try:
+        root = root.expanduser()
+        if root.name == mf.MANIFEST_NAME and root.is_file():
+            root = root.parent
+        root = root.resolve()
+    except (OSError, RuntimeError) as e:
+        raise InputError(f"source {shown!r}: {first_line(e)}") from None
+    return Source(url=root.as_uri() + "/", root=root)
+
+
+__all__ = ["Source", "UnsafePathError", "check_entry", "parse_manifest", "resolve_source", "with_retries"]
