@@ -403,7 +403,7 @@ class Source:
 
     def _local(self, rel: str) -> Path:
         if not self.root.is_dir():
-            raise SourceError(f"source folder {self.root} does not exist (give --from or ${SOURCE_ENV}, "
+            raise NoManifestError(f"source folder {self.root} does not exist (give --from or ${SOURCE_ENV}, "
                               "or run `zoo build` for the default artifacts/)")
         return contained(self.root, rel, f"source {self}")
 
