@@ -153,17 +153,10 @@ _SESSION: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory) -> Path:
-    """A small dense_b0 build (input_dim 64, no parity matrix): artifacts/manifest.json + files."""
-    if "built" not in _SESSION:
-        from zoo.builder.artifact import request_for
-        from zoo.builder.pipeline import build
-
-        out = tmp_path_factory.mktemp("hub-build")
-        results = build([request_for(MODEL, input_dim=64)], out)
-        assert [r.status for r in results] == ["ok"], results
-        _SESSION["built"] = out
-    return _SESSION["built"]
+def built(small_build) -> Path:
+    """The session's one small build (conftest's ``small_build``: dense_b0, input_dim 64, no parity
+    matrix): artifacts/manifest.json + files. Read only."""
+    return small_build
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
@@ -47,7 +46,7 @@ def test_two_concurrent_builds_into_one_folder_take_turns(tmp_path):
                 cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True))
         for p in procs:  # each says it waits, naming the holder, before doing any work
             first = p.stderr.readline()
-            assert first.startswith(f"waiting for pid ") and "the test's holder" in first, first
+            assert first.startswith("waiting for pid ") and "the test's holder" in first, first
             assert p.poll() is None
         assert not (out / "manifest.json").exists()
     for p in procs:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .. import hub
-from .common import emit_json, json_option, names_or_all, precision_option, progress, table
+from .common import ZooGroup, emit_json, json_option, names_or_all, precision_option, progress, table
 from ..errors import ZooError
 
 SOURCE_HELP = ("Where to pull from: an http(s):// base URL, a file:// URL or a folder holding manifest.json "
@@ -125,7 +125,7 @@ def models_cmd(source, cache_dir, as_json):
                       ("mb", "MB"), ("sha", "sha256")]))
 
 
-@click.group("cache")
+@click.group("cache", cls=ZooGroup)
 def cache_group():
     """Inspect, re-verify or empty the download cache.
 
