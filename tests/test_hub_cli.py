@@ -115,7 +115,7 @@ def test_unknown_model_is_one_line_listing_the_offer_and_the_cache_is_unchanged(
     run("pull", MODEL, "--from", server.url, "--cache-dir", cache)
     before = snapshot(cache)
     result = run("pull", "dense_b9", "--from", server.url, "--cache-dir", cache)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # an unknown name is bad input
     assert "'dense_b9' is not offered" in one_line_error(result) and "it offers: dense_b0" in result.stderr
     assert snapshot(cache) == before
 
@@ -181,7 +181,7 @@ def test_cache_list_verify_clear(server, mirror, tmp_path):
     assert run("cache", "verify", "--cache-dir", cache).exit_code == 0
 
     unknown = run("cache", "clear", "dense_b5", "--cache-dir", cache)
-    assert unknown.exit_code == 1 and "not in the cache" in one_line_error(unknown)
+    assert unknown.exit_code == 2 and "not in the cache" in one_line_error(unknown)  # bad input
     cleared = run("cache", "clear", "--cache-dir", cache, "--json")
     assert cleared.exit_code == 0 and json.loads(cleared.stdout)["files"] == 8  # 3 blobs, 4 view, 1 source
     assert files_under(cache) == []
