@@ -16,6 +16,7 @@ from click.testing import CliRunner
 import zoo
 import zoo.exporters
 from zoo.builder import manifest as mf
+from zoo.builder.lock import LOCK_NAME
 from zoo.builder.artifact import read_tensor, request_for
 from zoo.builder.pipeline import build
 from zoo.cli import cli
@@ -97,7 +98,7 @@ def _build_in_subprocess(cwd: Path, hashseed: str, *extra: str) -> dict:
                    cwd=cwd, env=env, check=True, capture_output=True)
     out = cwd / "out"
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name not in ("manifest.json", LOCK_NAME)}
 
 
 def test_builds_in_separate_processes_and_folders_are_byte_identical(tmp_path):

@@ -181,7 +181,7 @@ def test_cache_list_verify_clear(server, mirror, tmp_path):
     assert run("cache", "verify", "--cache-dir", cache).exit_code == 0
 
     unknown = run("cache", "clear", "dense_b5", "--cache-dir", cache)
-    assert unknown.exit_code == 2 and "not in the cache" in one_line_error(unknown)
+    assert unknown.exit_code == 2 and "not in the cache" in one_line_error(unknown)  # bad input
     cleared = run("cache", "clear", "--cache-dir", cache, "--json")
     assert cleared.exit_code == 0 and json.loads(cleared.stdout)["files"] == 8  # 3 blobs, 4 view, 1 source
     assert files_under(cache) == []

@@ -148,7 +148,7 @@ def test_a_manifest_without_latencies_gets_markdown_only(manifest, tmp_path):
 
 def test_report_errors_are_one_line(tmp_path):
     res = CliRunner().invoke(cli, ["report", "--artifacts", str(tmp_path / "missing")])
-    assert res.exit_code == 1 and "no manifest" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "no manifest" in res.output and "Traceback" not in res.output  # a missing file
     (tmp_path / "manifest.json").write_text("{not json")
     res = CliRunner().invoke(cli, ["report", "--artifacts", str(tmp_path)])
     assert res.exit_code == 1 and "not valid JSON" in res.output
