@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from exporters import EXPORTERS, ExportSpec
+from verify.c import RUNTIMES as C_RUNTIMES
 from verify.js import RUNTIMES as JS_RUNTIMES
 
 from . import manifest as mf
@@ -86,6 +87,7 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
         return
 
     js_runtimes: list[str] = []
+    c_runtimes: list[str] = []
     if not no_verify:
         # Said before the build, so a manifest with fewer parity records than usual is no surprise.
         reasons = _runtime_reasons()
@@ -93,8 +95,10 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
             if why:
                 progress(f"note: no parity on {name}: {why}")
         js_runtimes = [r for r in JS_RUNTIMES if reasons[r] is None]
+        c_runtimes = [r for r in C_RUNTIMES if reasons[r] is None]
     verifier = None if no_verify else _default_verifier()
-    extras = _default_extras(precisions, bench=not no_bench, verify=not no_verify, js_runtimes=js_runtimes)
+    extras = _default_extras(precisions, bench=not no_bench, verify=not no_verify, js_runtimes=js_runtimes,
+                             c_runtimes=c_runtimes)
     results = build(requests, out, verifier=verifier, extras=extras, progress=progress, keep_going=keep_going)
     summary = [r.summary() for r in results]
     if as_json:
@@ -119,18 +123,22 @@ def _default_verifier():
 
 
 def _runtime_reasons() -> dict[str, str | None]:
-    """Why each independent and JavaScript runtime cannot be used here (None where it can)."""
+    """Why each independent, JavaScript and C / C++ runtime cannot be used here (None where it can)."""
     from verify.backends import RUNTIME_BACKENDS
+    from verify.c import c_available
     from verify.js import js_available
 
     reasons = {name: cls().unavailable_reason() for name, cls in RUNTIME_BACKENDS.items()}
     reasons.update({name: js_available(name) for name in JS_RUNTIMES})
+    reasons.update({name: c_available(name) for name in C_RUNTIMES})
     return reasons
 
 
-def _default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True, js_runtimes=()) -> list:
+def _default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True, js_runtimes=(),
+                    c_runtimes=()) -> list:
     """The int8/fp16 variants asked for (with their parity records), the JavaScript runtimes
-    named in ``js_runtimes`` (every precision), then a short latency run."""
+    named in ``js_runtimes`` and the C / C++ examples named in ``c_runtimes`` (every precision),
+    then a short latency run."""
     extras = []
     if any(p != "fp32" for p in precisions):
         from exporters.quantize import precision_extra
@@ -140,6 +148,10 @@ def _default_extras(precisions=("fp32",), bench: bool = True, verify: bool = Tru
         from verify.js import build_extra
 
         extras.append(build_extra(js_runtimes))
+    if verify and c_runtimes:
+        from verify.c import build_extra as c_build_extra
+
+        extras.append(c_build_extra(c_runtimes))
     if bench:
         from verify.latency import latency_extra
 

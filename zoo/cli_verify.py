@@ -11,6 +11,7 @@ from .cli import emit_json, progress, table
 from .errors import ZooError
 
 JS_RUNTIMES = ("node", "web")
+C_RUNTIMES = ("c", "cpp")  # the C and C++ examples (make -C examples/c, make -C examples/cpp)
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -45,8 +46,9 @@ def verify_models(artifacts: Path, names: list[str], *, providers=None, runtimes
 
     manifest_path = artifacts / mf.MANIFEST_NAME
     manifest = mf.load(manifest_path)
-    py_runtimes = None if runtimes is None else [r for r in runtimes if r not in JS_RUNTIMES]
+    py_runtimes = None if runtimes is None else [r for r in runtimes if r not in JS_RUNTIMES + C_RUNTIMES]
     js_runtimes = [r for r in JS_RUNTIMES if runtimes is None or r in runtimes]
+    c_runtimes = [r for r in C_RUNTIMES if runtimes is None or r in runtimes]
     options = MatrixOptions(**({"batch_sizes": batch_sizes} if batch_sizes else {}), providers=providers,
                             runtimes=py_runtimes)
     options.resolve_backends()  # unknown runtime names fail here, before any work
@@ -75,6 +77,9 @@ def verify_models(artifacts: Path, names: list[str], *, providers=None, runtimes
     if js_runtimes:
         for name, recs in _js_records(artifacts, names, js_runtimes, explicit=runtimes is not None).items():
             results[name] += recs
+    if c_runtimes:
+        for name, recs in _c_records(artifacts, names, c_runtimes, explicit=runtimes is not None).items():
+            results[name] += recs
     if record:
         for name, recs in results.items():
             manifest = mf.upsert(manifest, merge_parity(mf.entry(manifest, name), recs))
@@ -91,6 +96,17 @@ def _js_records(artifacts: Path, names, js_runtimes, explicit: bool) -> dict[str
     if not wanted:
         return {}
     return js.run_js(artifacts, names=names, runtimes=tuple(wanted))
+
+
+def _c_records(artifacts: Path, names, c_runtimes, explicit: bool) -> dict[str, list[dict]]:
+    """The C / C++ examples' records: those asked for by name always (unavailable records say how
+    to build them), by default only those that are built."""
+    from verify import c
+
+    wanted = [r for r in c_runtimes if explicit or c.c_available(r) is None]
+    if not wanted:
+        return {}
+    return c.run_c(artifacts, names=names, runtimes=tuple(wanted))
 
 
 def merge_parity(entry: dict, records: list[dict]) -> dict:
@@ -126,7 +142,8 @@ def matrix_rows(results: dict[str, list[dict]]) -> tuple[list[dict], list[tuple[
 @click.option("--providers", default=None,
               help="Comma list of ONNX Runtime providers (default: CPU plus every available GPU provider).")
 @click.option("--runtimes", default=None,
-              help="Comma list of independent runtimes: reference, openvino, tract, node, web (default: all installed).")
+              help="Comma list of independent runtimes: reference, openvino, openvino:default, tract, node, web, c, cpp "
+                   "(default: all installed or built).")
 @click.option("--batch-sizes", callback=_batch_sizes, default=None, help="Comma list (default 1,2,7,64).")
 @click.option("--no-record", is_flag=True, help="Do not write the parity records into the manifest.")
 @click.option("--json", "as_json", is_flag=True, help="Print the parity records as JSON.")
@@ -140,6 +157,7 @@ def verify_cmd(names, all_, artifacts, providers, runtimes, batch_sizes, no_reco
     Examples:
       zoo verify --all
       zoo verify dense_b0 --runtimes openvino,tract --batch-sizes 1,7
+      zoo verify --all --runtimes c,cpp
       zoo verify dense_b0 --providers CUDAExecutionProvider --json
     """
     if all_ and names:
