@@ -13,54 +13,14 @@ import io
 import logging
 import os
 import warnings
-from dataclasses import dataclass, field
 
 import onnx
 import torch
 from torch import nn
 
-from zoo.errors import ExportError
+from ..errors import ExportError
 
-EXPORTERS = ("dynamo", "torchscript")
-# Opsets each exporter produces that the pinned ONNX Runtime runs; 18 is the default.
-SUPPORTED_OPSETS = {"dynamo": range(18, 24), "torchscript": range(14, 21)}
-# The newest IR version the pinned onnxruntime loads that both exporters' output fits in.
-IR_VERSION = 10
-
-
-@dataclass(frozen=True)
-class ExportSpec:
-    """Everything an export is asked for, as data (in the spirit of optimum's ``OnnxConfig``)."""
-
-    opset: int = 18
-    exporter: str = "dynamo"
-    input_name: str = "input"
-    output_name: str = "logits"
-    batch_axis: str = "batch"
-    export_batch: int = 2  # never 1: a batch of 1 lets an exporter specialise the axis away
-    ir_version: int = IR_VERSION
-    optimize: bool = True
-    fold_batchnorm: bool = True
-    atol: float = 1e-4
-    rtol: float = 1e-3
-    dynamic_axes: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.exporter not in EXPORTERS:
-            raise ValueError(f"unknown exporter {self.exporter!r}; valid exporters: {', '.join(EXPORTERS)}")
-        ops = SUPPORTED_OPSETS[self.exporter]
-        if not isinstance(self.opset, int) or self.opset not in ops:
-            raise ValueError(
-                f"opset {self.opset!r} is not supported by the {self.exporter} exporter; "
-                f"choose {ops.start}..{ops.stop - 1}"
-            )
-        if self.export_batch < 2:
-            raise ValueError("export batch must be at least 2 (a batch of 1 can freeze the batch axis)")
-        if not self.dynamic_axes:
-            object.__setattr__(
-                self, "dynamic_axes", {self.input_name: {0: self.batch_axis}, self.output_name: {0: self.batch_axis}}
-            )
-
+from .spec import ExportSpec
 
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -209,25 +169,6 @@ def serialize(proto: onnx.ModelProto) -> bytes:
     if len(data) >= 2**31:
         raise ExportError("model is over 2 GiB and would need external data; the zoo ships single files")
     return data
-
-
-def _type_str(tt) -> str:
-    return f"tensor({onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name.replace('float32', 'float').replace('float16', 'float16')})"
-
-
-def io_ports(proto: onnx.ModelProto) -> dict:
-    """Inputs and outputs with symbolic dims as strings, in the ONNX Hub manifest's shape."""
-
-    def port(vi):
-        tt = vi.type.tensor_type
-        shape = [d.dim_param if d.dim_param else int(d.dim_value) for d in tt.shape.dim]
-        return {"name": vi.name, "shape": shape, "type": _type_str(tt)}
-
-    inits = {i.name for i in proto.graph.initializer}
-    return {
-        "inputs": [port(v) for v in proto.graph.input if v.name not in inits],
-        "outputs": [port(v) for v in proto.graph.output],
-    }
 
 
 os.environ.setdefault("TORCH_ONNX_EXPERIMENTAL_RUNTIME_TYPE_CHECK", "0")

@@ -138,8 +138,8 @@ _SESSION: dict[str, Path] = {}
 def built(tmp_path_factory) -> Path:
     """A small dense_b0 build (input_dim 64, no parity matrix): artifacts/manifest.json + files."""
     if "built" not in _SESSION:
-        from zoo.artifact import request_for
-        from zoo.pipeline import build
+        from zoo.builder.artifact import request_for
+        from zoo.builder.pipeline import build
 
         out = tmp_path_factory.mktemp("hub-build")
         results = build([request_for(MODEL, input_dim=64)], out)

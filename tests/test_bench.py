@@ -10,18 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from verify import latency as lat
-from verify.latency import (
-    SHORT,
-    LatencyOptions,
-    Machine,
-    measure_model,
-    roofline_row,
-    summarize,
-    time_runs,
-    upsert_latency,
-)
-from zoo import manifest as mf
+from zoo.bench import latency as lat
+from zoo.bench import roofline
+from zoo.bench.latency import SHORT, LatencyOptions, measure_model, summarize, time_runs, upsert_latency
+from zoo.bench.roofline import Machine, roofline_row
+from zoo.builder import manifest as mf
 from zoo.cli import cli
 from zoo.errors import ProviderUnavailableError
 
@@ -199,8 +192,8 @@ def test_bench_prints_a_table_and_no_save_keeps_the_manifest(zoo_dir):
 
 
 def test_bench_roofline(zoo_dir, monkeypatch):
-    small = lat.measure_machine
-    monkeypatch.setattr(lat, "measure_machine", lambda threads: small(threads, dram_bytes=32 << 20, gemm_sizes=(256,)))
+    small = roofline.measure_machine
+    monkeypatch.setattr(roofline, "measure_machine", lambda threads: small(threads, dram_bytes=32 << 20, gemm_sizes=(256,)))
     res = CliRunner().invoke(cli, ["bench", "dense_b0", "--artifacts", str(zoo_dir), "--precision", "fp32",
                                    "--batch-sizes", "1,64", "--runs", "3", "--warmup", "1", "--no-torch", "--no-save",
                                    "--roofline", "--json"])
@@ -225,8 +218,8 @@ def test_roofline_arithmetic():
 
 
 def test_machine_measurements_are_positive():
-    assert lat.gemm_peak(1, sizes=(128,), time_budget_s=0.2)["gflops"] > 0
-    assert lat.read_bandwidth(4 << 20, 1, time_budget_s=0.1) > 0
+    assert roofline.gemm_peak(1, sizes=(128,), time_budget_s=0.2)["gflops"] > 0
+    assert roofline.read_bandwidth(4 << 20, 1, time_budget_s=0.1) > 0
 
 
 @pytest.mark.parametrize("args, code, words", [

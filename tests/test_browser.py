@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporters import ExportSpec
-from exporters.quantize import precision_extra
-from verify import js
-from verify.parity import DEFAULT_TOLERANCES
-from zoo import manifest as mf
-from zoo.artifact import read_tensor, request_for
-from zoo.pipeline import build
+from zoo.exporters import ExportSpec
+from zoo.builder.steps import precision_extra
+from zoo.verify import js
+from zoo.verify.parity import DEFAULT_TOLERANCES
+from zoo.builder import manifest as mf
+from zoo.builder.artifact import read_tensor, request_for
+from zoo.builder.pipeline import build
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE_DIR = ROOT / "examples" / "browser"

@@ -14,9 +14,10 @@ import torch
 from click.testing import CliRunner
 
 import zoo
-from zoo import manifest as mf
-from zoo.artifact import read_tensor, request_for
-from zoo.pipeline import build
+import zoo.exporters
+from zoo.builder import manifest as mf
+from zoo.builder.artifact import read_tensor, request_for
+from zoo.builder.pipeline import build
 from zoo.cli import cli
 from zoo.errors import ExportError
 from zoo.fsutil import leftover_temporaries, sha256_file
@@ -129,7 +130,7 @@ def test_a_failure_mid_build_leaves_the_previous_manifest_and_no_temporaries(tmp
     before = (out / "manifest.json").read_bytes()
     model_before = (out / "dense_b0" / "model.onnx").read_bytes()
 
-    import zoo.artifact as artifact
+    import zoo.builder.artifact as artifact
 
     real = artifact.export_model
     calls = []
@@ -151,7 +152,7 @@ def test_a_failure_mid_build_leaves_the_previous_manifest_and_no_temporaries(tmp
 
 
 def test_keep_going_commits_the_models_that_passed(tmp_path, monkeypatch):
-    import zoo.artifact as artifact
+    import zoo.builder.artifact as artifact
 
     real = artifact.export_model
 
@@ -179,8 +180,8 @@ def test_building_a_subset_keeps_the_other_entries(tmp_path):
 
 
 def test_torchscript_exporter_and_other_opsets(tmp_path):
-    results = build([request_for("dense_b0", input_dim=32, spec=zoo.artifact.ExportSpec(exporter="torchscript", opset=17)),
-                     request_for("dense_b1", input_dim=32, spec=zoo.artifact.ExportSpec(opset=20))], tmp_path)
+    results = build([request_for("dense_b0", input_dim=32, spec=zoo.exporters.ExportSpec(exporter="torchscript", opset=17)),
+                     request_for("dense_b1", input_dim=32, spec=zoo.exporters.ExportSpec(opset=20))], tmp_path)
     assert [r.status for r in results] == ["ok", "ok"]
     entries = {m["model"]: m for m in mf.load(tmp_path)["models"]}
     assert entries["dense_b0"]["exporter"] == "torchscript" and entries["dense_b0"]["opset_version"] == 17
@@ -190,7 +191,7 @@ def test_torchscript_exporter_and_other_opsets(tmp_path):
 
 
 def test_self_check_failure_keeps_the_model_out(tmp_path, monkeypatch):
-    import zoo.artifact as artifact
+    import zoo.builder.artifact as artifact
 
     real = artifact.export_model
 
@@ -249,7 +250,7 @@ def test_info_describes_any_onnx_file(small_build, tmp_path):
     assert info["inputs"][0]["shape"] == ["batch", 64] and info["opset"] == 18 and info["ir_version"] == 10
     assert info["metadata"]["zoo.name"] == "dense_b0"
     assert info["sha256"] == sha256_file(small_build / "dense_b0" / "model.onnx")
-    from exporters import fold_batchnorm
+    from zoo.exporters import fold_batchnorm
 
     # BatchNorm is folded into the Linear layers and the graph optimiser folds constants further,
     # so the file holds slightly fewer numbers than the folded PyTorch model.

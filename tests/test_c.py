@@ -22,13 +22,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from exporters.quantize import variant_bytes, variant_path
-from verify import c
-from verify.parity import DEFAULT_TOLERANCES, error_metrics
-from zoo import manifest as mf
-from zoo.artifact import read_tensor, tensor_bytes
+from zoo.builder import manifest as mf
+from zoo.builder.artifact import read_tensor, tensor_bytes
 from zoo.errors import ZooError
+from zoo.exporters.variants import variant_bytes
 from zoo.fsutil import sha256_bytes
+from zoo.spec import variant_path
+from zoo.verify import c
+from zoo.verify.parity import DEFAULT_TOLERANCES, error_metrics
 
 from conftest import zoo_cmd
 
@@ -78,7 +79,7 @@ def artifacts(small_build, tmp_path_factory, programs) -> Path:
 
 @pytest.fixture(scope="module")
 def results(artifacts) -> dict[str, list[dict]]:
-    return c.run_c(artifacts, runtimes=RUNTIMES)
+    return c.run_c(artifacts, mf.load(artifacts), runtimes=RUNTIMES)
 
 
 def files(artifacts: Path) -> dict[str, Path]:
@@ -281,18 +282,18 @@ def test_the_matrix_records_failures_and_refuses_bad_test_data(artifacts, tmp_pa
     y = read_tensor(y_path.read_bytes())
     y[0, 0] += 1.0
     y_path.write_bytes(tensor_bytes(y, "logits"))
-    (rec,) = c.run_c(folder, precisions=["fp32"])["dense_b0"]
+    (rec,) = c.run_c(folder, mf.load(folder), precisions=["fp32"])["dense_b0"]
     parity_validator().validate(rec)
     assert (rec["verdict"], rec["failed_check"]) == ("fail", "values")
     assert rec["reason"].startswith("test_data_set_0 batch 3: output \"logits\" differs") and rec["max_abs_error"] > 0.9
 
     (folder / "dense_b0/test_data_set_0/input_0.pb").write_bytes(b"\x0a\xff")
     with pytest.raises(ZooError, match="input_0.pb: truncated"):
-        c.run_c(folder, precisions=["fp32"])
+        c.run_c(folder, mf.load(folder), precisions=["fp32"])
     with pytest.raises(ValueError, match="not in the manifest: dense_b9"):
-        c.run_c(artifacts, ["dense_b9"])
+        c.run_c(artifacts, mf.load(artifacts), ["dense_b9"])
     with pytest.raises(ValueError, match="unknown C runtime 'fortran'"):
-        c.run_c(artifacts, runtimes=["fortran"])
+        c.run_c(artifacts, mf.load(artifacts), runtimes=["fortran"])
 
 
 def test_tolerances_come_from_the_python_verifier():
@@ -319,7 +320,7 @@ def test_zoo_verify_runtimes_c_records_pass_records(artifacts, tmp_path):
 def test_an_unbuilt_program_is_unavailable_and_named_with_the_make_command(artifacts, monkeypatch, tmp_path):
     monkeypatch.setenv(c.PROGRAM_ENV["c"], str(tmp_path / "classify"))
     assert "is not built" in c.c_available("c")
-    records = c.run_c(artifacts, precisions=["fp32"])["dense_b0"]
+    records = c.run_c(artifacts, mf.load(artifacts), precisions=["fp32"])["dense_b0"]
     assert [(r["backend"], r["verdict"]) for r in records] == [("c", "unavailable")]
     parity_validator().validate(records[0])
 

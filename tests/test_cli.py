@@ -102,7 +102,7 @@ def test_every_command_has_help_with_an_example():
 
 def test_build_names_the_runtimes_it_will_leave_out(monkeypatch, tmp_path):
     """A Node.js that cannot run is reported before the build, not silently left out of the manifest."""
-    from zoo.cli_build import _runtime_reasons
+    from zoo.builder.steps import runtime_reasons as _runtime_reasons
 
     monkeypatch.setenv("ZOO_NODE", "/nonexistent/node")
     reasons = _runtime_reasons()

@@ -26,8 +26,8 @@ from hub_server import (  # noqa: F401 - fixtures
 )
 
 from zoo import hub
-from zoo import manifest as mf
-from zoo.artifact import read_tensor
+from zoo.builder import manifest as mf
+from zoo.builder.artifact import read_tensor
 from zoo.errors import ManifestError, ProviderUnavailableError
 from zoo.fsutil import TMP_PREFIX, sha256_file
 

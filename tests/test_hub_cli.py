@@ -29,7 +29,7 @@ from hub_server import (  # noqa: F401 - fixtures
 )
 
 from zoo import hub
-from zoo import manifest as mf
+from zoo.builder import manifest as mf
 from zoo.cli import cli
 from zoo.fsutil import TMP_PREFIX, sha256_file
 
@@ -237,7 +237,7 @@ def test_a_pull_killed_half_way_leaves_nothing_under_a_final_name(server, mirror
 
 
 def test_build_publish_serve_pull_then_zoo_verify_passes_on_the_pulled_view(built, tmp_path):
-    """`built` is the output of zoo.pipeline.build (what `zoo build dense_b0 --input-dim 64 --no-verify`
+    """`built` is the output of zoo.builder.pipeline.build (what `zoo build dense_b0 --input-dim 64 --no-verify`
     runs); the rest goes through the command line."""
     if "verify" not in cli.commands:
         pytest.fail("zoo verify is not available")

@@ -28,15 +28,15 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from exporters import ExportSpec
-from exporters.quantize import precision_extra
-from verify import js
-from verify.parity import DEFAULT_TOLERANCES, Tolerance, error_metrics
-from zoo import manifest as mf
-from zoo.artifact import read_tensor, request_for, tensor_bytes
-from zoo.pipeline import build
+from zoo.exporters import ExportSpec
+from zoo.builder.steps import precision_extra
+from zoo.verify import js
+from zoo.verify.parity import DEFAULT_TOLERANCES, Tolerance, error_metrics
+from zoo.builder import manifest as mf
+from zoo.builder.artifact import read_tensor, request_for, tensor_bytes
+from zoo.builder.pipeline import build
 from zoo.errors import ManifestError, ZooError
-from zoo.scaling import VARIANTS
+from zoo.model.scaling import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "node"
@@ -79,7 +79,7 @@ def artifacts(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def results(artifacts) -> dict[str, list[dict]]:
-    return js.run_js(artifacts)
+    return js.run_js(artifacts, mf.load(artifacts))
 
 
 def copy_model(artifacts: Path, dest: Path, name: str = "dense_b0", precisions=("fp32",)) -> Path:
@@ -190,7 +190,7 @@ def test_node_agrees_with_python_onnxruntime_on_the_same_files(artifacts, result
 
 
 def test_table_on_stdout_and_python_entry_point(artifacts):
-    proc = subprocess.run([sys.executable, "-m", "verify.js", str(artifacts), "--runtimes", "node",
+    proc = subprocess.run([sys.executable, "-m", "zoo.verify.js", str(artifacts), "--runtimes", "node",
                            "--precisions", "int8"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -224,7 +224,7 @@ def test_perturbed_artifact_fails_naming_the_worst_error(artifacts, tmp_path):
     assert f"worst element [{worst[0]}, {worst[1]}]" in failure
     assert "fail" in proc.stdout  # the table still comes
 
-    records = js.run_js(folder)["dense_b0"]
+    records = js.run_js(folder, mf.load(folder))["dense_b0"]
     assert [(r["backend"], r["verdict"], r["failed_check"]) for r in records] == [
         ("node", "fail", "values"), ("web", "fail", "values")]
     for rec in records:
@@ -244,7 +244,7 @@ def _rewrite_output(folder: Path, fn) -> None:
 def test_wrong_output_name_fails_the_names_check(artifacts, tmp_path):
     folder = copy_model(artifacts, tmp_path)
     _rewrite_output(folder, lambda name, a: ("probabilities", a))
-    (rec,) = js.run_js(folder, runtimes=("node",))["dense_b0"]
+    (rec,) = js.run_js(folder, mf.load(folder), runtimes=("node",))["dense_b0"]
     assert (rec["verdict"], rec["failed_check"]) == ("fail", "names")
     assert "probabilities" in rec["reason"] and "logits" in rec["reason"]
 
@@ -252,7 +252,7 @@ def test_wrong_output_name_fails_the_names_check(artifacts, tmp_path):
 def test_wrong_output_shape_fails_the_shapes_check(artifacts, tmp_path):
     folder = copy_model(artifacts, tmp_path)
     _rewrite_output(folder, lambda name, a: (name, np.ascontiguousarray(a[:, :9])))
-    (rec,) = js.run_js(folder, runtimes=("node",))["dense_b0"]
+    (rec,) = js.run_js(folder, mf.load(folder), runtimes=("node",))["dense_b0"]
     assert (rec["verdict"], rec["failed_check"]) == ("fail", "shapes")
     assert "[3,10]" in rec["reason"] and "[3,9]" in rec["reason"]
 
@@ -325,22 +325,22 @@ def test_bad_input_is_reported_not_crashed(artifacts, tmp_path):
     proc = run_script(str(artifacts), *js.tolerance_args(), "--runtimes", "deno")
     assert proc.returncode == 2 and "unknown runtimes deno" in proc.stderr
     with pytest.raises(ValueError, match="not in the manifest: dense_b9"):
-        js.run_js(artifacts, ["dense_b9"])
+        js.run_js(artifacts, mf.load(artifacts), ["dense_b9"])
     with pytest.raises(ManifestError, match="no manifest at"):
-        js.run_js(tmp_path)
+        js.run_js(tmp_path, mf.load(tmp_path))
     with pytest.raises(ValueError, match="no tolerance given for precision 'int8'"):
-        js.run_js(artifacts, runtimes=("node",), tolerances={"fp32": (1e-4, 1e-3)})
+        js.run_js(artifacts, mf.load(artifacts), runtimes=("node",), tolerances={"fp32": (1e-4, 1e-3)})
 
     folder = copy_model(artifacts, tmp_path / "broken")
     (folder / "dense_b0/test_data_set_0/input_0.pb").write_bytes(b"\x0a\xff")  # truncated TensorProto
     with pytest.raises(ZooError, match="input_0.pb: truncated"):
-        js.run_js(folder, runtimes=("node",))
+        js.run_js(folder, mf.load(folder), runtimes=("node",))
 
 
 def test_missing_node_gives_unavailable_records(artifacts, monkeypatch):
     monkeypatch.setenv(js.NODE_ENV, "/nonexistent/node")
     assert js.js_available("node").startswith("Node.js not found")
-    records = js.run_js(artifacts, ["dense_b0"], precisions=["fp32"])["dense_b0"]
+    records = js.run_js(artifacts, mf.load(artifacts), ["dense_b0"], precisions=["fp32"])["dense_b0"]
     assert [(r["backend"], r["verdict"]) for r in records] == [("node", "unavailable"), ("web", "unavailable")]
     for rec in records:
         parity_validator().validate(rec)

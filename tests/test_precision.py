@@ -14,21 +14,14 @@ import torch
 from click.testing import CliRunner
 from onnx import TensorProto, numpy_helper
 
-from exporters.quantize import (
-    MIN_COSINE,
-    check_variant,
-    convert_fp16,
-    gemm_to_matmul,
-    parse_precisions,
-    per_channel_helps,
-    quantize_int8,
-    variant_bytes,
-    variant_files,
-    variant_path,
-)
-from verify.matrix import MatrixOptions, make_input
-from zoo import manifest as mf
-from zoo.artifact import make_artifact, request_for
+from zoo.exporters.fp16 import convert_fp16
+from zoo.exporters.int8 import gemm_to_matmul, per_channel_helps, quantize_int8
+from zoo.exporters.variants import variant_bytes, variant_files
+from zoo.spec import parse_precisions, variant_path
+from zoo.verify.variants import MIN_COSINE, check_variant
+from zoo.verify.matrix import MatrixOptions, make_input
+from zoo.builder import manifest as mf
+from zoo.builder.artifact import make_artifact, request_for
 from zoo.cli import cli
 from zoo.errors import AtolError
 from zoo.fsutil import sha256_bytes, sha256_file

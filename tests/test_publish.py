@@ -11,7 +11,7 @@ import pytest
 from hub_server import MODEL, MODEL_PATH, TEST_IN, TEST_OUT, built, copy_tree, files_under, hub_env, snapshot  # noqa: F401
 
 from zoo import hub
-from zoo import manifest as mf
+from zoo.builder import manifest as mf
 from zoo.errors import ManifestError
 from zoo.fsutil import sha256_file
 

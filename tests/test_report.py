@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from zoo import manifest as mf
+from zoo.builder import manifest as mf
 from zoo.cli import cli
-from zoo.report import chart_series, markdown, model_rows, write_report
+from zoo.builder.report import chart_series, markdown, model_rows, write_report
 
 MACHINE = {"cpu": "Test CPU", "physical_cores": 2}
 BATCHES = (1, 32, 256)

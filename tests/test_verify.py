@@ -15,12 +15,12 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 import zoo
-from zoo import manifest as mf
+from zoo.builder import manifest as mf
 from zoo.cli import cli
 from zoo.errors import AtolError, NameMismatchError, ShapeError
 from zoo.fsutil import sha256_file
-from verify.matrix import MatrixOptions, run_matrix
-from verify.parity import Tolerance, check_outputs, error_metrics
+from zoo.verify.matrix import MatrixOptions, run_matrix
+from zoo.verify.parity import Tolerance, check_outputs, error_metrics
 
 from conftest import ROOT, zoo_cmd
 
@@ -72,8 +72,8 @@ def test_matrix_passes_on_every_cpu_backend_and_records_versions(small_build):
 def test_openvino_default_precision_is_checked_under_its_own_tolerance(small_build):
     """OpenVINO without INFERENCE_PRECISION_HINT: a backend of its own, whose label says what the
     CPU plugin chose (bf16 on CPUs with AVX-512 BF16 / AMX), under verify.parity.BACKEND_TOLERANCES."""
-    from verify.backends import RUNTIME_BACKENDS, OpenVinoDefaultBackend
-    from verify.parity import BACKEND_TOLERANCES, DEFAULT_TOLERANCES, tolerance_for
+    from zoo.verify.backends import RUNTIME_BACKENDS, OpenVinoDefaultBackend
+    from zoo.verify.parity import BACKEND_TOLERANCES, DEFAULT_TOLERANCES, tolerance_for
 
     assert RUNTIME_BACKENDS["openvino:default"] is OpenVinoDefaultBackend
     assert OpenVinoDefaultBackend().name == "openvino:default"
@@ -159,7 +159,7 @@ def test_broken_artifacts_fail_verify_with_a_clear_reason(small_build, tmp_path,
 
 @pytest.mark.parametrize("change,check", [(perturb_weight, "values"), (fix_batch, "shapes"), (rename_output, "names")])
 def test_broken_exports_fail_the_build_and_never_enter_the_manifest(tmp_path, monkeypatch, change, check):
-    import zoo.artifact as artifact
+    import zoo.builder.artifact as artifact
 
     real = artifact.export_model
     monkeypatch.setattr(artifact, "export_model", lambda *a, **k: change(real(*a, **k)))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.errors import ProviderUnavailableError
-from zoo.manifest import dist_version
+from ..errors import ProviderUnavailableError
+from ..versions import dist_version
 
 OPT_LEVELS = ("disabled", "basic", "extended", "all")
 KNOWN_PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")

@@ -8,13 +8,13 @@ manifest's ``parity`` records (``zoo/schema/manifest.schema.json``, ``$defs/pari
 runtime ``c`` or ``cpp``, version the ONNX Runtime version the program runs on, reference
 ``test-data``.
 
-Tolerances have one source of truth, :data:`verify.parity.DEFAULT_TOLERANCES`: they are passed to
+Tolerances have one source of truth, :data:`zoo.verify.parity.DEFAULT_TOLERANCES`: they are passed to
 the program as ``--atol`` / ``--rtol`` (the program has no defaults of its own).
 
 From the command line (a table on stdout; exit 0 all passed, 1 a check failed, 3 unavailable)::
 
-    python -m verify.c artifacts                     # every model, every precision, c
-    python -m verify.c artifacts --runtimes c,cpp --models dense_b0 --json
+    python -m zoo.verify.c artifacts                 # every model, every precision, c
+    python -m zoo.verify.c artifacts --runtimes c,cpp --models dense_b0 --json
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from zoo import manifest as mf
-from zoo.errors import ZooError
+from ..errors import ZooError
 
 from .parity import DEFAULT_TOLERANCES, Tolerance
 
@@ -225,17 +224,19 @@ def check_model(runtime: str, model: Path, precision: str, sets: list[dict], tol
     return rec
 
 
-def run_c(artifacts_dir: str | os.PathLike, names: Iterable[str] | None = None, runtimes: Iterable[str] = ("c",),
-          precisions: Iterable[str] | None = None, tolerances: Tolerances | None = None) -> dict[str, list[dict]]:
-    """Check the artifacts in ``artifacts_dir`` (a folder with ``manifest.json``) in C / C++.
+def run_c(artifacts_dir: str | os.PathLike, manifest: dict, names: Iterable[str] | None = None,
+          runtimes: Iterable[str] = ("c",), precisions: Iterable[str] | None = None,
+          tolerances: Tolerances | None = None) -> dict[str, list[dict]]:
+    """Check the artifacts in ``artifacts_dir`` (a folder with ``manifest.json``, already loaded and
+    validated by the caller as ``manifest``) in C / C++.
 
     Every ``role == "model"`` file of each model (every precision, or only ``precisions``) with
     every runtime of ``runtimes`` ("c": examples/c/classify, "cpp": examples/cpp/classify), on the
     model's test data (``test_data.sets``), against the PyTorch-computed ``output_*.pb``.
 
     ``names``: models to check (default: every model of the manifest). ``tolerances``: precision ->
-    :class:`~verify.parity.Tolerance` or ``(atol, rtol)``; default
-    :data:`verify.parity.DEFAULT_TOLERANCES`.
+    :class:`~zoo.verify.parity.Tolerance` or ``(atol, rtol)``; default
+    :data:`zoo.verify.parity.DEFAULT_TOLERANCES`.
 
     Returns ``{model name: [parity record, ...]}``, one record per model file x runtime, each valid
     against the manifest schema's ``$defs/parity``, in manifest file order then runtime order. A
@@ -243,12 +244,11 @@ def run_c(artifacts_dir: str | os.PathLike, names: Iterable[str] | None = None, 
     does not raise). A program that is not built gives ``verdict == "unavailable"`` records with
     the reason (and the make command), never a silent pass.
 
-    Raises ``ManifestError`` for a missing or invalid manifest, ``ValueError`` for an unknown
-    runtime, model name or missing tolerance, and ``ZooError`` for bad input the program reports
-    (a missing file, a corrupted ``.pb``), a crash or a timeout.
+    Raises ``ValueError`` for an unknown runtime, model name or missing tolerance, and
+    ``ZooError`` for bad input the program reports (a missing file, a corrupted ``.pb``), a crash
+    or a timeout.
     """
     root = Path(artifacts_dir)
-    manifest = mf.load(root)
     runtimes = [_check_runtime(r) for r in dict.fromkeys(runtimes)]
     if not runtimes:
         raise ValueError(f"give at least one C runtime ({', '.join(RUNTIMES)})")
@@ -281,23 +281,22 @@ def check_files(files: Mapping[str, bytes], entry: dict, runtimes: Iterable[str]
                 tolerances: Tolerances | None = None) -> list[dict]:
     """One model's files, given in memory, checked in C / C++ before anything is written.
 
-    As :func:`verify.js.check_files`: ``files`` maps the relative paths of ``entry["files"]`` to
+    As :func:`zoo.verify.js.check_files`: ``files`` maps the relative paths of ``entry["files"]`` to
     their bytes; they are written, with a one-entry manifest, into a temporary folder (removed
     afterwards) and checked with :func:`run_c`.
     """
     missing = [f["path"] for f in entry["files"] if f["path"] not in files]
     if missing:
         raise ValueError(f"{entry['model']}: no bytes given for {', '.join(missing)}")
-    manifest = mf.empty_manifest()
-    manifest["models"] = [entry]
+    manifest = {"schema_version": 1, "models": [entry]}
     with tempfile.TemporaryDirectory(prefix="zoo-c-") as tmp:
         root = Path(tmp)
         for rel, data in files.items():
             path = _contained(root, rel)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        mf.save(root / mf.MANIFEST_NAME, manifest)
-        return run_c(root, [entry["model"]], runtimes, None, tolerances)[entry["model"]]
+        (root / "manifest.json").write_text(json.dumps(manifest))
+        return run_c(root, manifest, [entry["model"]], runtimes, None, tolerances)[entry["model"]]
 
 
 def build_extra(runtimes: Iterable[str]):
@@ -327,13 +326,27 @@ def _contained(root: Path, rel: str) -> Path:
     return root / p
 
 
+def _read_manifest(root: Path) -> dict:
+    """The manifest's models, read here as verify.mjs reads it (the build layer validates manifests)."""
+    path = root / "manifest.json" if root.is_dir() else root
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ZooError(f"no manifest at {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ZooError(f"cannot read {path}: {e}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), list):
+        raise ZooError(f"{path}: no \"models\" list")
+    return manifest
+
+
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.2e}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m verify.c ARTIFACTS [...]``: a table (or ``--json``), exit 0 / 1 / 2 / 3."""
-    parser = argparse.ArgumentParser(prog="python -m verify.c", description=__doc__.split("\n\n")[0])
+    """``python -m zoo.verify.c ARTIFACTS [...]``: a table (or ``--json``), exit 0 / 1 / 2 / 3."""
+    parser = argparse.ArgumentParser(prog="python -m zoo.verify.c", description=__doc__.split("\n\n")[0])
     parser.add_argument("artifacts", nargs="?", default="artifacts", help="artifacts folder (default: artifacts)")
     parser.add_argument("--models", help="comma-separated model names (default: all)")
     parser.add_argument("--runtimes", default="c", help="c,cpp (default: c)")
@@ -342,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
     try:
-        results = run_c(args.artifacts, split(args.models), split(args.runtimes) or [], split(args.precisions))
+        target = Path(args.artifacts)
+        results = run_c(target if target.is_dir() else target.parent, _read_manifest(target), split(args.models),
+                        split(args.runtimes) or [], split(args.precisions))
     except (ValueError, ZooError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

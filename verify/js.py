@@ -12,8 +12,8 @@ the script as ``--tol PRECISION=ATOL,RTOL`` arguments (the script has no default
 
 From the command line (a table on stdout, exit status of the script)::
 
-    python -m verify.js artifacts                    # every model, every precision, node + web
-    python -m verify.js artifacts --runtimes node --models dense_b0 --json
+    python -m zoo.verify.js artifacts                    # every model, every precision, node + web
+    python -m zoo.verify.js artifacts --runtimes node --models dense_b0 --json
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from zoo import manifest as mf
-from zoo.errors import ZooError
+from ..errors import ZooError
 
 from .parity import DEFAULT_TOLERANCES, Tolerance
 
@@ -159,10 +158,11 @@ def _tolerance(tolerances: Tolerances | None, precision: str) -> Tolerance:
     return t if isinstance(t, Tolerance) else Tolerance(*t)
 
 
-def run_js(artifacts_dir: str | os.PathLike, names: Iterable[str] | None = None,
+def run_js(artifacts_dir: str | os.PathLike, manifest: dict, names: Iterable[str] | None = None,
            runtimes: Iterable[str] = ("node", "web"), precisions: Iterable[str] | None = None,
            tolerances: Tolerances | None = None) -> dict[str, list[dict]]:
-    """Check the artifacts in ``artifacts_dir`` (a folder with ``manifest.json``) in JavaScript.
+    """Check the artifacts in ``artifacts_dir`` (a folder with ``manifest.json``, already loaded and
+    validated by the caller as ``manifest``) in JavaScript.
 
     Runs ``verify/node/verify.mjs --json`` as a subprocess: every ``role == "model"`` file of each
     model (every precision, or only ``precisions``) with every runtime of ``runtimes`` ("node":
@@ -179,12 +179,11 @@ def run_js(artifacts_dir: str | os.PathLike, names: Iterable[str] | None = None,
     does not raise). A runtime that cannot be used here (no Node.js, packages not installed) gives
     ``verdict == "unavailable"`` records with the reason, never a silent pass.
 
-    Raises ``ManifestError`` for a missing or invalid manifest, ``ValueError`` for an unknown
+    Raises ``ValueError`` for an unknown
     runtime, model name or missing tolerance, and ``ZooError`` when the script fails to run (bad
     input it reports, a crash, a timeout).
     """
     root = Path(artifacts_dir)
-    manifest = mf.load(root)
     runtimes = [_check_runtime(r) for r in dict.fromkeys(runtimes)]
     if not runtimes:
         raise ValueError("give at least one JavaScript runtime (node, web)")
@@ -256,20 +255,20 @@ def check_files(files: Mapping[str, bytes], entry: dict, runtimes: Iterable[str]
     Returns the parity records of the model (see :func:`run_js`): ``verdict`` "fail" on a
     mismatch, "unavailable" where a runtime cannot be used. Raises ``ManifestError`` if ``entry``
     is not a valid manifest entry and ``ValueError`` if it lists a file that ``files`` lacks.
+    The one-entry manifest is written for verify.mjs alone, in a private folder.
     """
     missing = [f["path"] for f in entry["files"] if f["path"] not in files]
     if missing:
         raise ValueError(f"{entry['model']}: no bytes given for {', '.join(missing)}")
-    manifest = mf.empty_manifest()
-    manifest["models"] = [entry]
+    manifest = {"schema_version": 1, "models": [entry]}
     with tempfile.TemporaryDirectory(prefix="zoo-js-") as tmp:
         root = Path(tmp)
         for rel, data in files.items():
             path = _contained(root, rel)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        mf.save(root / mf.MANIFEST_NAME, manifest)
-        return run_js(root, [entry["model"]], runtimes, None, tolerances)[entry["model"]]
+        (root / "manifest.json").write_text(json.dumps(manifest))
+        return run_js(root, manifest, [entry["model"]], runtimes, None, tolerances)[entry["model"]]
 
 
 def build_extra(runtimes: Iterable[str]):
@@ -300,8 +299,8 @@ def _contained(root: Path, rel: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m verify.js ARTIFACTS [...]``: the script with the zoo's tolerances; its exit status."""
-    parser = argparse.ArgumentParser(prog="python -m verify.js", description=__doc__.split("\n\n")[0])
+    """``python -m zoo.verify.js ARTIFACTS [...]``: the script with the zoo's tolerances; its exit status."""
+    parser = argparse.ArgumentParser(prog="python -m zoo.verify.js", description=__doc__.split("\n\n")[0])
     parser.add_argument("artifacts", nargs="?", default="artifacts", help="artifacts folder (default: artifacts)")
     parser.add_argument("--models", help="comma-separated model names (default: all)")
     parser.add_argument("--runtimes", default="node,web", help="node,web (default: both)")

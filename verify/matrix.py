@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from zoo.errors import AtolError, NameMismatchError, ParityError, ProviderUnavailableError, ShapeError
+from ..errors import AtolError, NameMismatchError, ParityError, ProviderUnavailableError, ShapeError
 
 from .backends import Backend, provider_backends, runtime_backends
 from .parity import Tolerance, check_outputs, error_metrics, tolerance_for

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoo.errors import AtolError, NameMismatchError, ShapeError
+from ..errors import AtolError, NameMismatchError, ShapeError
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ DEFAULT_TOLERANCES = {
     # batches 1-64), the worst element needed atol 0.052 (fp16, rtol 0.05) and 1.61 (int8,
     # rtol 0.25; logits reach ~30 at 10 x N(0,1)), so these leave ~2-3x headroom (the earlier
     # 5e-2 / 0.5 failed B5 fp16 and every int8 model at 10 x N(0,1)). Element-wise bounds are
-    # loose for int8 by nature: exporters.quantize also requires a cosine similarity and a
+    # loose for int8 by nature: zoo.verify.variants also requires a cosine similarity and a
     # relative L2 error per precision (MIN_COSINE, MAX_REL_L2).
     "fp16": Tolerance(atol=0.15, rtol=5e-2),
     "int8": Tolerance(atol=3.0, rtol=0.25),

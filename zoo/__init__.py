@@ -1,27 +1,30 @@
-"""zoo: reproducible, cross-runtime-verified ONNX artifacts of the dense EfficientNet family."""
+"""zoo: reproducible, cross-runtime-verified ONNX artifacts of the dense EfficientNet family.
 
-from .model import (
-    FLAVORS,
-    DenseEfficientNet,
-    MBConv,
-    NetworkConfig,
-    SqueezeExcitation,
-    build,
-    count_params,
-    create,
-    mbconv_block,
-    network_config,
-    output_size,
-    squeeze_excitation,
-    variant_config,
-)
-from .scaling import BASE_STAGES, VARIANTS, Stage, Variant, compound, get_variant, round_filters, round_repeats
+The public API is imported lazily (PEP 562), so that ``import zoo.hub`` -- the download client --
+loads neither torch nor the exporters.
+"""
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BASE_STAGES", "FLAVORS", "VARIANTS", "DenseEfficientNet", "MBConv", "NetworkConfig",
-    "SqueezeExcitation", "Stage", "Variant", "__version__", "build", "compound", "count_params",
-    "create", "get_variant", "mbconv_block", "network_config", "output_size", "round_filters",
-    "round_repeats", "squeeze_excitation", "variant_config",
-]
+_MODEL_API = (
+    "BASE_STAGES", "FLAVORS", "VARIANTS", "DenseEfficientNet", "MBConv", "NetworkConfig", "SqueezeExcitation",
+    "Stage", "Variant", "build", "compound", "count_params", "create", "get_variant", "mbconv_block",
+    "network_config", "output_size", "round_filters", "round_repeats", "squeeze_excitation", "variant_config",
+)
+
+
+def __getattr__(name: str):
+    if name in _MODEL_API:
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_MODEL_API])
+
+
+__all__ = ["__version__", *_MODEL_API]

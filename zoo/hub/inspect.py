@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from exporters import io_ports
+from ..exporters.ports import io_ports
 
-from .errors import ZooError
-from .fsutil import sha256_file
+from ..errors import ZooError
+from ..fsutil import sha256_file
 
 
 def describe(path: str | Path) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .cli import emit_json, progress, table
+from .common import emit_json, progress, table
 
 
 def _int_list(ctx, param, value):
@@ -24,7 +24,7 @@ def _int_list(ctx, param, value):
 def _precisions(ctx, param, value):
     if value is None:
         return None
-    from exporters.quantize import parse_precisions
+    from ..spec import parse_precisions
 
     try:
         return parse_precisions(value, always_fp32=False)
@@ -35,7 +35,7 @@ def _precisions(ctx, param, value):
 def _providers(ctx, param, value):
     if value is None:
         return None
-    from verify.latency import resolve_provider
+    from ..spec import resolve_provider
 
     try:
         return list(dict.fromkeys(resolve_provider(p) for p in value.split(",") if p.strip()))
@@ -87,7 +87,9 @@ def bench_cmd(names, all_, artifacts, precisions, providers, batch_sizes, thread
       zoo bench --all --roofline --threads 2 --json > bench.json
       zoo bench dense_b7 --providers cuda --precision fp16
     """
-    from verify.latency import LatencyOptions, bench_artifacts, measure_machine, roofline_row
+    from ..bench.latency import LatencyOptions
+    from ..bench.roofline import measure_machine, roofline_row
+    from ..builder.benchmarks import bench_artifacts
 
     if not names and not all_:
         raise click.UsageError("name at least one model, or give --all")
@@ -97,7 +99,7 @@ def bench_cmd(names, all_, artifacts, precisions, providers, batch_sizes, thread
                              threads=threads, torch=not no_torch)
     machine = None
     if roofline:
-        from zoo import manifest as mf
+        from ..builder import manifest as mf
 
         mf.load(artifacts / mf.MANIFEST_NAME)  # a missing manifest fails before the slow part
         progress("measuring this machine: fp32 GEMM peak and memory read bandwidth ...")
@@ -159,8 +161,8 @@ def report_cmd(artifacts, out, no_chart, as_json):
       zoo report --artifacts /tmp/zoo --out docs/
       zoo report --no-chart --json
     """
-    from . import manifest as mf
-    from .report import model_rows, write_report
+    from ..builder import manifest as mf
+    from ..builder.report import model_rows, write_report
 
     manifest = mf.load(artifacts / mf.MANIFEST_NAME)
     written = write_report(manifest, out or artifacts, chart=not no_chart)

@@ -11,12 +11,14 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from exporters import ExportSpec, export_model, io_ports, serialize
+from ..exporters.onnx_export import export_model, serialize
+from ..exporters.ports import io_ports
+from ..exporters.spec import ExportSpec
 
-from .fsutil import sha256_bytes
-from .manifest import toolchain_versions
-from .model import DenseEfficientNet, create, variant_config
-from .scaling import Variant, compound, get_variant
+from ..fsutil import sha256_bytes
+from ..versions import toolchain_versions
+from ..model import DenseEfficientNet, create, variant_config
+from ..model.scaling import Variant, compound, get_variant
 
 FAMILY = "dense_efficientnet"
 TEST_BATCH = 3  # differs from the export batch (2), so a frozen batch axis is caught

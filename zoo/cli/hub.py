@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from . import hub
-from .cli import emit_json, progress, table
-from .errors import ZooError
+from .. import hub
+from .common import emit_json, progress, table
+from ..errors import ZooError
 
 SOURCE_HELP = ("Where to pull from: an http(s):// base URL, a file:// URL or a folder holding manifest.json "
                f"[default: ${hub.SOURCE_ENV}, else {hub.DEFAULT_SOURCE}/].")

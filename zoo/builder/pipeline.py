@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from exporters.quantize import variant_files
-from verify.parity import tolerance_for
+from ..exporters.variants import variant_files
+from ..verify.parity import tolerance_for
 
 from . import manifest as mf
 from .artifact import Artifact, ModelRequest, make_artifact
-from .errors import ZooError
-from .fsutil import TMP_PREFIX, atomic_path, sha256_bytes
+from ..errors import ZooError
+from ..fsutil import TMP_PREFIX, atomic_path, sha256_bytes
 
 Progress = Callable[[str], None]
 # verifier(artifact, progress) -> parity records; raises ParityError on a failed check.
@@ -56,8 +56,8 @@ class ModelResult:
 
 def self_check(art: Artifact) -> None:
     """ONNX Runtime (CPU) must reproduce the test data before anything enters the manifest."""
-    from verify.backends import OrtBackend
-    from verify.matrix import Case, check_backend, raise_for_failures
+    from ..verify.backends import OrtBackend
+    from ..verify.matrix import Case, check_backend, raise_for_failures
 
     spec = art.request.spec
     case = Case(int(art.test_in.shape[0]), "test_data_set_0", art.test_in, {spec.output_name: art.test_out})

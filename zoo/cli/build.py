@@ -6,15 +6,13 @@ from pathlib import Path
 
 import click
 
-from exporters import EXPORTERS, ExportSpec
-from verify.c import RUNTIMES as C_RUNTIMES
-from verify.js import RUNTIMES as JS_RUNTIMES
+from ..exporters.spec import EXPORTERS, ExportSpec
 
-from . import manifest as mf
-from .artifact import ModelRequest
-from .cli import emit_json, progress, selected_variants, shape_options, table
-from .errors import ZooError
-from .model import variant_config
+from ..builder import manifest as mf
+from ..builder.artifact import ModelRequest
+from .common import emit_json, progress, selected_variants, shape_options, table
+from ..errors import ZooError
+from ..model.config import variant_config
 
 
 @click.command("build")
@@ -52,11 +50,14 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
       zoo build --all --precision fp32,int8,fp16
       zoo build --all --check artifacts/manifest.json
     """
-    from .pipeline import build, check_against
+    from ..builder import steps
+    from ..builder.pipeline import build, check_against
+    from ..verify.c import RUNTIMES as C_RUNTIMES
+    from ..verify.js import RUNTIMES as JS_RUNTIMES
 
     if not names and not all_ and phi is None:
         raise click.UsageError("name at least one variant, or give --all or --phi")
-    from exporters.quantize import parse_precisions
+    from ..spec import parse_precisions
 
     try:
         precisions = parse_precisions(precisions)
@@ -90,15 +91,15 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
     c_runtimes: list[str] = []
     if not no_verify:
         # Said before the build, so a manifest with fewer parity records than usual is no surprise.
-        reasons = _runtime_reasons()
+        reasons = steps.runtime_reasons()
         for name, why in reasons.items():
             if why:
                 progress(f"note: no parity on {name}: {why}")
         js_runtimes = [r for r in JS_RUNTIMES if reasons[r] is None]
         c_runtimes = [r for r in C_RUNTIMES if reasons[r] is None]
-    verifier = None if no_verify else _default_verifier()
-    extras = _default_extras(precisions, bench=not no_bench, verify=not no_verify, js_runtimes=js_runtimes,
-                             c_runtimes=c_runtimes)
+    verifier = None if no_verify else steps.default_verifier()
+    extras = steps.default_extras(precisions, bench=not no_bench, verify=not no_verify, js_runtimes=js_runtimes,
+                                  c_runtimes=c_runtimes)
     results = build(requests, out, verifier=verifier, extras=extras, progress=progress, keep_going=keep_going)
     summary = [r.summary() for r in results]
     if as_json:
@@ -116,49 +117,6 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
                        f"{failed[0].error}")
 
 
-def _default_verifier():
-    from verify.matrix import build_verifier
-
-    return build_verifier()
-
-
-def _runtime_reasons() -> dict[str, str | None]:
-    """Why each independent, JavaScript and C / C++ runtime cannot be used here (None where it can)."""
-    from verify.backends import RUNTIME_BACKENDS
-    from verify.c import c_available
-    from verify.js import js_available
-
-    reasons = {name: cls().unavailable_reason() for name, cls in RUNTIME_BACKENDS.items()}
-    reasons.update({name: js_available(name) for name in JS_RUNTIMES})
-    reasons.update({name: c_available(name) for name in C_RUNTIMES})
-    return reasons
-
-
-def _default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True, js_runtimes=(),
-                    c_runtimes=()) -> list:
-    """The int8/fp16 variants asked for (with their parity records), the JavaScript runtimes
-    named in ``js_runtimes`` and the C / C++ examples named in ``c_runtimes`` (every precision),
-    then a short latency run."""
-    extras = []
-    if any(p != "fp32" for p in precisions):
-        from exporters.quantize import precision_extra
-
-        extras.append(precision_extra(precisions, verify=verify))
-    if verify and js_runtimes:
-        from verify.js import build_extra
-
-        extras.append(build_extra(js_runtimes))
-    if verify and c_runtimes:
-        from verify.c import build_extra as c_build_extra
-
-        extras.append(c_build_extra(c_runtimes))
-    if bench:
-        from verify.latency import latency_extra
-
-        extras.append(latency_extra(precisions))
-    return extras
-
-
 @click.command("info")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
@@ -170,7 +128,7 @@ def info_cmd(path, as_json):
       zoo info artifacts/dense_b0/model.onnx
       zoo info model.onnx --json
     """
-    from .inspect import describe
+    from ..hub.inspect import describe
 
     info = describe(path)
     if as_json:

@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import manifest as mf
-from .errors import ManifestError, ProviderUnavailableError, ZooError
-from .fsutil import TMP_PREFIX, atomic_path, atomic_write_bytes, sha256_file
+from ..builder import manifest as mf
+from ..errors import ManifestError, ProviderUnavailableError, ZooError
+from ..fsutil import TMP_PREFIX, atomic_path, atomic_write_bytes, sha256_file
 
 DEFAULT_SOURCE = "artifacts"
 SOURCE_ENV = "ZOO_SOURCE"
@@ -355,7 +355,7 @@ def _with_retries(what: str, attempt: Callable[[], object], progress: Progress):
 
 
 def _http_attempt(url: str, consume):
-    from . import __version__
+    from .. import __version__
 
     req = urllib.request.Request(url, headers={"User-Agent": f"zoo/{__version__}", "Accept-Encoding": "identity"})
     try:

@@ -4,38 +4,20 @@ from __future__ import annotations
 
 import functools
 import json
-import platform
-from importlib import metadata as importlib_metadata
 from importlib import resources
 from pathlib import Path
 
-from .errors import ManifestError
-from .fsutil import atomic_write_json
+from ..errors import ManifestError
+from ..fsutil import atomic_write_json
+from ..versions import toolchain_versions
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-TOOLCHAIN_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx_ir", "numpy", "protobuf")
 
 
 @functools.lru_cache(maxsize=1)
 def schema() -> dict:
     return json.loads(resources.files("zoo").joinpath("schema/manifest.schema.json").read_text())
-
-
-def dist_version(dist: str) -> str | None:
-    """The installed version of a distribution (pip name), or None."""
-    try:
-        return importlib_metadata.version(dist.replace("_", "-"))
-    except importlib_metadata.PackageNotFoundError:
-        return None
-
-
-@functools.lru_cache(maxsize=1)
-def toolchain_versions() -> dict[str, str]:
-    """Versions that decide an artifact's bytes (the constraints file pins each of them)."""
-    versions = {"python": platform.python_version()}
-    versions.update({name: dist_version(name) or "not installed" for name in TOOLCHAIN_PACKAGES})
-    return versions
 
 
 def validate(manifest: dict, where: str = "manifest") -> None:
@@ -54,7 +36,7 @@ def validate(manifest: dict, where: str = "manifest") -> None:
 
 
 def empty_manifest() -> dict:
-    from . import __version__
+    from .. import __version__
 
     return {
         "schema_version": SCHEMA_VERSION,
@@ -118,7 +100,7 @@ def upsert(manifest: dict, model_entry: dict) -> dict:
 
 
 def _table_order() -> list[str]:
-    from .scaling import VARIANTS
+    from ..model.scaling import VARIANTS
 
     return list(VARIANTS)
 

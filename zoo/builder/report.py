@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ZooError
-from .fsutil import atomic_path, atomic_write_bytes
+from ..errors import ZooError
+from ..fsutil import atomic_path, atomic_write_bytes
 
 PRECISIONS = ("fp32", "int8", "fp16")
 REPORT_NAME = "report.md"

@@ -10,8 +10,8 @@ thread count, the machine, and PyTorch eager on the same inputs with the same th
 ``torch_*`` fields and ``ratio_vs_torch`` = ONNX Runtime p50 / PyTorch p50; below 1 means ONNX
 Runtime is faster). Numbers are floats; counts are integers.
 
-``--roofline`` (:func:`gemm_peak`, :func:`read_bandwidth`, :func:`roofline_row`) puts each record
-against this machine's measured fp32 GEMM peak and memory read bandwidth.
+``--roofline`` (:mod:`zoo.bench.roofline`) puts each record against this machine's measured fp32
+GEMM peak and memory read bandwidth.
 """
 
 from __future__ import annotations
@@ -21,19 +21,17 @@ import os
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from zoo.manifest import dist_version
+from ..spec import GPU_PROVIDERS, PROVIDER_ALIASES, resolve_provider  # noqa: F401 - re-exported
+from ..versions import dist_version
 
-from .backends import OrtBackend
+from ..verify.backends import OrtBackend
 
 DEFAULT_BATCH_SIZES = (1, 32, 256)
-GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
-                    "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider"}
 # Fields that identify a latency record: a new measurement replaces the old one with the same key.
 RECORD_KEY = ("backend", "precision", "batch_size", "threads")
 
@@ -208,14 +206,6 @@ def bench_input(input_dim: int, batch: int, seed: int = 0) -> np.ndarray:
     return rng.standard_normal((batch, input_dim), dtype=np.float32)
 
 
-def resolve_provider(name: str) -> str:
-    full = PROVIDER_ALIASES.get(name.strip().lower(), name.strip())
-    if full not in ("CPUExecutionProvider", *GPU_PROVIDERS):
-        raise ValueError(f"unknown execution provider {name!r}; valid: cpu, cuda, tensorrt "
-                         f"(or CPUExecutionProvider, CUDAExecutionProvider, TensorrtExecutionProvider)")
-    return full
-
-
 def default_providers() -> list[str]:
     """The CPU, plus every GPU provider this onnxruntime has and a GPU to run it on."""
     out = ["CPUExecutionProvider"]
@@ -241,7 +231,7 @@ def measure_onnxruntime(model_bytes: bytes, x: np.ndarray, *, provider: str = "C
                         threads: int, options: LatencyOptions, input_name: str = "input") -> dict:
     """Session creation plus timed runs of one model at one batch; raises ProviderUnavailableError
     when ``provider`` is missing (never measures the CPU in its place)."""
-    from zoo.errors import ProviderUnavailableError
+    from ..errors import ProviderUnavailableError
 
     backend = OrtBackend(provider=provider, optimization=options.optimization, threads=threads)
     reason = backend.unavailable_reason()
@@ -351,210 +341,3 @@ def upsert_latency(existing: list[dict], new: list[dict]) -> list[dict]:
     ``new`` replaced by it; the other records stay, in order."""
     keys = {tuple(r.get(k) for k in RECORD_KEY) for r in new}
     return [r for r in existing if tuple(r.get(k) for k in RECORD_KEY) not in keys] + list(new)
-
-
-def latency_extra(precisions, *, providers: list[str] | None = None, options: LatencyOptions = SHORT):
-    """A ``zoo build`` extra: a short latency run of every model file of ``precisions`` just built."""
-
-    def extra(art, entry: dict, staged: dict, progress) -> None:
-        cache: dict = {}
-        for f in entry["files"]:
-            if f["role"] != "model" or f["precision"] not in precisions:
-                continue
-            recs = measure_model(staged[f["path"]], precision=f["precision"], flops=art.flops,
-                                 input_dim=art.request.effective_input_dim, torch_model=art.model,
-                                 providers=providers, options=options, input_name=art.request.spec.input_name,
-                                 torch_cache=cache, progress=progress)
-            entry["latency"] = upsert_latency(entry.get("latency", []), recs)
-
-    return extra
-
-
-# ---------------------------------------------------------------------------------------------
-# roofline
-
-
-def gemm_peak(threads: int, sizes: tuple[int, ...] = (1024, 2048), time_budget_s: float = 4.0) -> dict:
-    """This machine's fp32 GEMM rate in GFLOP/s: the best of PyTorch ``mm`` (and of numpy ``matmul``
-    when numpy's BLAS would use the same threads) over square sizes, ``threads`` threads."""
-    import torch
-
-    best = {"gflops": 0.0, "library": None, "n": None}
-    per_size = max(time_budget_s / (2 * len(sizes)), 0.05)
-    g = torch.Generator().manual_seed(0)
-    for n in sizes:
-        a = torch.randn(n, n, generator=g)
-        b = torch.randn(n, n, generator=g)
-        out = torch.empty(n, n)
-        with torch_threads(threads):
-            t = time_runs(lambda: torch.mm(a, b, out=out), warmup_runs=2, max_runs=20, time_budget_s=per_size)
-        rate = 2 * n**3 / (min(t.samples_ms) / 1e3) / 1e9
-        if rate > best["gflops"]:
-            best = {"gflops": float(rate), "library": f"torch {torch.__version__.split('+')[0]} mm", "n": n}
-        if threads == _available_cpus():  # numpy's BLAS uses every core by default
-            an, bn = a.numpy(), b.numpy()
-            t = time_runs(lambda: np.matmul(an, bn), warmup_runs=2, max_runs=20, time_budget_s=per_size)
-            rate = 2 * n**3 / (min(t.samples_ms) / 1e3) / 1e9
-            if rate > best["gflops"]:
-                best = {"gflops": float(rate), "library": f"numpy {np.__version__} matmul", "n": n}
-    best["threads"] = threads
-    return best
-
-
-def read_bandwidth(nbytes: int, threads: int, time_budget_s: float = 1.0) -> float:
-    """Read bandwidth in GB/s over a working set of ``nbytes`` (a float32 sum with ``threads``
-    threads, best run): of DRAM for sets well above the last-level cache, of the cache below it."""
-    import torch
-
-    n = max(nbytes // 4, 1 << 16)
-    x = torch.ones(n, dtype=torch.float32)
-    with torch_threads(threads):
-        t = time_runs(lambda: x.sum(), warmup_runs=2, max_runs=50, time_budget_s=time_budget_s)
-    return float(n * 4 / (min(t.samples_ms) / 1e3) / 1e9)
-
-
-@dataclass
-class Machine:
-    """This machine's limits for the roofline."""
-
-    gemm: dict
-    dram_gbs: float
-    threads: int
-    _ws: dict | None = None
-
-    def bandwidth_for(self, nbytes: int) -> float:
-        """Read bandwidth for a working set of ``nbytes`` (measured once per size, rounded up to MiB)."""
-        self._ws = self._ws if self._ws is not None else {}
-        key = max(1, -(-nbytes // (1 << 20)))
-        if key not in self._ws:
-            self._ws[key] = read_bandwidth(key << 20, self.threads, time_budget_s=0.5)
-        return self._ws[key]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("_ws")
-        d["gemm_peak_gflops"] = self.gemm["gflops"]
-        return d
-
-
-def measure_machine(threads: int | None = None, dram_bytes: int = 1 << 30, gemm_sizes=(1024, 2048)) -> Machine:
-    threads = threads or default_threads()
-    return Machine(gemm=gemm_peak(threads, gemm_sizes), dram_gbs=read_bandwidth(dram_bytes, threads), threads=threads)
-
-
-def roofline_row(rec: dict, *, flops: int, weight_bytes: int, machine: Machine) -> dict:
-    """One latency record against the machine: achieved GFLOP/s as a fraction of the GEMM peak,
-    weight bytes per second as a fraction of the read bandwidth at that working-set size, and
-    the fraction of the roofline limit ``max(flops / peak, bytes / bandwidth)`` reached."""
-    p50_s = rec["p50_ms"] / 1e3
-    work = flops * rec["batch_size"]
-    peak = machine.gemm["gflops"] * 1e9
-    bw = machine.bandwidth_for(weight_bytes) * 1e9
-    t_compute, t_memory = work / peak, weight_bytes / bw
-    return {
-        "model": rec.get("model"),
-        "precision": rec["precision"],
-        "provider": rec.get("provider"),
-        "batch_size": rec["batch_size"],
-        "p50_ms": rec["p50_ms"],
-        "gflops_per_s": work / p50_s / 1e9,
-        "frac_gemm_peak": t_compute / p50_s,
-        "weights_gb_per_s": weight_bytes / p50_s / 1e9,
-        "read_bw_gb_per_s": bw / 1e9,
-        "frac_read_bw": t_memory / p50_s,
-        "bound": "compute" if t_compute >= t_memory else "memory",
-        "frac_roofline": max(t_compute, t_memory) / p50_s,
-        "ratio_vs_torch": rec.get("ratio_vs_torch"),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# a built zoo
-
-
-def bench_artifacts(root, names=None, *, precisions=None, providers=None, options: LatencyOptions = LatencyOptions(),
-                    save: bool = True, progress: Callable[[str], None] = lambda m: None) -> dict:
-    """Measure the model files of a built zoo (``root/manifest.json``) and record the latencies.
-
-    ``names`` None: every model. ``precisions`` None: every precision each model has; a precision
-    asked for by name that a model lacks is an error. ``providers`` None: the CPU plus available
-    GPU providers; one asked for and missing is an error before anything is measured. Each file's
-    sha256 is checked against the manifest first. With ``save``, the manifest is re-read just
-    before writing and only the latency records of the measured models change.
-    """
-    from pathlib import Path
-
-    from zoo import manifest as mf
-    from zoo.artifact import ModelRequest
-    from zoo.errors import ManifestError, ProviderUnavailableError, ZooError
-    from zoo.fsutil import sha256_bytes, sha256_file
-
-    root = Path(root)
-    path = root / mf.MANIFEST_NAME
-    manifest = mf.load(path)
-    entries = [mf.entry(manifest, n) for n in dict.fromkeys(names)] if names else list(manifest["models"])
-    if not entries:
-        raise ManifestError(f"{path} lists no models; build some with `zoo build`")
-    providers = [resolve_provider(p) for p in providers] if providers else default_providers()
-    for p in providers:
-        reason = OrtBackend(provider=p).unavailable_reason()
-        if reason is not None:
-            raise ProviderUnavailableError(reason)
-    plan = []
-    for entry in entries:
-        files = [f for f in entry["files"] if f["role"] == "model" and (precisions is None or f["precision"] in precisions)]
-        have = {f["precision"] for f in files}
-        missing = [p for p in (precisions or ()) if p not in have]
-        if missing:
-            raise ManifestError(f"{entry['model']} has no {missing[0]} file in {path}; "
-                                f"build it with `zoo build {entry['model']} --precision fp32,{missing[0]}`")
-        for f in files:  # every file checked before the slow part starts
-            try:
-                same = sha256_file(root / f["path"]) == f["sha256"]
-            except OSError as e:
-                raise ZooError(f"cannot read {root / f['path']}: {e.strerror}") from None
-            if not same:
-                raise ZooError(f"{root / f['path']} differs from its manifest record (sha256); rebuild it with "
-                               f"`zoo build`")
-        plan.append((entry, files))
-
-    results: dict[str, list[dict]] = {}
-    measured: dict[tuple[str, str], str] = {}  # (model, precision) -> sha256 of the file measured
-    for i, (entry, files) in enumerate(plan, 1):
-        name = entry["model"]
-        tag = f"[{i}/{len(plan)}] {name}"
-        torch_model = ModelRequest.from_entry(entry).create() if options.torch else None
-        cache: dict = {}
-        recs: list[dict] = []
-        for f in files:
-            fpath = root / f["path"]
-            try:
-                data = fpath.read_bytes()
-            except OSError as e:
-                raise ZooError(f"cannot read {fpath}: {e.strerror}") from None
-            if sha256_bytes(data) != f["sha256"]:
-                raise ZooError(f"{fpath} differs from its manifest record (sha256); rebuild it with `zoo build`")
-            measured[(name, f["precision"])] = f["sha256"]
-            recs += measure_model(data, precision=f["precision"], flops=entry["flops"],
-                                  input_dim=entry["scaling"]["input_dim"], torch_model=torch_model,
-                                  providers=providers, options=options,
-                                  input_name=entry["metadata"]["io_ports"]["inputs"][0]["name"],
-                                  torch_cache=cache, progress=lambda m, tag=tag: progress(f"{tag}: {m}"))
-        results[name] = recs
-
-    if save:
-        fresh = mf.load(path)
-        for name, recs in results.items():
-            try:
-                entry = mf.entry(fresh, name)
-            except ManifestError:
-                progress(f"{name} left the manifest while it was measured; its latencies are not saved")
-                continue
-            current = {f["precision"]: f["sha256"] for f in entry["files"] if f["role"] == "model"}
-            kept = [r for r in recs if current.get(r["precision"]) == measured[(name, r["precision"])]]
-            if len(kept) < len(recs):
-                progress(f"{name} was rebuilt while it was measured; its stale latencies are not saved")
-            entry["latency"] = upsert_latency(entry.get("latency", []), kept)
-        mf.save(path, fresh)
-        manifest = fresh
-    return {"manifest": str(path), "results": results, "entries": {e["model"]: e for e in manifest["models"]}}

@@ -1,0 +1,98 @@
+"""The steps ``zoo build`` runs on each model after export and self-check: the parity matrix, the
+int8/fp16 variants, the JavaScript runtimes, the C / C++ examples, and a short latency run.
+
+A step (an "extra") is ``extra(artifact, entry, staged files, progress)``: it may add files to
+``staged`` and records to ``entry``, and raises a ``ZooError`` to fail the model.
+"""
+
+from __future__ import annotations
+
+from ..bench.latency import SHORT, LatencyOptions, measure_model, upsert_latency
+from ..exporters.variants import variant_bytes
+from ..fsutil import sha256_bytes
+from ..spec import check_precision, variant_path
+from ..verify.variants import check_variant
+
+
+def default_verifier():
+    from ..verify.matrix import build_verifier
+
+    return build_verifier()
+
+
+def runtime_reasons() -> dict[str, str | None]:
+    """Why each independent, JavaScript and C / C++ runtime cannot be used here (None where it can)."""
+    from ..verify.backends import RUNTIME_BACKENDS
+    from ..verify.c import RUNTIMES as C_RUNTIMES
+    from ..verify.c import c_available
+    from ..verify.js import RUNTIMES as JS_RUNTIMES
+    from ..verify.js import js_available
+
+    reasons = {name: cls().unavailable_reason() for name, cls in RUNTIME_BACKENDS.items()}
+    reasons.update({name: js_available(name) for name in JS_RUNTIMES})
+    reasons.update({name: c_available(name) for name in C_RUNTIMES})
+    return reasons
+
+
+def default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True, js_runtimes=(),
+                   c_runtimes=()) -> list:
+    """The int8/fp16 variants asked for (with their parity records), the JavaScript runtimes
+    named in ``js_runtimes`` and the C / C++ examples named in ``c_runtimes`` (every precision),
+    then a short latency run."""
+    extras = []
+    if any(p != "fp32" for p in precisions):
+        extras.append(precision_extra(precisions, verify=verify))
+    if verify and js_runtimes:
+        from ..verify.js import build_extra
+
+        extras.append(build_extra(js_runtimes))
+    if verify and c_runtimes:
+        from ..verify.c import build_extra as c_build_extra
+
+        extras.append(c_build_extra(c_runtimes))
+    if bench:
+        extras.append(latency_extra(precisions))
+    return extras
+
+
+def precision_extra(precisions, *, verify: bool = True, matrix_options=None):
+    """A ``zoo build`` extra that adds the int8/fp16 files of each model, with parity records.
+
+    Each variant is checked against the fp32 PyTorch model with ``verify.matrix.run_matrix``
+    (ONNX Runtime CPU at both optimisation levels, plus GPU providers when present); a failed
+    record, a cosine similarity under :data:`MIN_COSINE` or a relative L2 error over
+    :data:`MAX_REL_L2` fails the model with its typed error. With ``verify=False``
+    (``zoo build --no-verify``) the same bounds are checked on the CPU provider, one seeded batch.
+    """
+    variants = [p for p in precisions if check_precision(p) != "fp32"]
+
+    def extra(art, entry: dict, staged: dict, progress) -> None:
+        for p in variants:
+            path = variant_path(art.request.name, p)
+            progress(f"{p}: converting ...")
+            data = variant_bytes(art.model_bytes, p)
+            records = check_variant(art, data, p, verify=verify, matrix_options=matrix_options, progress=progress)
+            staged[path] = data
+            entry["files"].append({"path": path, "bytes": len(data), "sha256": sha256_bytes(data), "role": "model",
+                                   "precision": p})
+            entry["parity"].extend(records)
+            progress(f"{p}: {len(data) / 1e6:.1f} MB ({len(data) / len(art.model_bytes):.0%} of fp32)")
+
+    return extra
+
+
+def latency_extra(precisions, *, providers: list[str] | None = None, options: LatencyOptions = SHORT):
+    """A ``zoo build`` extra: a short latency run of every model file of ``precisions`` just built."""
+
+    def extra(art, entry: dict, staged: dict, progress) -> None:
+        cache: dict = {}
+        for f in entry["files"]:
+            if f["role"] != "model" or f["precision"] not in precisions:
+                continue
+            recs = measure_model(staged[f["path"]], precision=f["precision"], flops=art.flops,
+                                 input_dim=art.request.effective_input_dim, torch_model=art.model,
+                                 providers=providers, options=options, input_name=art.request.spec.input_name,
+                                 torch_cache=cache, progress=progress)
+            entry["latency"] = upsert_latency(entry.get("latency", []), recs)
+
+    return extra

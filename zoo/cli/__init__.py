@@ -1,0 +1,50 @@
+"""The ``zoo`` command line: the roof of the package. Thin commands over the library, one clear
+line per error (see :mod:`zoo.cli.common` for the exit-code contract).
+
+Command modules import only light modules at import time, so ``zoo pull`` never loads torch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from .common import ZooGroup
+
+
+@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="zoo")
+def cli():
+    """Build, verify and pull the dense EfficientNet model zoo as reproducible ONNX artifacts.
+
+    \b
+    Examples:
+      zoo list                      # the B0-B7 scaling table
+      zoo build --all               # export, verify and write artifacts/manifest.json
+      zoo info artifacts/dense_b0/model.onnx
+    """
+
+
+def register_commands() -> None:
+    """Each command lives in its own module."""
+    from .bench import bench_cmd, report_cmd
+    from .build import build_cmd, info_cmd
+    from .hub import COMMANDS as hub_commands
+    from .models import list_cmd, show_cmd
+    from .verify import verify_cmd
+
+    for command in (list_cmd, show_cmd, build_cmd, verify_cmd, bench_cmd, report_cmd, info_cmd, *hub_commands):
+        cli.add_command(command)
+
+
+register_commands()
+
+
+def main() -> None:  # console-script entry point
+    cli(prog_name="zoo")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""``zoo list`` and ``zoo show``: the scaling table (pure Python, no torch)."""
+
+from __future__ import annotations
+
+import click
+
+from ..model.scaling import VARIANTS, compound, get_variant
+from .common import emit_json, shape_options, table, variant_row
+
+
+@click.command("list")
+@shape_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+def list_cmd(flavor, num_classes, input_dim, phi, as_json):
+    """List the variants with their shape, parameters and FLOPs.
+
+    \b
+    Examples:
+      zoo list
+      zoo list --flavor edifice --num-classes 100
+      zoo list --phi 1.5 --json
+    """
+    variants = [compound(phi)] if phi is not None else list(VARIANTS.values())
+    rows = [variant_row(v, flavor, num_classes, input_dim) for v in variants]
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        r["mflops"] = r["flops"] / 1e6
+    click.echo(table(rows, [("name", "name"), ("width", "width"), ("depth", "depth"), ("resolution", "resolution"),
+                            ("input_dim", "input_dim"), ("dropout", "dropout"), ("blocks", "blocks"),
+                            ("params", "params"), ("mflops", "MFLOPs/sample")]))
+
+
+@click.command("show")
+@click.argument("name", required=False)
+@shape_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def show_cmd(name, flavor, num_classes, input_dim, phi, as_json):
+    """Show one variant's stages.
+
+    \b
+    Examples:
+      zoo show dense_b3
+      zoo show dense_b0 --flavor edifice
+      zoo show --phi 2
+    """
+    if (name is None) == (phi is None):
+        raise click.UsageError("give a variant NAME or --phi (one of them)")
+    v = compound(phi) if phi is not None else get_variant(name)
+    row = variant_row(v, flavor, num_classes, input_dim)
+    if as_json:
+        emit_json(row)
+        return
+    click.echo(f"{row['name']} ({flavor}): width {v.width:g}, depth {v.depth:g}, resolution {v.resolution}, "
+               f"dropout {v.dropout:g}")
+    if v.flops_factor is not None:
+        click.echo(f"compound scaling phi={v.phi:g}: FLOPs factor {v.flops_factor:.3f} over B0")
+    click.echo(f"input  {row['input_dim']}\nstem   {row['stem_dim']}")
+    stages = [dict(stage=i, **s) for i, s in enumerate(row["stages"], 1)]
+    click.echo(table(stages, [("stage", "stage"), ("expand_ratio", "expand"), ("dim", "dim"), ("repeats", "repeats")]))
+    click.echo(f"head   {row['head_dim']}\noutput {num_classes}\n"
+               f"blocks {row['blocks']}, params {row['params']:,}, {row['flops'] / 1e6:.2f} MFLOPs/sample")
+
+
