@@ -336,3 +336,25 @@ def test_an_unbuilt_program_is_unavailable_and_named_with_the_make_command(artif
     res = CliRunner().invoke(cli, ["build", "dense_b0", "--out", str(blocker / "zoo")])
     notes = [ln for ln in res.stderr.splitlines() if ln.startswith("note: no parity on c: ")]
     assert len(notes) == 1 and "make -C examples/c" in notes[0], res.stderr
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_model_saved_with_external_data_loads(artifacts, programs, runtime, tmp_path):
+    """Models over 2 GB must keep their weights outside the .onnx file: the programs load the model
+    from its path, so ONNX Runtime finds the data file beside it."""
+    proto = onnx.load(str(files(artifacts)["fp32"]))
+    model = tmp_path / "model.onnx"
+    onnx.save(proto, str(model), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="model.onnx.data", size_threshold=0)
+    assert (tmp_path / "model.onnx.data").stat().st_size > 10 * model.stat().st_size  # the weights are outside
+    x_path, y_path = data_set(artifacts)
+    args = [x_path, "--expect", y_path, "--atol", "1e-4", "--rtol", "1e-3", "--json"]
+    proc = run(programs[runtime], model, *args)
+    assert proc.returncode == 0, proc.stderr
+    single = json.loads(run(programs[runtime], files(artifacts)["fp32"], *args).stdout)
+    assert json.loads(proc.stdout)["checks"][0]["max_abs_error"] == single["checks"][0]["max_abs_error"]
+
+    (tmp_path / "model.onnx.data").unlink()  # without its data the model cannot load: one line, exit 1
+    proc = run(programs[runtime], model, *args)
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error: ONNX Runtime cannot load ")
