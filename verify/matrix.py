@@ -102,6 +102,8 @@ def check_backend(backend: Backend, model_bytes: bytes, cases: list[Case], input
     if reason is not None:
         rec.update(verdict="unavailable", reason=reason)
         return rec
+    if label is None and getattr(runner, "label", None):  # what the runtime chose (OpenVINO's precision)
+        rec["label"] = runner.label
     worst: dict = {}
     means = []
     for c in usable:
@@ -175,12 +177,12 @@ def run_matrix(model: torch.nn.Module, model_bytes: bytes, *, input_dim: int, se
     """Parity records for every backend; references from PyTorch on the CPU (and on CUDA for GPU
     providers when PyTorch sees a GPU)."""
     options = options or MatrixOptions()
-    tol = tolerance_for(precision, options.atol, options.rtol)
     cpu_cases = reference_cases(model, input_dim, output_name, seed, options)
     cuda_cases = None
     declared = declared_outputs(model_bytes)  # parsing B7's proto takes most of a second: once per model
     records = []
     for backend in options.resolve_backends():
+        tol = tolerance_for(precision, options.atol, options.rtol, backend=backend.name)
         rec = check_backend(backend, model_bytes, cpu_cases, input_name, precision, tol,
                             label=_label(backend, precision), declared=declared)
         records.append(rec)

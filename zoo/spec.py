@@ -18,9 +18,11 @@ PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvide
 KNOWN_PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 # Independent runtimes of the parity matrix: Python packages, then JavaScript (verify/node).
-PY_RUNTIMES = ("reference", "openvino", "tract")
+# openvino:default is OpenVINO as it runs out of the box (bf16 on CPUs with AVX-512 BF16 / AMX).
+PY_RUNTIMES = ("reference", "openvino", "openvino:default", "tract")
 JS_RUNTIMES = ("node", "web")
-RUNTIMES = PY_RUNTIMES + JS_RUNTIMES
+C_RUNTIMES = ("c", "cpp")  # examples/c and examples/cpp, when built
+RUNTIMES = PY_RUNTIMES + JS_RUNTIMES + C_RUNTIMES
 
 
 def check_precision(precision: str) -> str:

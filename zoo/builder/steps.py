@@ -1,5 +1,5 @@
 """The steps ``zoo build`` runs on each model after export and self-check: the parity matrix, the
-int8/fp16 variants, the JavaScript runtimes, and a short latency run.
+int8/fp16 variants, the JavaScript runtimes, the C / C++ examples, and a short latency run.
 
 A step (an "extra") is ``extra(artifact, entry, staged files, progress)``: it may add files to
 ``staged`` and records to ``entry``, and raises a ``ZooError`` to fail the model.
@@ -21,19 +21,24 @@ def default_verifier():
 
 
 def runtime_reasons() -> dict[str, str | None]:
-    """Why each independent and JavaScript runtime cannot be used here (None where it can)."""
+    """Why each independent, JavaScript and C / C++ runtime cannot be used here (None where it can)."""
     from ..verify.backends import RUNTIME_BACKENDS
+    from ..verify.c import RUNTIMES as C_RUNTIMES
+    from ..verify.c import c_available
     from ..verify.js import RUNTIMES as JS_RUNTIMES
     from ..verify.js import js_available
 
     reasons = {name: cls().unavailable_reason() for name, cls in RUNTIME_BACKENDS.items()}
     reasons.update({name: js_available(name) for name in JS_RUNTIMES})
+    reasons.update({name: c_available(name) for name in C_RUNTIMES})
     return reasons
 
 
-def default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True, js_runtimes=()) -> list:
+def default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True, js_runtimes=(),
+                   c_runtimes=()) -> list:
     """The int8/fp16 variants asked for (with their parity records), the JavaScript runtimes
-    named in ``js_runtimes`` (every precision), then a short latency run."""
+    named in ``js_runtimes`` and the C / C++ examples named in ``c_runtimes`` (every precision),
+    then a short latency run."""
     extras = []
     if any(p != "fp32" for p in precisions):
         extras.append(precision_extra(precisions, verify=verify))
@@ -41,6 +46,10 @@ def default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True
         from ..verify.js import build_extra
 
         extras.append(build_extra(js_runtimes))
+    if verify and c_runtimes:
+        from ..verify.c import build_extra as c_build_extra
+
+        extras.append(c_build_extra(c_runtimes))
     if bench:
         extras.append(latency_extra(precisions))
     return extras

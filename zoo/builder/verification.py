@@ -7,8 +7,8 @@ from pathlib import Path
 from ..errors import ProviderUnavailableError, UnknownNameError, ZooError
 from ..fsutil import sha256_file
 from ..model import count_params
-from ..spec import JS_RUNTIMES
-from ..verify import js
+from ..spec import C_RUNTIMES, JS_RUNTIMES
+from ..verify import c, js
 from ..verify.matrix import MatrixOptions, run_matrix
 from . import manifest as mf
 from .artifact import ModelRequest
@@ -31,13 +31,15 @@ def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, r
     unknown = [n for n in names if n not in available]
     if unknown:
         raise UnknownNameError(f"unknown model {unknown[0]!r}; {manifest_path} has: {', '.join(available) or 'none'}")
-    py_runtimes = None if runtimes is None else [r for r in runtimes if r not in JS_RUNTIMES]
+    py_runtimes = None if runtimes is None else [r for r in runtimes if r not in (*JS_RUNTIMES, *C_RUNTIMES)]
     js_runtimes = [r for r in JS_RUNTIMES if runtimes is None or r in runtimes]
+    c_runtimes = [r for r in C_RUNTIMES if runtimes is None or r in runtimes]
     options = MatrixOptions(**({"batch_sizes": batch_sizes} if batch_sizes else {}), providers=providers,
                             runtimes=py_runtimes)
     missing = [f"{b.name}: {why}" for b in options.resolve_backends() if (why := b.unavailable_reason())]
     if runtimes is not None:
         missing += [f"{r}: {why}" for r in js_runtimes if (why := js.js_available(r))]
+        missing += [f"{r}: {why}" for r in c_runtimes if (why := c.c_available(r))]
     if missing:  # only what was named explicitly can be missing here; the defaults are what is available
         raise ProviderUnavailableError(f"asked for and not available: {'; '.join(missing)}")
     results: dict[str, list[dict]] = {}
@@ -68,6 +70,9 @@ def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, r
         for name, recs in _js_records(artifacts, names, js_runtimes, precisions,
                                       explicit=runtimes is not None).items():
             results[name] += recs
+    if c_runtimes:
+        for name, recs in _c_records(artifacts, names, c_runtimes, explicit=runtimes is not None).items():
+            results[name] += recs
     if record:
         with artifacts_lock(artifacts, progress):  # re-read under the lock: a build may have committed since
             manifest = mf.load(manifest_path)
@@ -94,6 +99,15 @@ def _js_records(artifacts: Path, names, js_runtimes, precisions, explicit: bool)
     if not wanted:
         return {}
     return js.run_js(artifacts, mf.load(artifacts), names=names, runtimes=tuple(wanted), precisions=precisions)
+
+
+def _c_records(artifacts: Path, names, c_runtimes, explicit: bool) -> dict[str, list[dict]]:
+    """The C / C++ examples' records: those asked for by name always (an unbuilt one gives
+    unavailable records that name the make command), by default only those that are built."""
+    wanted = [r for r in c_runtimes if explicit or c.c_available(r) is None]
+    if not wanted:
+        return {}
+    return c.run_c(artifacts, mf.load(artifacts), names=names, runtimes=tuple(wanted))
 
 
 def merge_parity(entry: dict, records: list[dict]) -> dict:

@@ -58,6 +58,7 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
     from ..builder import steps
     from ..builder.artifact import ModelRequest
     from ..builder.pipeline import build, check_against
+    from ..verify.c import RUNTIMES as C_RUNTIMES
     from ..verify.js import RUNTIMES as JS_RUNTIMES
 
     if not names and not all_ and phi is None:
@@ -93,6 +94,7 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
         return
 
     js_runtimes: list[str] = []
+    c_runtimes: list[str] = []
     if not no_verify:
         # Said before the build, so a manifest with fewer parity records than usual is no surprise.
         reasons = steps.runtime_reasons()
@@ -100,8 +102,10 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
             if why:
                 progress(f"note: no parity on {name}: {why}")
         js_runtimes = [r for r in JS_RUNTIMES if reasons[r] is None]
+        c_runtimes = [r for r in C_RUNTIMES if reasons[r] is None]
     verifier = None if no_verify else steps.default_verifier()
-    extras = steps.default_extras(precisions, bench=not no_bench, verify=not no_verify, js_runtimes=js_runtimes)
+    extras = steps.default_extras(precisions, bench=not no_bench, verify=not no_verify, js_runtimes=js_runtimes,
+                                  c_runtimes=c_runtimes)
     results = build(requests, artifacts, verifier=verifier, extras=extras, progress=progress, keep_going=keep_going)
     summary = [r.summary() for r in results]
     if as_json:

@@ -47,6 +47,7 @@ def verify_cmd(names, all_, artifacts, precisions, providers, runtimes, batch_si
     Examples:
       zoo verify --all
       zoo verify dense_b0 --runtimes openvino,tract --batch-sizes 1,7
+      zoo verify --all --runtimes c,cpp
       zoo verify dense_b0 --precision int8 --providers cuda --json
     """
     from ..builder.verification import verify_models
