@@ -156,7 +156,7 @@ def test_a_missing_provider_is_unavailable_not_replaced(zoo_dir, monkeypatch):
         measure_model(data, precision="fp32", flops=1, input_dim=64, providers=["cuda"],
                       options=LatencyOptions(batch_sizes=(1,), torch=False))
     res = CliRunner().invoke(cli, ["bench", "dense_b0", "--artifacts", str(zoo_dir), "--providers", "cpu,cuda"])
-    assert res.exit_code == 1 and "CUDAExecutionProvider" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 3 and "CUDAExecutionProvider" in res.output and "Traceback" not in res.output
 
 
 def test_bench_updates_the_manifest_and_replaces_its_own_records(zoo_dir):
@@ -248,4 +248,4 @@ def test_bench_refuses_a_file_that_differs_from_the_manifest(zoo_dir, tmp_path):
     res = CliRunner().invoke(cli, ["bench", "dense_b0", "--artifacts", str(copy), "--precision", "int8"])
     assert res.exit_code == 1 and "differs from its manifest record" in res.output
     res = CliRunner().invoke(cli, ["bench", "--all", "--artifacts", str(tmp_path / "nowhere")])
-    assert res.exit_code == 1 and "no manifest" in res.output
+    assert res.exit_code == 2 and "no manifest" in res.output  # a missing file is bad input
