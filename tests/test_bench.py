@@ -229,8 +229,8 @@ def test_machine_measurements_are_positive():
     (["dense_b0", "--batch-sizes", "x"], 2, "comma-separated integers"),
     (["dense_b0", "--precision", "int4"], 2, "unknown precision"),
     (["dense_b0", "--providers", "tpu"], 2, "unknown execution provider"),
-    (["dense_b9"], 1, "not in the manifest"),
-    (["dense_b0", "--precision", "fp16"], 1, "no fp16 file"),
+    (["dense_b9"], 2, "not in the manifest"),  # unknown names are bad input (exit 2)
+    (["dense_b0", "--precision", "fp16"], 2, "no fp16 file"),
 ])
 def test_bad_bench_input_gets_one_clear_line(zoo_dir, args, code, words):
     res = CliRunner().invoke(cli, ["bench", *args, "--artifacts", str(zoo_dir), "--no-record"])
