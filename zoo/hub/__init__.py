@@ -98,6 +98,10 @@ class UnsafePathError(HubError):
     """A manifest name or path (or a model's external data) would land outside its folder."""
 
 
+class MissingSourceError(SourceError, InputError):
+    """A source folder that does not exist: bad input (CLI exit 2)."""
+
+
 class UnknownModelError(HubError, UnknownNameError):
     """The source does not offer this model (or not at this precision)."""
 
@@ -403,7 +407,7 @@ class Source:
 
     def _local(self, rel: str) -> Path:
         if not self.root.is_dir():
-            raise NoManifestError(f"source folder {self.root} does not exist (give --from or ${SOURCE_ENV}, "
+            raise MissingSourceError(f"source folder {self.root} does not exist (give --from or ${SOURCE_ENV}, "
                               "or run `zoo build` for the default artifacts/)")
         return contained(self.root, rel, f"source {self}")
 
