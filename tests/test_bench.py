@@ -156,7 +156,7 @@ def test_a_missing_provider_is_unavailable_not_replaced(zoo_dir, monkeypatch):
         measure_model(data, precision="fp32", flops=1, input_dim=64, providers=["cuda"],
                       options=LatencyOptions(batch_sizes=(1,), torch=False))
     res = CliRunner().invoke(cli, ["bench", "dense_b0", "--artifacts", str(zoo_dir), "--providers", "cpu,cuda"])
-    assert res.exit_code == 1 and "CUDAExecutionProvider" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 3 and "CUDAExecutionProvider" in res.output and "Traceback" not in res.output
 
 
 def test_bench_updates_the_manifest_and_replaces_its_own_records(zoo_dir):
@@ -229,8 +229,8 @@ def test_machine_measurements_are_positive():
     (["dense_b0", "--batch-sizes", "x"], 2, "comma-separated integers"),
     (["dense_b0", "--precision", "int4"], 2, "unknown precision"),
     (["dense_b0", "--providers", "tpu"], 2, "unknown execution provider"),
-    (["dense_b9"], 1, "not in the manifest"),
-    (["dense_b0", "--precision", "fp16"], 1, "no fp16 file"),
+    (["dense_b9"], 2, "not in the manifest"),  # unknown names are bad input (exit 2)
+    (["dense_b0", "--precision", "fp16"], 2, "no fp16 file"),
 ])
 def test_bad_bench_input_gets_one_clear_line(zoo_dir, args, code, words):
     res = CliRunner().invoke(cli, ["bench", *args, "--artifacts", str(zoo_dir), "--no-record"])
@@ -248,4 +248,4 @@ def test_bench_refuses_a_file_that_differs_from_the_manifest(zoo_dir, tmp_path):
     res = CliRunner().invoke(cli, ["bench", "dense_b0", "--artifacts", str(copy), "--precision", "int8"])
     assert res.exit_code == 1 and "differs from its manifest record" in res.output
     res = CliRunner().invoke(cli, ["bench", "--all", "--artifacts", str(tmp_path / "nowhere")])
-    assert res.exit_code == 1 and "no manifest" in res.output
+    assert res.exit_code == 2 and "no manifest" in res.output  # a missing file is bad input
