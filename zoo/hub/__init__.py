@@ -40,6 +40,7 @@ from .config import (
     HubError,
     IntegrityError,
     OfflineError,
+    MissingSourceError,
     SourceError,
     UnknownModelError,
     UnsafePathError,
@@ -54,7 +55,7 @@ from .source import Source, parse_manifest, resolve_source
 
 __all__ = [
     "PRECISIONS", "CACHE_ENV", "DEADLINE_ENV", "DEFAULT_SOURCE", "OFFLINE_ENV", "RETRY_STATUS", "SOURCE_ENV",
-    "SPEED_LIMIT_ENV", "SPEED_TIME_ENV", "HubError", "IntegrityError", "OfflineError", "SourceError",
+    "SPEED_LIMIT_ENV", "SPEED_TIME_ENV", "HubError", "IntegrityError", "OfflineError", "SourceError", "MissingSourceError",
     "UnknownModelError", "UnsafePathError", "Cache", "PullResult", "Source", "cache_clear", "cache_list",
     "cache_verify", "external_data_files", "list_models", "load", "offline", "parse_manifest", "publish", "pull",
     "redact", "resolve_cache_dir", "resolve_source", "safe_name", "safe_relpath", "session",

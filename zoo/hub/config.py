@@ -116,6 +116,10 @@ class SourceError(HubError):
     """The source cannot be reached, answers with an error, or keeps failing mid-transfer."""
 
 
+class MissingSourceError(SourceError, InputError):
+    """A source folder that does not exist: bad input (CLI exit 2)."""
+
+
 class OfflineError(HubError):
     """``ZOO_OFFLINE=1`` and what was asked for is not in the cache."""
 

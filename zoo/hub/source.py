@@ -168,7 +168,7 @@ class Source:
         try:
             return Dir.open_root(self.root, f"source {self}")
         except (FileNotFoundError, ValueError):
-            raise NoManifestError(f"source folder {self.root} does not exist (give --from or ${config.SOURCE_ENV}, "
+            raise config.MissingSourceError(f"source folder {self.root} does not exist (give --from or ${config.SOURCE_ENV}, "
                               "or run `zoo build` for the default artifacts/)") from None
 
     def _http(self, rel: str, consume, budget: config.Deadline):
