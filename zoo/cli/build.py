@@ -26,7 +26,8 @@ from ..model.config import variant_config
 @click.option("--exporter", type=click.Choice(EXPORTERS), default="dynamo", show_default=True,
               help="torch.onnx exporter: dynamo (onnxscript) or the legacy torchscript one.")
 @click.option("--check", "check_manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Rebuild with the options recorded in MANIFEST and compare every file's sha256 (writes nothing).")
+              help="Compare every rebuilt file's sha256 with MANIFEST (rebuilt with the options it records) or with a "
+                   "sha256sum-style record such as artifacts/SHA256SUMS (rebuilt as asked). Writes nothing.")
 @click.option("--no-verify", is_flag=True, help="Skip the parity matrix (the ONNX Runtime self-check still runs).")
 @click.option("--precision", "precisions", default="fp32", show_default=True,
               help="Comma list of fp32, int8, fp16: also write model.int8.onnx / model.fp16.onnx, each with parity "
@@ -49,9 +50,10 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
       zoo build --phi 1.5 --flavor edifice
       zoo build --all --precision fp32,int8,fp16
       zoo build --all --check artifacts/manifest.json
+      zoo build --all --precision fp32,int8 --check artifacts/SHA256SUMS
     """
     from ..builder import steps
-    from ..builder.pipeline import build, check_against
+    from ..builder.pipeline import build, check_against, load_reference
     from ..verify.js import RUNTIMES as JS_RUNTIMES
 
     if not names and not all_ and phi is None:
@@ -70,8 +72,8 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
         variant_config(r.variant, r.num_classes, r.flavor, r.input_dim)
 
     if check_manifest is not None:
-        reference = mf.load(check_manifest)
-        rows = check_against(requests, reference, progress)
+        reference = load_reference(check_manifest)
+        rows = check_against(requests, reference, progress, precisions)
         bad = [r for r in rows if not r["match"]]
         if as_json:
             emit_json({"manifest": str(check_manifest), "files": rows, "mismatches": len(bad)})
