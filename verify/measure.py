@@ -29,10 +29,11 @@ def _ort(data: bytes):
 
 
 def measure(name: str, input_dim: int | None = None) -> dict:
-    from zoo.builder.artifact import make_artifact, request_for
     from zoo.exporters.variants import variant_bytes
     from zoo.verify.matrix import MatrixOptions, reference_cases
     from zoo.verify.parity import DEFAULT_TOLERANCES
+
+    from zoo.builder.artifact import make_artifact, request_for
 
     art = make_artifact(request_for(name, input_dim=input_dim))
     spec = art.request.spec
@@ -67,7 +68,7 @@ def measure(name: str, input_dim: int | None = None) -> dict:
     x = torch.from_numpy(art.test_in).double()
     cos = (x @ w.T) / (x.norm(dim=1, keepdim=True) * w.norm(dim=1)[None, :])
     fresh = next(c for c in cases if c.distribution == "normal" and c.batch == max(o.batch for o in cases))
-    rms = lambda a: float(np.sqrt(np.mean(np.square(a.astype(np.float64)))))  # noqa: E731
+    rms = lambda a: float(np.sqrt(np.mean(np.square(a.astype(np.float64)))))
     out["test_data"] = {"max_abs_cosine_to_a_stem_row": round(float(cos.abs().max()), 4),
                         "logit_rms_over_fresh_normal": round(rms(art.test_out) / rms(fresh.expected[spec.output_name]), 3)}
     return out

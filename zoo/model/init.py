@@ -57,7 +57,7 @@ def init_weights(model: nn.Module, seed: int) -> None:
     # step (He-init SE made B7 chaotic, its fp32 outputs off by more than their own size at 10x);
     # logits of order one, as a trained classifier's.
     for name, module in model.named_modules():
-        def draw(what: str) -> Stream:
+        def draw(what: str, name: str = name) -> Stream:
             return stream("weights", seed, f"{name}.{what}")
 
         if isinstance(module, nn.Linear):
