@@ -46,6 +46,7 @@ def gemm_to_matmul(proto: onnx.ModelProto) -> onnx.ModelProto:
         for name in node.input:
             uses[name] = uses.get(name, 0) + 1
     outputs = {o.name for o in graph.output}
+    names = {n.name for n in graph.node}
     new_nodes = []
     for node in graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -71,12 +72,42 @@ def gemm_to_matmul(proto: onnx.ModelProto) -> onnx.ModelProto:
             w_name = new_w.name
         has_bias = len(node.input) >= 3 and node.input[2]
         mm_out = f"{node.output[0]}_matmul" if has_bias else node.output[0]
-        new_nodes.append(helper.make_node("MatMul", [node.input[0], w_name], [mm_out], name=f"{node.name}_MatMul"))
+        scope = node.name.rsplit("/", 1)[0] if "/" in node.name else node.name  # "blocks.3.expand.0"
+        if f"{scope}/MatMul" in names or f"{scope}/Add" in names:
+            scope = node.name  # two Gemms in one module: keep them apart
+        names.update((f"{scope}/MatMul", f"{scope}/Add"))
+        new_nodes.append(helper.make_node("MatMul", [node.input[0], w_name], [mm_out], name=f"{scope}/MatMul"))
         if has_bias:
-            new_nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=f"{node.name}_Add"))
+            new_nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=f"{scope}/Add"))
     del graph.node[:]
     graph.node.extend(new_nodes)
     return proto
+
+
+def scope_quantizer_nodes(graph: onnx.GraphProto) -> None:
+    """The quantiser names the nodes it adds after tensors (``mul_93_QuantizeLinear``); give each
+    unscoped node the module path of the node it feeds (or is fed by): ``blocks.3.project.0/
+    DynamicQuantizeLinear``, so the int8 file reads like the fp32 one. Names stay unique."""
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    seen = {n.name for n in graph.node if "/" in n.name}
+    for node in graph.node:
+        if "/" in node.name:
+            continue
+        near = [c for o in node.output for c in consumers.get(o, [])] + [producer[i] for i in node.input if i in producer]
+        scope = next((m.name.rsplit("/", 1)[0] for m in near if "/" in m.name), None)
+        if scope is None:
+            continue
+        base, k = f"{scope}/{node.op_type}", 0
+        name = base
+        while name in seen:
+            k += 1
+            name = f"{base}_{k}"
+        seen.add(name)
+        node.name = name
 
 
 def _quant_rel_error(w: np.ndarray, per_channel: bool) -> float:
@@ -148,6 +179,7 @@ def quantize_int8(model_bytes: bytes, per_channel: bool | None = None,
         except Exception as e:  # the quantiser raises many types; the zoo reports one
             raise ExportError(f"int8 quantisation failed: {type(e).__name__}: {str(e)[:300]}") from e
         proto = onnx.load(str(out), load_external_data=True)
+    scope_quantizer_nodes(proto.graph)
     settings = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "int8", "activation_type": "uint8",
                 "per_channel": bool(per_channel), "symmetric_weights": True, "quantized_nodes": len(nodes),
                 "min_weight_elements": int(min_elements)}

@@ -7,6 +7,7 @@ too. Serialisation is deterministic, so the same model and toolchain give the sa
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import copy
 import io
@@ -123,6 +124,8 @@ def export_model(
 
 
 def _make_reproducible(proto: onnx.ModelProto, spec: ExportSpec, metadata: dict[str, str]) -> None:
+    name_nodes_by_module(proto.graph)  # before the metadata it reads is stripped
+    free_intermediate_batch(proto.graph)
     proto.ir_version = spec.ir_version
     proto.doc_string = ""
     proto.graph.doc_string = ""
@@ -151,6 +154,41 @@ def _make_reproducible(proto: onnx.ModelProto, spec: ExportSpec, metadata: dict[
         dims = vi.type.tensor_type.shape.dim
         if dims and dims[0].dim_param:
             dims[0].dim_param = spec.batch_axis
+
+
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+
+
+def name_nodes_by_module(graph: onnx.GraphProto) -> None:
+    """Name each node ``<module path>/<OpType>`` (``stem.0/Gemm``, ``blocks.3.se.reduce/Gemm``,
+    ``blocks.3/Add``), ``_1``, ``_2`` ... after repeats, so a model opened in Netron shows the
+    architecture. The path is the innermost module of the dynamo exporter's name scopes (module
+    paths only: no file names, nothing run-specific). Nodes without scopes (the torchscript
+    exporter already writes scoped names) keep their names."""
+    seen: dict[str, int] = {}
+    for node in graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        base = node.name
+        if NAME_SCOPES in meta:
+            try:
+                scopes = ast.literal_eval(meta[NAME_SCOPES])
+            except (ValueError, SyntaxError):
+                scopes = []
+            modules = [s for s in scopes[:-1] if s]  # the last scope is the aten op's own name
+            base = f"{modules[-1]}/{node.op_type}" if modules else node.op_type
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        node.name = base if n == 0 else f"{base}_{n}"
+
+
+def free_intermediate_batch(graph: onnx.GraphProto) -> None:
+    """Drop the batch symbol from intermediate ``value_info``: left there, it pins the name ``batch``
+    and a runtime that is told another name or a fixed size (tract's ``set_input_fact``, OpenVINO's
+    ``reshape``) refuses the model. Shapes still infer from the input; the other dims stay."""
+    for vi in graph.value_info:
+        for dim in vi.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.ClearField("dim_param")
 
 
 def _graphs(graph: onnx.GraphProto):

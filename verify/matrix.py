@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..errors import InputError, AtolError, NameMismatchError, ParityError, ProviderUnavailableError, ShapeError
+from ..errors import AtolError, InputError, NameMismatchError, ParityError, ProviderUnavailableError, ShapeError
+from ..model.repro import stream, to_float32
 
 from ..spec import GPU_PROVIDERS
 from .backends import Backend, provider_backends, runtime_backends
@@ -47,12 +48,14 @@ class MatrixOptions:
 
 
 def make_input(input_dim: int, batch: int, distribution: str, seed: int) -> np.ndarray:
-    """Seeded inputs, the same for every backend and run."""
-    g = torch.Generator().manual_seed(seed * 100_003 + batch * 101 + DISTRIBUTIONS.index(distribution))
+    """Seeded inputs, the same for every backend, run and machine: each (batch, distribution) case
+    draws from its own ``matrix`` stream of the reproducibility rule (:mod:`zoo.model.repro`)."""
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"unknown input distribution {distribution!r}; valid: {', '.join(DISTRIBUTIONS)}")
     if distribution == "zeros":
         return np.zeros((batch, input_dim), dtype=np.float32)
-    x = torch.randn(batch, input_dim, generator=g)
-    return (x * 10 if distribution == "normal_x10" else x).numpy()
+    scale = 10.0 if distribution == "normal_x10" else 1.0
+    return to_float32(stream("matrix", seed, batch, distribution).normal((batch, input_dim), scale))
 
 
 @dataclass

@@ -32,6 +32,13 @@ DEFAULT_TOLERANCES = {
     # 5e-2 / 0.5 failed B5 fp16 and every int8 model at 10 x N(0,1)). Element-wise bounds are
     # loose for int8 by nature: zoo.verify.variants also requires a cosine similarity and a
     # relative L2 error per precision (MIN_COSINE, MAX_REL_L2).
+    # Re-measured after issue 11/17 (new seeded weights; test data no longer a copy of the stem's
+    # weights, which gave it logits 14-33x those of N(0,1) inputs), `python -m zoo.verify.measure
+    # [NAMES] [--input-dim N]`: matrix and test data, worst |err| / (atol + rtol|ref|) and the atol
+    # needed at these rtols. Before (old weights, B0-B4): fp32 <= 0.55, int8 <= 0.56 (atol 1.57),
+    # fp16 <= 0.29 (atol 0.031). After (dense_b0, input 64): fp32 0.07 (before 0.33), int8 0.43
+    # (atol 1.24; before 0.40, atol 1.03), fp16 0.17 (atol 0.012; before 0.26, 0.032); the test
+    # data now sits at 0.001 (it was 0.02-0.14 of the int8 bound). B1-B7 not re-measured yet.
     "fp16": Tolerance(atol=0.15, rtol=5e-2),
     "int8": Tolerance(atol=3.0, rtol=0.25),
 }

@@ -8,6 +8,8 @@ from .parity import tolerance_for
 # Scale-free bounds against the fp32 PyTorch output, on top of the element-wise tolerances of
 # verify.parity (which int8's wide error spread makes loose). Measured on B0-B7 over the matrix's
 # inputs: int8 cosine >= 0.9939 and relative L2 <= 0.127; fp16 cosine >= 0.99999, rel. L2 <= 0.0035.
+# After issue 11/17's new weights (`python -m zoo.verify.measure dense_b0 --input-dim 64`): int8
+# cosine 0.99769, rel. L2 0.068; fp16 0.999997, 0.0029 (B1-B7 to be re-measured with the same command).
 MIN_COSINE = {"fp32": 0.9999, "fp16": 0.9995, "int8": 0.99}
 MAX_REL_L2 = {"fp32": 1e-3, "fp16": 0.01, "int8": 0.2}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ from ..verify.parity import tolerance_for
 from . import manifest as mf
 from .artifact import Artifact, ModelRequest, make_artifact
 from .lock import artifacts_lock
-from ..errors import ZooError
+from ..errors import ManifestError, NoManifestError, ZooError
+from ..spec import PRECISIONS, variant_path
 from ..fsutil import TMP_PREFIX, atomic_path, sha256_bytes
 
 Progress = Callable[[str], None]
@@ -235,23 +237,73 @@ def _build_one(req: ModelRequest, staging: Staging, verifier, extras, progress: 
         return ModelResult(req.name, "failed", error=str(e), timings_s=timings)
 
 
-def check_against(requests: list[ModelRequest], reference: dict, progress: Progress = lambda m: None) -> list[dict]:
-    """Rebuild ``requests`` in memory and compare every file's sha256 with ``reference``'s."""
+SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](\S.*)$")
+
+
+def load_reference(path: str | Path) -> dict:
+    """A ``--check`` reference: a manifest (JSON), or a record in ``sha256sum``'s format (``<sha256>
+    <path>`` per line, paths relative to the artifacts folder; ``#`` comments), such as the committed
+    ``artifacts/SHA256SUMS``. Returns the manifest, or ``{"sha256sums": {path: sha256}}``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NoManifestError(f"no manifest or sha256 record at {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    if text.lstrip().startswith("{"):
+        return mf.load(path)
+    sums: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = SUMS_LINE.match(line.rstrip())
+        if not m:
+            raise ManifestError(f"{path}:{n}: neither a manifest nor a '<sha256>  <path>' line")
+        sums[m.group(2)] = m.group(1)
+    if not sums:
+        raise ManifestError(f"{path}: no sha256 lines")
+    return {"sha256sums": sums}
+
+
+def _precision_of(name: str, path: str) -> str | None:
+    return next((p for p in PRECISIONS if variant_path(name, p) == path), None)
+
+
+def check_against(requests: list[ModelRequest], reference: dict, progress: Progress = lambda m: None,
+                  precisions=("fp32",)) -> list[dict]:
+    """Rebuild ``requests`` in memory and compare every file's sha256 with ``reference``'s
+    (a manifest: each model rebuilt with the options it records, every file it lists; a sha256
+    record from :func:`load_reference`: rebuilt as requested, the model files of ``precisions``
+    and the test data compared, a model file the record lacks reported as a mismatch)."""
     rows = []
-    by_name = {m["model"]: m for m in reference["models"]}
+    sums = reference.get("sha256sums")
+    by_name = {m["model"]: m for m in reference.get("models", [])}
     for i, req in enumerate(requests, 1):
         progress(f"[{i}/{len(requests)}] {req.name}: rebuilding ...")
-        entry = by_name.get(req.name)
-        if entry is None:
+        if sums is not None:
+            files = [{"path": p, "sha256": h, "precision": _precision_of(req.name, p) or "fp32"}
+                     for p, h in sums.items() if p.startswith(f"{req.name}/")
+                     and (_precision_of(req.name, p) is None or _precision_of(req.name, p) in precisions)]
+            if files:
+                files += [{"path": variant_path(req.name, p), "sha256": None, "precision": p} for p in precisions
+                          if variant_path(req.name, p) not in sums]
+            rebuild = req
+        else:
+            entry = by_name.get(req.name)
+            files = entry["files"] if entry else []
+            rebuild = ModelRequest.from_entry(entry) if entry else None
+        if not files:
             rows.append({"model": req.name, "path": None, "expected": None, "actual": None, "match": False,
-                         "note": "not in the manifest"})
+                         "note": "not in the reference"})
             continue
-        art = make_artifact(ModelRequest.from_entry(entry))
+        art = make_artifact(rebuild)
         built = {p: sha256_bytes(b) for p, b in art.files.items()}
-        variants = sorted({f["precision"] for f in entry["files"]} - {"fp32"})
+        variants = sorted({f["precision"] for f in files} - {"fp32"})
         built.update({p: sha256_bytes(b) for p, b in variant_files(art, variants).items()})
-        for f in entry["files"]:
+        for f in files:
             actual = built.get(f["path"])
+            note = "not in the reference" if f["sha256"] is None else None if actual else "not rebuilt"
             rows.append({"model": req.name, "path": f["path"], "expected": f["sha256"], "actual": actual,
-                         "match": actual == f["sha256"], "note": None if actual else "not rebuilt"})
+                         "match": actual == f["sha256"], "note": note})
     return rows

@@ -28,7 +28,8 @@ CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_d
 @click.option("--exporter", type=click.Choice(EXPORTERS), default="dynamo", show_default=True,
               help="torch.onnx exporter: dynamo (onnxscript) or the legacy torchscript one.")
 @click.option("--check", "check_manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Rebuild with the options recorded in MANIFEST and compare every file's sha256 (writes nothing).")
+              help="Compare every rebuilt file's sha256 with MANIFEST (rebuilt with the options it records) or with a "
+                   "sha256sum-style record such as artifacts/SHA256SUMS (rebuilt as asked). Writes nothing.")
 @click.option("--no-verify", is_flag=True, help="Skip the parity matrix (the ONNX Runtime self-check still runs).")
 @precision_option("fp32", always_fp32=True,
                   help="Comma list of fp32, int8, fp16: also write model.int8.onnx / model.fp16.onnx, each with "
@@ -54,21 +55,28 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
       zoo build --phi 1.5 --flavor edifice
       zoo build --all --precision fp32,int8,fp16
       zoo build --all --check artifacts/manifest.json
+      zoo build --all --precision fp32,int8 --check artifacts/SHA256SUMS
     """
     from ..builder import steps
     from ..builder.artifact import ModelRequest
-    from ..builder.pipeline import build, check_against
+    from ..builder.pipeline import build, check_against, load_reference
     from ..verify.c import RUNTIMES as C_RUNTIMES
     from ..verify.js import RUNTIMES as JS_RUNTIMES
 
     if not names and not all_ and phi is None:
         raise click.UsageError("name at least one variant, or give --all or --phi")
+    reference = None
     if check_manifest is not None:
-        given = [p for p in ctx.command.params if p.name in CHECK_IGNORES
+        reference = load_reference(check_manifest)
+        # A manifest records the options each model was built with; a sha256 record does not, so
+        # with a record the shape options say what to rebuild. Neither writes anything.
+        record = "sha256sums" in reference
+        ignored = ("artifacts",) if record else CHECK_IGNORES
+        given = [p for p in ctx.command.params if p.name in ignored
                  and ctx.get_parameter_source(p.name) != click.core.ParameterSource.DEFAULT]
         if given:
-            raise click.UsageError(f"--check rebuilds with the options recorded in the manifest; it does not take "
-                                   f"{', '.join(p.opts[0] for p in given)}")
+            why = "compares in memory and writes nothing" if record else "rebuilds with the options recorded in the manifest"
+            raise click.UsageError(f"--check {why}; it does not take {', '.join(p.opts[0] for p in given)}")
     variants = selected_variants(names, all_, phi)
     spec = ExportSpec(opset=opset, exporter=exporter)
     requests = [ModelRequest(variant=v, seed=seed, num_classes=num_classes, input_dim=input_dim, flavor=flavor,
@@ -76,9 +84,8 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
     for r in requests:  # validate every option before any slow work
         variant_config(r.variant, r.num_classes, r.flavor, r.input_dim)
 
-    if check_manifest is not None:
-        reference = mf.load(check_manifest)
-        rows = check_against(requests, reference, progress)
+    if reference is not None:
+        rows = check_against(requests, reference, progress, precisions)
         bad = [r for r in rows if not r["match"]]
         if as_json:
             emit_json({"manifest": str(check_manifest), "files": rows, "mismatches": len(bad)})

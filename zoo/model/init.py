@@ -9,6 +9,8 @@ from torch import nn
 
 from .config import variant_config
 from .layers import DenseEfficientNet, MBConv, SqueezeExcitation
+from .reference import forward64
+from .repro import Stream, stream, to_float32
 from .scaling import Variant
 from ..errors import InputError
 
@@ -22,9 +24,9 @@ def create(
 ) -> DenseEfficientNet:
     """A variant with seeded weights, in eval mode: the same seed gives the same bits in any process.
 
-    Every parameter and normalisation statistic is drawn from one ``torch.Generator`` seeded with
-    ``seed``, in module order, so nothing depends on global RNG state or thread count. Linear
-    weights are He-normal (fan-in), biases uniform in ``±1/sqrt(fan_in)``. BatchNorm gets
+    Every parameter and normalisation statistic follows the reproducibility rule of
+    :mod:`zoo.model.repro` (the same bits on any CPU, BLAS, thread count and OS). Linear weights
+    are He-normal (fan-in; Irwin-Hall normals), biases uniform in ``±1/sqrt(fan_in)``. BatchNorm gets
     non-trivial affine parameters, and running statistics measured on one seeded batch (as a
     trained network has), so that folding it into the preceding Linear at export is really
     exercised; LayerNorm gets non-trivial affine parameters too. Squeeze-excitation weights,
@@ -37,68 +39,69 @@ def create(
     return model.eval()
 
 
-@torch.no_grad()
 def init_weights(model: nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for module in model.modules():
+    """Seeded parameters and BatchNorm statistics under the rule of :mod:`zoo.model.repro`.
+
+    Each tensor draws from its own stream ``("weights", seed, "<parameter name>")``, so nothing
+    depends on module order, global RNG state or thread count; scales are applied in float64 and
+    every tensor is rounded once to float32.
+    """
+    residual_gains = {
+        id(m.project[1]) for m in model.modules()
+        if isinstance(m, MBConv) and m.has_residual and m.flavor == "paper"
+    }
+    se_layers = {id(lin) for m in model.modules() if isinstance(m, SqueezeExcitation) for lin in (m.reduce, m.expand)}
+    classifier = getattr(model, "classifier", None)
+    # The three gains below keep the seeded networks well conditioned: small residual branches, as
+    # trained networks have (with full-size branches the residual stream of an untrained B7 grows
+    # ~1.3x per block and its outputs reach 1e4); SE gates that start smooth, far from a sigmoid's
+    # step (He-init SE made B7 chaotic, its fp32 outputs off by more than their own size at 10x);
+    # logits of order one, as a trained classifier's.
+    for name, module in model.named_modules():
+        def draw(what: str, name: str = name) -> Stream:
+            return stream("weights", seed, f"{name}.{what}")
+
         if isinstance(module, nn.Linear):
             fan_in = module.in_features
-            module.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=g)
+            gain = 0.1 if module is classifier else 0.05 if id(module) in se_layers else 1.0
+            _set(module.weight, draw("weight").normal(tuple(module.weight.shape), math.sqrt(2.0 / fan_in) * gain))
             if module.bias is not None:
-                module.bias.uniform_(-1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in), generator=g)
-        elif isinstance(module, nn.BatchNorm1d):
-            module.weight.uniform_(0.8, 1.2, generator=g)
-            module.bias.normal_(0.0, 0.1, generator=g)
-            module.running_mean.normal_(0.0, 0.1, generator=g)
-            module.running_var.uniform_(0.8, 1.6, generator=g)
-        elif isinstance(module, nn.LayerNorm):
-            module.weight.uniform_(0.8, 1.2, generator=g)
-            module.bias.normal_(0.0, 0.1, generator=g)
-    # Small residual branches, as trained networks have: with full-size branches the residual
-    # stream of an untrained B7 grows ~1.3x per block and its outputs reach 1e4.
-    # The three choices below keep the seeded networks well conditioned, so that fp32 rounding
-    # differences between runtimes stay far inside the parity tolerances even for inputs ten
-    # times the calibration scale (measured: fp32 vs fp64 PyTorch, worst |error| / tolerance
-    # 0.02 for N(0,1) inputs and 0.27 for 10 x N(0,1), B0-B7; He-init SE and unit residual
-    # gains made B7 chaotic, its fp32 outputs off by more than their own size at 10x).
-    if model.classifier is not None:
-        model.classifier.weight.mul_(0.1)  # logits of order one, as a trained classifier's
-    for module in model.modules():
-        if isinstance(module, SqueezeExcitation):
-            module.reduce.weight.mul_(0.05)  # gates start smooth, far from a sigmoid's step
-            module.expand.weight.mul_(0.05)
-        if isinstance(module, MBConv) and module.has_residual and module.flavor == "paper":
-            module.project[1].weight.uniform_(0.05, 0.15, generator=g)  # small residual branches
+                bound = 1.0 / math.sqrt(fan_in)
+                _set(module.bias, draw("bias").uniform(tuple(module.bias.shape), -bound, bound))
+        elif isinstance(module, (nn.BatchNorm1d, nn.LayerNorm)):
+            shape = tuple(module.weight.shape)
+            low, high = (0.05, 0.15) if id(module) in residual_gains else (0.8, 1.2)
+            _set(module.weight, draw("weight").uniform(shape, low, high))
+            _set(module.bias, draw("bias").normal(shape, 0.1))
+            if isinstance(module, nn.BatchNorm1d):  # placeholders until calibration measures them
+                _set(module.running_mean, draw("running_mean").normal(shape, 0.1))
+                _set(module.running_var, draw("running_var").uniform(shape, 0.8, 1.6))
     if any(isinstance(m, nn.BatchNorm1d) for m in model.modules()):
-        _calibrate_batchnorm(model, g)
+        calibrate_batchnorm(model, seed)
+
+
+@torch.no_grad()
+def _set(tensor: torch.Tensor, values64) -> None:
+    tensor.copy_(torch.from_numpy(to_float32(values64)))
 
 
 CALIBRATION_BATCH = 256
 
 
 @torch.no_grad()
-def _calibrate_batchnorm(model: nn.Module, g: torch.Generator) -> None:
-    """Set every BatchNorm's running statistics to those of one seeded batch, as training would.
+def calibrate_batchnorm(model: nn.Module, seed: int) -> None:
+    """Set every BatchNorm's running statistics to those of one seeded N(0,1) batch, as training would.
 
     Without this an untrained network's activations shrink ~3x per stage (SiLU and the SE gate
     halve them) and the output stops depending on the input, which would make parity checks
-    toothless. The pass runs in float64, so the float32 statistics it leaves are the same bits
-    on any CPU and thread count (short of a one-in-billions rounding tie).
+    toothless. The pass is :func:`zoo.model.reference.forward64` (float64, exact products and
+    sums), so the float32 statistics it leaves are the same bits on any machine.
     """
-    x = torch.randn(CALIBRATION_BATCH, model.config.input_dim, generator=g, dtype=torch.float64)
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
-    saved = [(m.momentum, m.training) for m in norms]
-    model.double().eval()
-    try:
-        for m in norms:
-            m.momentum = 1.0  # running statistics := this batch's
-            m.train()
-        model(x)
-    finally:
-        for m, (momentum, training) in zip(norms, saved):
-            m.momentum = momentum
-            m.train(training)
-        model.float()
+    x = stream("calibration", seed).normal((CALIBRATION_BATCH, model.config.input_dim))
+    was_training = model.training
+    model.eval()
+    forward64(model, torch.from_numpy(x), calibrate=True, slices=2)
+    model.train(was_training)
 
 
 def count_params(model: nn.Module) -> int:
