@@ -33,3 +33,12 @@ class AtolError(ParityError):
 
 class ProviderUnavailableError(ZooError):
     """An execution provider or runtime was asked for and is not available here."""
+
+
+class WeightsError(ValueError):
+    """A weights file cannot be used: missing, a pickle, not safetensors, or not this network's
+    (bad input: CLI exit 2)."""
+
+
+class AccuracyError(ZooError):
+    """An artifact loses more top-1 accuracy against PyTorch than the accuracy gate allows."""

@@ -201,7 +201,7 @@ def check_against(requests: list[ModelRequest], reference: dict, progress: Progr
             rows.append({"model": req.name, "path": None, "expected": None, "actual": None, "match": False,
                          "note": "not in the manifest"})
             continue
-        art = make_artifact(ModelRequest.from_entry(entry))
+        art = make_artifact(ModelRequest.from_entry(entry, weights=req.weights, eval_data=req.eval_data))
         built = {p: sha256_bytes(b) for p, b in art.files.items()}
         variants = sorted({f["precision"] for f in entry["files"]} - {"fp32"})
         built.update({p: sha256_bytes(b) for p, b in variant_files(art, variants).items()})

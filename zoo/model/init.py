@@ -18,8 +18,12 @@ def create(
     seed: int = 0,
     flavor: str = "paper",
     input_dim: int | None = None,
+    weights: str | None = None,
 ) -> DenseEfficientNet:
     """A variant with seeded weights, in eval mode: the same seed gives the same bits in any process.
+
+    With ``weights`` (a safetensors file) the network is built from the same options and the
+    file's state dict is loaded strictly instead (see :func:`zoo.model.weights.load_weights`).
 
     Every parameter and normalisation statistic is drawn from one ``torch.Generator`` seeded with
     ``seed``, in module order, so nothing depends on global RNG state or thread count. Linear
@@ -32,6 +36,10 @@ def create(
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     model = DenseEfficientNet(variant_config(variant, num_classes, flavor, input_dim))
+    if weights is not None:
+        from .weights import load_weights
+
+        return load_weights(model, weights).eval()
     init_weights(model, seed)
     return model.eval()
 
