@@ -76,6 +76,25 @@ def test_round_trip_build_matches_pytorch_and_is_reproducible(weights_file, tmp_
     assert seeded_check.exit_code == 1  # without the weights, the rebuild differs
 
 
+def test_published_weights_are_pulled_on_request(weights_file, tmp_path):
+    from zoo import hub
+
+    path, model = weights_file
+    assert _build(tmp_path / "art", "--weights", str(path)).exit_code == 0
+    hub.publish(tmp_path / "art", tmp_path / "mirror")
+    cache = tmp_path / "cache"
+    plain = hub.pull(["dense_b0"], str(tmp_path / "mirror"), cache_dir=cache)[0]
+    assert {f["role"] for f in plain.files} == {"model"}  # weights only when asked for
+    res = CliRunner().invoke(cli, ["pull", "dense_b0", "--from", str(tmp_path / "mirror"), "--with-weights",
+                                   "--cache-dir", str(cache), "--json"])
+    assert res.exit_code == 0, res.output
+    assert "weights" in {f["role"] for f in json.loads(res.stdout)[0]["files"]}
+    w = hub.load("dense_b0", str(tmp_path / "mirror"), role="weights", cache_dir=cache)
+    assert w.read_bytes() == path.read_bytes()
+    tuned = zoo.create("dense_b0", input_dim=DIM, weights=w)
+    assert all(torch.equal(tuned.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
 def test_python_api_create_and_load(weights_file):
     path, model = weights_file
     a = zoo.create("dense_b0", input_dim=DIM, weights=str(path))

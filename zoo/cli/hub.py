@@ -72,9 +72,12 @@ def publish_cmd(names, to, artifacts, as_json):
               help="Which model file to pull.")
 @click.option("--with-test-data", is_flag=True,
               help="Also pull test_data_set_0 (so that `zoo verify --artifacts VIEW` can run on the view).")
+@click.option("--with-weights", is_flag=True,
+              help="Also pull the safetensors weights and training record, where the model was built from them "
+                   "(to fine-tune it: zoo.create(NAME, weights=PATH)).")
 @cache_option
 @json_option
-def pull_cmd(names, all_, source, precision, with_test_data, cache_dir, as_json):
+def pull_cmd(names, all_, source, precision, with_test_data, with_weights, cache_dir, as_json):
     """Download models into the cache, verified against the source's manifest.
 
     Files are stored by sha256 and copied into a per-model view (an artifacts folder of its own:
@@ -86,6 +89,7 @@ def pull_cmd(names, all_, source, precision, with_test_data, cache_dir, as_json)
       zoo pull dense_b0 --from https://example.org/zoo/
       zoo pull --all --from ./mirror --with-test-data
       zoo pull dense_b3 --precision int8 --cache-dir /tmp/zoo-cache --json
+      zoo pull dense_b0 --from ./mirror --with-weights
       ZOO_OFFLINE=1 zoo pull dense_b0
     """
     if all_ and names:
@@ -93,7 +97,7 @@ def pull_cmd(names, all_, source, precision, with_test_data, cache_dir, as_json)
     if not all_ and not names:
         raise click.UsageError("name at least one model, or give --all (see `zoo models` for what a source offers)")
     results = hub.pull(None if all_ else names, source, precision, with_test_data=with_test_data,
-                       cache_dir=cache_dir, progress=progress)
+                       with_weights=with_weights, cache_dir=cache_dir, progress=progress)
     if as_json:
         emit_json([r.summary() for r in results])
         return

@@ -706,6 +706,7 @@ def pull(
     precision: str = "fp32",
     *,
     with_test_data: bool = False,
+    with_weights: bool = False,
     cache_dir=None,
     progress: Progress = _quiet,
 ) -> list[PullResult]:
@@ -735,7 +736,8 @@ def pull(
     with _file_errors(f"cannot pull into the cache {cache.root}"), cache.lock(progress):
         cache.remove_leftovers()
         for entry, model_rec in plans:
-            results.append(_pull_one(src, cache, manifest, entry, model_rec, with_test_data, progress))
+            results.append(_pull_one(src, cache, manifest, entry, model_rec, with_test_data, progress,
+                                      with_weights=with_weights))
             if src.remote and not offline():  # what ZOO_OFFLINE=1 will work from
                 _save_source_record(cache, src, manifest)
     return results
@@ -747,15 +749,26 @@ def load(
     precision: str = "fp32",
     *,
     with_test_data: bool = False,
+    role: str = "model",
     cache_dir=None,
     progress: Progress = _quiet,
 ) -> Path:
-    """The path of ``name``'s verified model file in the cache, pulling it first when needed.
+    """The path of ``name``'s verified model file in the cache, pulling it first when needed;
+    with ``role="weights"`` (or ``"train_record"``) the published safetensors state dict (or its
+    training record) instead, e.g. ``zoo.create(name, weights=zoo.hub.load(name, src, role="weights"))``.
 
     Cached files are re-verified against the source's manifest on every call.
     """
-    return pull([name], source, precision, with_test_data=with_test_data, cache_dir=cache_dir,
-                progress=progress)[0].path
+    if role not in ("model", *WEIGHT_ROLES):
+        raise ValueError(f"unknown role {role!r}; valid: model, {', '.join(WEIGHT_ROLES)}")
+    res = pull([name], source, precision, with_test_data=with_test_data, with_weights=role != "model",
+               cache_dir=cache_dir, progress=progress)[0]
+    if role == "model":
+        return res.path
+    rec = next((f for f in res.files if f["role"] == role), None)
+    if rec is None:
+        raise UnknownModelError(f"{name} was published without a {role} file (built from seeded weights)")
+    return res.view / rec["path"]
 
 
 def session(
@@ -798,13 +811,18 @@ def _save_source_record(cache: Cache, src: Source, manifest: dict) -> None:
     atomic_write_bytes(record, data)
 
 
+WEIGHT_ROLES = ("weights", "train_record")  # a trained model's safetensors file and its training record
+
+
 def _pull_one(src: Source, cache: Cache, manifest: dict, entry: dict, model_rec: dict, with_test_data: bool,
-              progress: Progress) -> PullResult:
+              progress: Progress, with_weights: bool = False) -> PullResult:
     name = entry["model"]
     view = cache.view(name)
     wanted = [model_rec]
     if with_test_data:
         wanted += [f for f in entry["files"] if f["role"] in ("test_input", "test_output")]
+    if with_weights:
+        wanted += [f for f in entry["files"] if f["role"] in WEIGHT_ROLES]
     changes = _Changes()
     statuses: dict[str, str] = {}
     good: dict[str, Path] = {}  # relpath -> a verified copy (the view file or the blob)
