@@ -28,11 +28,12 @@ def test_build_from_checkpoint_records_accuracy_everywhere(trained_b0, tmp_path)
     assert torch_rec["top1"] == pytest.approx(rec["final_top1"]) and torch_rec["samples"] == 1600
     from zoo.verify.backends import runtime_backends
 
-    backends = {"onnxruntime:CPUExecutionProvider:all", *(b.name for b in runtime_backends(None))}
+    backends = {"onnxruntime:CPUExecutionProvider:all", "node", "web", *(b.name for b in runtime_backends(None))}
     assert {"openvino", "tract", "reference"} <= backends  # CI installs them
     measured = {(r["backend"], r["precision"]) for r in acc if r["verdict"] == "pass"}
-    for p in ("fp32", "int8", "fp16"):
-        assert ("onnxruntime:CPUExecutionProvider:all", p) in measured and ("openvino", p) in measured
+    for p in ("fp32", "int8", "fp16"):  # CI installs OpenVINO, tract and verify/node
+        for b in ("onnxruntime:CPUExecutionProvider:all", "openvino", "node", "web"):
+            assert (b, p) in measured, (b, p)
     for r in acc:
         assert r["dataset"] == "mnist1d" and r["split"] == "test" and r["verdict"] in ("pass", "unavailable")
         if r["precision"] == "fp32" and r["verdict"] == "pass":

@@ -8,9 +8,15 @@ the fraction of samples whose class equals PyTorch's on the same samples.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
-from ..errors import AccuracyError, ProviderUnavailableError
+from ..errors import AccuracyError, ProviderUnavailableError, ZooError
 
 # The gate, in top-1 fractions: an fp32 artifact may differ from PyTorch's top-1 by at most
 # 0.1 point (a different runtime, same numbers up to rounding), int8/fp16 may lose 1.0 point.
@@ -30,6 +36,58 @@ def predict_torch(model, x: np.ndarray) -> np.ndarray:
         for i in range(0, len(x), CHUNK):
             out.append(model(torch.from_numpy(np.ascontiguousarray(x[i:i + CHUNK]))).argmax(1).numpy())
     return np.concatenate(out)
+
+
+class _JsRunner:
+    def __init__(self, runtime: str, model: bytes):
+        self.runtime, self.model = runtime, model
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from onnx import numpy_helper
+
+        from .js import NODE_DIR, TIMEOUT_S, node_executable
+
+        (name, x), = feeds.items()
+        with tempfile.TemporaryDirectory(prefix="zoo-acc-") as d:
+            (Path(d) / "model.onnx").write_bytes(self.model)
+            (Path(d) / "input.pb").write_bytes(numpy_helper.from_array(np.ascontiguousarray(x), name).SerializeToString())
+            cmd = [node_executable() or "node", str(NODE_DIR / "predict.mjs"), "--runtime", self.runtime,
+                   str(Path(d) / "model.onnx"), str(Path(d) / "input.pb")]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=NODE_DIR)
+        if proc.returncode == 3:
+            raise ProviderUnavailableError(proc.stderr.strip().removeprefix("UNAVAILABLE: ")[:300])
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            raise ZooError(f"predict.mjs exited with status {proc.returncode}: {(lines or [''])[0][:300]}")
+        out = json.loads(proc.stdout)
+        return {out["output"]: np.asarray(out["data"], dtype=np.float32).reshape(out["dims"])}
+
+
+@dataclass
+class JsBackend:
+    """onnxruntime-node or onnxruntime-web (wasm), run once per model file over the whole split."""
+
+    runtime: str  # "node" | "web"
+    provider = None
+    max_batch = None
+    chunk = 1 << 30  # one Node.js process per file; predict.mjs runs 1000 rows at a time
+
+    @property
+    def name(self) -> str:
+        return self.runtime
+
+    def unavailable_reason(self) -> str | None:
+        from .js import js_available
+
+        return js_available(self.runtime)
+
+    def version(self) -> str | None:
+        from .js import js_version
+
+        return js_version(self.runtime)
+
+    def load(self, model: bytes) -> _JsRunner:
+        return _JsRunner(self.runtime, model)
 
 
 def predict_runner(runner, x: np.ndarray, input_name: str, output_name: str, chunk: int) -> np.ndarray:
@@ -84,7 +142,8 @@ def measure(model, files: dict[str, tuple[str, bytes]], dataset, backends, *, in
             pred = None
             if reason is None:
                 try:
-                    pred = predict_runner(b.load(data), x[:n], input_name, output_name, b.max_batch or CHUNK)
+                    chunk = getattr(b, "chunk", None) or b.max_batch or CHUNK
+                    pred = predict_runner(b.load(data), x[:n], input_name, output_name, chunk)
                 except ProviderUnavailableError as e:
                     reason = str(e)
                 except Exception as e:  # a runtime that cannot load or run this file: said, not hidden

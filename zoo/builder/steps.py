@@ -41,7 +41,7 @@ def default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True
         from ..verify.js import build_extra
 
         extras.append(build_extra(js_runtimes))
-    extras.append(accuracy_extra(verify=verify))
+    extras.append(accuracy_extra(verify=verify, js_runtimes=js_runtimes if verify else ()))
     if bench:
         extras.append(latency_extra(precisions))
     return extras
@@ -90,20 +90,23 @@ def latency_extra(precisions, *, providers: list[str] | None = None, options: La
     return extra
 
 
-def accuracy_extra(*, verify: bool = True, backends=None):
+def accuracy_extra(*, verify: bool = True, backends=None, js_runtimes=()):
     """A ``zoo build`` extra for models with an evaluation set (``--eval-data``, or the training
     record beside ``--weights``): top-1 of PyTorch and of every model file on every backend
-    (ONNX Runtime CPU, GPU providers when present, and with ``verify`` the independent runtimes),
+    (ONNX Runtime CPU, GPU providers when present, and with ``verify`` the independent and the
+    JavaScript runtimes),
     written as ``accuracy`` records; the accuracy gate fails the model. A no-op for seeded models."""
 
     def extra(art, entry: dict, staged: dict, progress) -> None:
         if art.eval_set is None:
             return
         from ..verify.accuracy import measure, raise_for_accuracy
+        from ..verify.accuracy import JsBackend
         from ..verify.backends import provider_backends, runtime_backends
 
         use = backends if backends is not None else (
-            provider_backends(None, opt_levels=("all",)) + (runtime_backends(None) if verify else []))
+            provider_backends(None, opt_levels=("all",)) + (runtime_backends(None) if verify else [])
+            + [JsBackend(r) for r in js_runtimes])
         files = {f["path"]: (f["precision"], staged[f["path"]]) for f in entry["files"] if f["role"] == "model"}
         spec = art.request.spec
         entry["accuracy"] = measure(art.model, files, art.eval_set, use, input_name=spec.input_name,
