@@ -9,11 +9,11 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
+from zoo.verify import accuracy
 
 from zoo.builder.artifact import read_tensor
 from zoo.cli import cli
 from zoo.model import data as ds
-from zoo.verify import accuracy
 
 
 def test_build_from_checkpoint_records_accuracy_everywhere(trained_b0, tmp_path):
@@ -66,7 +66,7 @@ def test_gate_fails_a_build_whose_int8_loses_accuracy(trained_b0, tmp_path, monk
     res = CliRunner().invoke(cli, ["build", "dense_b0", "--weights", str(trained_b0[0] / "dense_b0.safetensors"),
                                    "--precision", "fp32,int8", "--no-bench", "--no-verify", "--out", str(out)])
     assert res.exit_code == 1, res.output
-    line = [ln for ln in res.output.splitlines() if ln.startswith("Error:")][0]
+    line = next(ln for ln in res.output.splitlines() if ln.startswith("Error:"))
     assert "accuracy gate: int8 top-1" in line and "loses" in line and "points" in line
     assert not (out / "manifest.json").exists()
 

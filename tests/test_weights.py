@@ -69,6 +69,11 @@ def test_round_trip_build_matches_pytorch_and_is_reproducible(weights_file, tmp_
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
         assert not np.allclose(want, other, atol=1e-2)  # the file's weights, not the seeded ones
 
+    # zoo verify checks against the published weights file, not a seeded model
+    ver = CliRunner().invoke(cli, ["verify", "dense_b0", "--artifacts", str(a), "--runtimes", "openvino",
+                                   "--batch-sizes", "1,3"])
+    assert ver.exit_code == 0, ver.output
+
     check = _build(tmp_path / "c", "--weights", str(path), "--check", str(a / "manifest.json"))
     assert check.exit_code == 0, check.output
     assert "match" in check.output

@@ -53,7 +53,7 @@ class _JsRunner:
             (Path(d) / "input.pb").write_bytes(numpy_helper.from_array(np.ascontiguousarray(x), name).SerializeToString())
             cmd = [node_executable() or "node", str(NODE_DIR / "predict.mjs"), "--runtime", self.runtime,
                    str(Path(d) / "model.onnx"), str(Path(d) / "input.pb")]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=NODE_DIR)
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=NODE_DIR)
         if proc.returncode == 3:
             raise ProviderUnavailableError(proc.stderr.strip().removeprefix("UNAVAILABLE: ")[:300])
         if proc.returncode != 0:
@@ -146,7 +146,7 @@ def measure(model, files: dict[str, tuple[str, bytes]], dataset, backends, *, in
                     pred = predict_runner(b.load(data), x[:n], input_name, output_name, chunk)
                 except ProviderUnavailableError as e:
                     reason = str(e)
-                except Exception as e:  # a runtime that cannot load or run this file: said, not hidden
+                except Exception as e:  # noqa: BLE001 - a runtime that cannot load or run this file: said, not hidden
                     reason = f"{b.name} cannot run the {precision} model: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
             rec = record(b.name, precision, dataset, pred, y[:n], torch_pred, b.runtime, b.version(),
                          verdict="unavailable" if pred is None else "pass", reason=reason)

@@ -34,8 +34,8 @@ def markdown_section(manifest: dict) -> list[str]:
     if not models:
         return []
     lines = ["", "## Accuracy (top-1 on the test split)", "",
-             "PyTorch, and each precision on ONNX Runtime CPU; `agreement` is the lowest share of samples, over "
-             "every backend of that precision, classified as PyTorch classifies them.", "",
+             ("PyTorch, and each precision on ONNX Runtime CPU; `agreement` is the lowest share of samples, over "
+              "every backend of that precision, classified as PyTorch classifies them."), "",
              "| model | dataset | samples | PyTorch | " + " | ".join(f"{p} (agreement)" for p in PRECISIONS) + " |",
              "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in PRECISIONS) + " |"]
     for m in models:

@@ -132,7 +132,7 @@ class EvalSet:
     params: dict | None = None  # the generator's parameters, when regenerated from a training record
 
     def describe(self) -> dict:
-        return {"name": self.name, "sha256": self.sha256, "samples": int(len(self.y_test)),
+        return {"name": self.name, "sha256": self.sha256, "samples": len(self.y_test),
                 **({"params": self.params} if self.params else {})}
 
 
