@@ -19,8 +19,8 @@ def _clock(s: float) -> str:
 
 
 class Bar:
-    """One progress line per epoch on stderr: redrawn in place on a terminal, one line per epoch
-    otherwise (logs stay short)."""
+    """One progress line per epoch on stderr: redrawn in place on a terminal; in a log, a line at
+    each quarter of an epoch and one at its end."""
 
     def __init__(self):
         self.tty = sys.stderr.isatty()
@@ -33,14 +33,16 @@ class Bar:
             progress(f"{e['model']}: MNIST-1D, {d['samples']} samples at {d['input_dim']} features (seed {d['seed']})")
         elif e["event"] == "resume":
             progress(f"{e['model']}: resuming after epoch {e['epoch']}")
-        elif e["event"] == "step" and self.tty and time.monotonic() - self.last_draw > 0.2:
-            self.last_draw = time.monotonic()
+        elif e["event"] == "step":
             frac = e["step"] / e["steps"]
-            per_epoch = e["elapsed_s"] / frac
-            left = per_epoch * (1 - frac) + per_epoch * (e["epochs"] - e["epoch"])
-            bar = "#" * int(BAR * frac) + "." * (BAR - int(BAR * frac))
-            click.echo(f"\r{e['model']} epoch {e['epoch']}/{e['epochs']} [{bar}] loss {e['loss']:.3f}  "
-                       f"~{_clock(left)} left ", err=True, nl=False)
+            quarter = int(4 * frac) > int(4 * (e["step"] - 1) / e["steps"]) and e["step"] < e["steps"]
+            if (self.tty and time.monotonic() - self.last_draw > 0.2) or (not self.tty and quarter):
+                self.last_draw = time.monotonic()
+                per_epoch = e["elapsed_s"] / frac
+                left = per_epoch * (1 - frac) + per_epoch * (e["epochs"] - e["epoch"])
+                bar = "#" * int(BAR * frac) + "." * (BAR - int(BAR * frac))
+                click.echo(("\r" if self.tty else "") + f"{e['model']} epoch {e['epoch']}/{e['epochs']} [{bar}] "
+                           f"loss {e['loss']:.3f}  ~{_clock(left)} left ", err=True, nl=not self.tty)
         elif e["event"] == "epoch":
             self.epoch_s.append(e["wall_s"])
             left = sum(self.epoch_s) / len(self.epoch_s) * (e["epochs"] - e["epoch"])
