@@ -45,6 +45,13 @@ def test_build_from_checkpoint_records_accuracy_everywhere(trained_b0, tmp_path)
     assert np.array_equal(x, data["x_test"][:3])
     assert {f["role"] for f in entry["files"]} == {"model", "test_input", "test_output", "weights", "train_record"}
 
+    from zoo.builder.report import write_report
+
+    written = write_report(json.loads((out / "manifest.json").read_text()), tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Accuracy" in text and f"{torch_rec['top1']:.2%}" in text and "top-1 fp32" in text
+    assert written.get("accuracy_chart") and (tmp_path / "report" / "accuracy.png").stat().st_size > 1000
+
 
 def _damaged_int8(data: bytes) -> bytes:
     """A test-only damaged int8 file: the classifier's bias favours class 0 by a wide margin."""
