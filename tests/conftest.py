@@ -22,3 +22,29 @@ def small_build(tmp_path_factory):
 
 def zoo_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "zoo", *args]
+
+
+@pytest.fixture(scope="session")
+def trained_b0(tmp_path_factory):
+    """dense_b0 trained briefly on MNIST-1D (CI-sized): the checkpoint folder and its record."""
+    import json
+
+    import torch
+    from click.testing import CliRunner
+
+    from zoo.cli import cli
+
+    out = tmp_path_factory.mktemp("trained")
+    threads = torch.get_num_threads()
+    try:  # one thread: on a shared two-core machine it is faster than two fighting
+        res = CliRunner().invoke(cli, ["train", "dense_b0", "--epochs", str(TRAIN_EPOCHS), "--samples",
+                                       str(TRAIN_SAMPLES), "--threads", "1", "--out", str(out), "--json"])
+    finally:
+        torch.set_num_threads(threads)
+    assert res.exit_code == 0, res.output
+    return out, json.loads(res.stdout)["models"][0]
+
+
+# CI's short training of dense_b0 (about a minute on two cores).
+TRAIN_SAMPLES = 8000
+TRAIN_EPOCHS = 6

@@ -10,8 +10,9 @@ __version__ = "0.1.0"
 
 _MODEL_API = (
     "BASE_STAGES", "FLAVORS", "VARIANTS", "DenseEfficientNet", "MBConv", "NetworkConfig", "SqueezeExcitation",
-    "Stage", "Variant", "build", "compound", "count_params", "create", "get_variant", "mbconv_block",
-    "network_config", "output_size", "round_filters", "round_repeats", "squeeze_excitation", "variant_config",
+    "Stage", "Variant", "build", "compound", "count_params", "create", "get_variant", "load_weights", "mbconv_block",
+    "network_config", "output_size", "round_filters", "round_repeats", "save_weights", "squeeze_excitation",
+    "variant_config",
 )
 
 

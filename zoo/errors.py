@@ -80,3 +80,12 @@ def cut(text, limit: int = MAX_MESSAGE_CHARS) -> str:
     """``text`` on one line and at most ``limit`` characters (a 31 MB name is not printed whole)."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else f"{text[: limit - 25]}... ({len(text):,} chars)"
+
+
+class WeightsError(InputError):
+    """A weights file cannot be used: missing, a pickle, not safetensors, or not this network's
+    (bad input: CLI exit 2)."""
+
+
+class AccuracyError(ZooError):
+    """An artifact loses more top-1 accuracy against PyTorch than the accuracy gate allows."""

@@ -9,7 +9,7 @@ from .errors import InputError
 
 PRECISIONS = ("fp32", "int8", "fp16")
 # What each file of a manifest entry is; the manifest schema lists the same roles.
-FILE_ROLES = ("model", "test_input", "test_output")
+FILE_ROLES = ("model", "test_input", "test_output", "weights", "train_record")
 MODEL_FILE = "model.onnx"
 TEST_SET = "test_data_set_0"
 

@@ -20,11 +20,16 @@ from ..versions import toolchain_versions
 from ..model import DenseEfficientNet, create, variant_config
 from ..model.reference import forward64
 from ..model.repro import stream, to_float32
+from ..model.data import EvalSet, eval_set, record_path
+from ..model.weights import load_weights_bytes, read_bytes
 from ..model.scaling import Variant, compound, get_variant
 
 FAMILY = "dense_efficientnet"
 TEST_BATCH = 3  # differs from the export batch (2), so a frozen batch axis is caught
 TEST_SET = "test_data_set_0"
+WEIGHTS_FILE = "weights.safetensors"
+TRAIN_RECORD_FILE = "train.json"
+WEIGHT_ROLES = {WEIGHTS_FILE: "weights", TRAIN_RECORD_FILE: "train_record"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class ModelRequest:
     input_dim: int | None = None
     flavor: str = "paper"
     spec: ExportSpec = field(default_factory=ExportSpec)
+    weights: str | None = None  # a safetensors file (else seeded weights)
+    eval_data: str | None = None  # a .npz test split (else the one named by the weights' .train.json)
 
     @property
     def name(self) -> str:
@@ -46,8 +53,15 @@ class ModelRequest:
     def effective_input_dim(self) -> int:
         return self.input_dim if self.input_dim is not None else self.variant.input_dim
 
-    def create(self) -> DenseEfficientNet:
-        return create(self.variant, self.num_classes, self.seed, self.flavor, self.input_dim)
+    def create(self, weights: bytes | None = None) -> DenseEfficientNet:
+        """The seeded model, or with ``weights`` (a safetensors file's bytes) that state dict's."""
+        if weights is None:
+            return create(self.variant, self.num_classes, self.seed, self.flavor, self.input_dim)
+        model = DenseEfficientNet(variant_config(self.variant, self.num_classes, self.flavor, self.input_dim))
+        return load_weights_bytes(model, weights, str(self.weights)).eval()
+
+    def eval_set(self) -> EvalSet | None:
+        return eval_set(self.effective_input_dim, self.eval_data, self.weights)
 
     def scaling(self) -> dict:
         v = self.variant
@@ -61,8 +75,9 @@ class ModelRequest:
         }
 
     @classmethod
-    def from_entry(cls, entry: dict) -> "ModelRequest":
-        """The request that built a manifest entry (for ``--check`` and ``zoo verify``)."""
+    def from_entry(cls, entry: dict, weights: str | None = None, eval_data: str | None = None) -> "ModelRequest":
+        """The request that built a manifest entry (for ``--check`` and ``zoo verify``); an entry
+        built from a weights file needs that file (and its evaluation set) given again."""
         phi = entry["scaling"].get("phi")
         variant = compound(phi) if phi is not None else get_variant(entry["model"])
         input_dim = entry["scaling"]["input_dim"]
@@ -73,6 +88,8 @@ class ModelRequest:
             input_dim=None if input_dim == variant.input_dim else input_dim,
             flavor=entry["flavor"],
             spec=ExportSpec(opset=entry["opset_version"], exporter=entry["exporter"], ir_version=entry["ir_version"]),
+            weights=weights if entry.get("weights", {}).get("source") == "file" else None,
+            eval_data=eval_data,
         )
 
 
@@ -82,8 +99,9 @@ def pinned_toolchain() -> dict[str, str]:
     return {k: v.split("+")[0] for k, v in toolchain_versions().items() if k != "python"}
 
 
-def onnx_metadata(req: ModelRequest) -> dict[str, str]:
-    return {
+def onnx_metadata(req: ModelRequest, weights_sha256: str | None = None) -> dict[str, str]:
+    # Seeded artifacts keep exactly their previous bytes: the weights key is added only for a file.
+    return ({"zoo.weights_sha256": weights_sha256} if weights_sha256 else {}) | {
         "zoo.name": req.name,
         "zoo.family": FAMILY,
         "zoo.flavor": req.flavor,
@@ -131,6 +149,8 @@ class Artifact:
     test_in: np.ndarray
     test_out: np.ndarray
     timings_s: dict[str, float] = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)  # the manifest entry's "weights"
+    eval_set: EvalSet | None = None
 
     @property
     def model_path(self) -> str:
@@ -144,6 +164,7 @@ class Artifact:
         req, model_sha = self.request, sha256_bytes(self.model_bytes)
         roles = {self.model_path: "model"}
         roles.update({p: ("test_input" if p.endswith("input_0.pb") else "test_output") for p in self.files if p.endswith(".pb")})
+        roles.update({p: WEIGHT_ROLES[p.rsplit("/", 1)[-1]] for p in self.files if p.rsplit("/", 1)[-1] in WEIGHT_ROLES})
         return {
             "model": req.name,
             "model_path": self.model_path,
@@ -169,8 +190,12 @@ class Artifact:
                 {"path": p, "bytes": len(b), "sha256": sha256_bytes(b), "role": roles[p], "precision": "fp32"}
                 for p, b in self.files.items()
             ],
-            "test_data": {"batch": int(self.test_in.shape[0]), "seed": req.seed, "sets": [f"{req.name}/{TEST_SET}"]},
+            "test_data": {"batch": int(self.test_in.shape[0]), "seed": req.seed, "sets": [f"{req.name}/{TEST_SET}"]}
+            | ({"source": f"{self.eval_set.name} test split"} if self.eval_set is not None else {}),
+            "weights": self.weights or {"source": "seeded", "seed": req.seed},
+            **({"eval_data": self.eval_set.describe()} if self.eval_set is not None else {}),
             "parity": [],
+            "accuracy": [],
             "latency": [],
         }
 
@@ -179,16 +204,21 @@ def make_artifact(req: ModelRequest) -> Artifact:
     """Create the seeded model, export it, and compute its test data (nothing is written)."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    model = req.create()
+    wdata = read_bytes(req.weights) if req.weights is not None else None
+    model = req.create(wdata)
+    evals = req.eval_set()
     timings["create"] = time.perf_counter() - t
+    winfo = {"source": "file", "sha256": sha256_bytes(wdata), "bytes": len(wdata)} if wdata is not None else {}
 
     t = time.perf_counter()
-    proto = export_model(model, req.effective_input_dim, req.spec, onnx_metadata(req))
+    proto = export_model(model, req.effective_input_dim, req.spec, onnx_metadata(req, winfo.get("sha256")))
     proto.producer_version = proto.producer_version.split("+")[0]
     data = serialize(proto)
     timings["export"] = time.perf_counter() - t
 
-    x = test_input(req)
+    # A trained model's test data are real samples (real classes); the expected output is PyTorch's,
+    # computed by the deterministic float64 forward pass of the reproducibility rule.
+    x = test_input(req) if evals is None else np.ascontiguousarray(evals.x_test[:TEST_BATCH])
     y = expected_output(model, x)
     name = req.name
     files = {
@@ -196,6 +226,11 @@ def make_artifact(req: ModelRequest) -> Artifact:
         f"{name}/{TEST_SET}/input_0.pb": tensor_bytes(x, req.spec.input_name),
         f"{name}/{TEST_SET}/output_0.pb": tensor_bytes(y, req.spec.output_name),
     }
+    if wdata is not None:  # published beside the model, so users can fine-tune it
+        files[f"{name}/{WEIGHTS_FILE}"] = wdata
+        rec = record_path(req.weights)
+        if rec.is_file():
+            files[f"{name}/{TRAIN_RECORD_FILE}"] = rec.read_bytes()
     return Artifact(
         request=req,
         model=model,
@@ -206,6 +241,8 @@ def make_artifact(req: ModelRequest) -> Artifact:
         test_in=x,
         test_out=y,
         timings_s=timings,
+        weights=winfo,
+        eval_set=evals,
     )
 
 

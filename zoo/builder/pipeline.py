@@ -292,7 +292,7 @@ def check_against(requests: list[ModelRequest], reference: dict, progress: Progr
         else:
             entry = by_name.get(req.name)
             files = entry["files"] if entry else []
-            rebuild = ModelRequest.from_entry(entry) if entry else None
+            rebuild = ModelRequest.from_entry(entry, weights=req.weights, eval_data=req.eval_data) if entry else None
         if not files:
             rows.append({"model": req.name, "path": None, "expected": None, "actual": None, "match": False,
                          "note": "not in the reference"})

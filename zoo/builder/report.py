@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ZooError
+from . import accuracy_report
 from ..fsutil import atomic_path, atomic_write_bytes
 
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -66,6 +67,7 @@ def model_rows(manifest: dict) -> list[dict]:
             "file_mb": {p: files[p] / 1e6 for p in PRECISIONS if p in files},
             "worst_parity": {p: worst_parity(m, p) for p in PRECISIONS if p in files},
             "latency": latency,
+            "top1": accuracy_report.top1(m),
         })
     return rows
 
@@ -82,7 +84,7 @@ def _machine(manifest: dict) -> dict | None:
     return None
 
 
-def markdown(manifest: dict, chart: str | None = CHART_NAME) -> str:
+def markdown(manifest: dict, chart: str | None = CHART_NAME, accuracy_chart: str | None = None) -> str:
     rows = model_rows(manifest)
     tool = manifest.get("toolchain", {})
     lines = ["# Dense EfficientNet zoo: report", "",
@@ -94,8 +96,9 @@ def markdown(manifest: dict, chart: str | None = CHART_NAME) -> str:
                      + (f", {machine['gpu']}" if machine.get("gpu") else "") + ").")
     lines += ["", "## Models", ""]
     present = [p for p in PRECISIONS if any(p in r["file_mb"] for r in rows)]
+    with_acc = any(r["top1"] for r in rows)
     head = ["model", "params", "MFLOPs/sample"] + [f"{p} MB" for p in present] + \
-           [f"worst {p} error (max abs, cosine)" for p in present]
+           [f"worst {p} error (max abs, cosine)" for p in present] + (["top-1 fp32"] if with_acc else [])
     lines += [_row(head), _row(["---"] + ["---:"] * (len(head) - 1))]
     for r in rows:
         parity = []
@@ -104,7 +107,8 @@ def markdown(manifest: dict, chart: str | None = CHART_NAME) -> str:
             parity.append("–" if w is None else f"{w['max_abs_error']:.2e}, {_f(w['cosine_similarity'], '{:.4f}')}"
                           + (f" ({w['failed']} failed)" if w["failed"] else ""))
         lines.append(_row([r["model"], f"{r['params']:,}", f"{r['mflops']:.2f}"]
-                          + [_f(r["file_mb"].get(p), "{:.1f}") for p in present] + parity))
+                          + [_f(r["file_mb"].get(p), "{:.1f}") for p in present] + parity
+                          + ([_f(r["top1"].get("fp32"), "{:.2%}")] if with_acc else [])))
 
     providers = sorted({lat["provider"] for r in rows for lat in r["latency"]})
     for provider in providers:
@@ -129,9 +133,17 @@ def markdown(manifest: dict, chart: str | None = CHART_NAME) -> str:
                 lines.append(_row(cells))
         labels = sorted({lat["label"] for _, lat in recs if lat["label"]})
         lines += [""] + [f"\\* {lab}" for lab in labels]
+    lines += accuracy_report.markdown_section(manifest)
+    if accuracy_chart:
+        lines += ["", f"![top-1 against FLOPs and latency]({accuracy_chart})"]
     if chart:
         lines += ["", "## Latency against parameters", "", f"![p50 latency against parameters]({chart})"]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _cpu_p50_b1(entry: dict, precision: str) -> float | None:
+    rec = latest_latency(entry).get(("CPUExecutionProvider", precision, 1))
+    return rec["p50_ms"] if rec else None
 
 
 def _row(cells: list[str]) -> str:
@@ -210,8 +222,15 @@ def write_report(manifest: dict, out: str | Path, *, chart: bool = True) -> dict
             why = "matplotlib is not installed (pip install 'zoo[report]'); no chart"
     elif chart:
         why = "no latency records in the manifest (run `zoo bench`); no chart"
-    text = markdown(manifest, CHART_NAME if chart_path else None)
+    acc_path = None
+    if chart and any(m.get("accuracy") for m in manifest["models"]):
+        try:
+            acc_path = accuracy_report.write_chart(manifest, out / accuracy_report.CHART_NAME, _cpu_p50_b1)
+        except ImportError:
+            why = "matplotlib is not installed (pip install 'zoo[report]'); no chart"
+    text = markdown(manifest, CHART_NAME if chart_path else None, accuracy_report.CHART_NAME if acc_path else None)
     md_path = out / REPORT_NAME
     atomic_write_bytes(md_path, text.encode())
     return {"markdown": str(md_path), "chart": str(chart_path) if chart_path else None, "chart_skipped": why,
+            **({"accuracy_chart": str(acc_path)} if acc_path else {}),
             "models": len(manifest["models"])}

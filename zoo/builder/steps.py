@@ -50,6 +50,7 @@ def default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True
         from ..verify.c import build_extra as c_build_extra
 
         extras.append(c_build_extra(c_runtimes))
+    extras.append(accuracy_extra(verify=verify, js_runtimes=js_runtimes if verify else ()))
     if bench:
         extras.append(latency_extra(precisions))
     return extras
@@ -94,5 +95,31 @@ def latency_extra(precisions, *, providers: list[str] | None = None, options: La
                                  providers=providers, options=options, input_name=art.request.spec.input_name,
                                  torch_cache=cache, progress=progress)
             entry["latency"] = upsert_latency(entry.get("latency", []), recs)
+
+    return extra
+
+
+def accuracy_extra(*, verify: bool = True, backends=None, js_runtimes=()):
+    """A ``zoo build`` extra for models with an evaluation set (``--eval-data``, or the training
+    record beside ``--weights``): top-1 of PyTorch and of every model file on every backend
+    (ONNX Runtime CPU, GPU providers when present, and with ``verify`` the independent and the
+    JavaScript runtimes),
+    written as ``accuracy`` records; the accuracy gate fails the model. A no-op for seeded models."""
+
+    def extra(art, entry: dict, staged: dict, progress) -> None:
+        if art.eval_set is None:
+            return
+        from ..verify.accuracy import measure, raise_for_accuracy
+        from ..verify.accuracy import JsBackend
+        from ..verify.backends import provider_backends, runtime_backends
+
+        use = backends if backends is not None else (
+            provider_backends(None, opt_levels=("all",)) + (runtime_backends(None) if verify else [])
+            + [JsBackend(r) for r in js_runtimes])
+        files = {f["path"]: (f["precision"], staged[f["path"]]) for f in entry["files"] if f["role"] == "model"}
+        spec = art.request.spec
+        entry["accuracy"] = measure(art.model, files, art.eval_set, use, input_name=spec.input_name,
+                                    output_name=spec.output_name, progress=progress)
+        raise_for_accuracy(entry["accuracy"], art.request.name)
 
     return extra

@@ -46,8 +46,7 @@ def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, r
     for i, name in enumerate(names, 1):
         tag = f"[{i}/{len(names)}] {name}"
         entry = mf.entry(manifest, name)
-        req = ModelRequest.from_entry(entry)
-        model = req.create()
+        req, model = _reference_model(artifacts, entry)
         params = count_params(model)
         if params != entry["params"]:
             raise ZooError(f"{name}: rebuilt PyTorch model has {params} parameters, the manifest says {entry['params']}")
@@ -117,3 +116,22 @@ def merge_parity(entry: dict, records: list[dict]) -> dict:
     out = dict(entry)
     out["parity"] = [r for r in entry["parity"] if key(r) not in fresh] + records
     return out
+
+
+def _reference_model(artifacts: Path, entry: dict):
+    """The PyTorch model an entry was built from: seeded, or its published weights file (whose
+    sha256 must match the manifest's)."""
+    if entry.get("weights", {}).get("source") != "file":
+        req = ModelRequest.from_entry(entry)
+        return req, req.create()
+    from ..fsutil import sha256_bytes
+    from ..model.weights import read_bytes
+
+    rec = next((f for f in entry["files"] if f["role"] == "weights"), None)
+    if rec is None or not (artifacts / rec["path"]).is_file():
+        raise ZooError(f"{entry['model']}: built from a weights file that is not in {artifacts}")
+    data = read_bytes(artifacts / rec["path"])
+    if sha256_bytes(data) != entry["weights"]["sha256"]:
+        raise ZooError(f"{entry['model']}: {rec['path']} is not the weights file the manifest names")
+    req = ModelRequest.from_entry(entry, weights=str(artifacts / rec["path"]))
+    return req, req.create(data)

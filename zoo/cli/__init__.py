@@ -31,11 +31,14 @@ def register_commands() -> None:
     """Each command lives in its own module."""
     from .bench import bench_cmd, report_cmd
     from .build import build_cmd, info_cmd
+    from .data import data_cmd
     from .hub import COMMANDS as hub_commands
     from .models import list_cmd, show_cmd
+    from .train import train_cmd
     from .verify import verify_cmd
 
-    for command in (list_cmd, show_cmd, build_cmd, verify_cmd, bench_cmd, report_cmd, info_cmd, *hub_commands):
+    for command in (list_cmd, show_cmd, build_cmd, verify_cmd, bench_cmd, report_cmd, info_cmd, *hub_commands,
+                    train_cmd, data_cmd):
         cli.add_command(command)
 
 

@@ -129,4 +129,5 @@ def report_cmd(artifacts, to, no_chart, as_json):
         return
     if written["chart_skipped"]:
         progress(written["chart_skipped"])
-    click.echo(f"wrote {written['markdown']}" + (f" and {written['chart']}" if written["chart"] else ""))
+    click.echo(f"wrote {written['markdown']}" + (f" and {written['chart']}" if written["chart"] else "")
+               + (f" and {written['accuracy_chart']}" if written.get("accuracy_chart") else ""))

@@ -35,12 +35,18 @@ CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_d
                   help="Comma list of fp32, int8, fp16: also write model.int8.onnx / model.fp16.onnx, each with "
                        "parity and latency records (fp32 is always built).")
 @click.option("--no-bench", is_flag=True, help="Skip the short latency run recorded for each model file.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="A safetensors state dict (FILE) or a folder of NAME.safetensors (DIR, for several models), "
+                   "e.g. from zoo train; default: seeded weights.")
+@click.option("--eval-data", type=click.Path(path_type=Path), default=None,
+              help="A .npz test split (x_test, y_test; zoo data) to measure top-1 on; default: the dataset named "
+                   "by the NAME.train.json beside the weights, if any.")
 @click.option("--keep-going", is_flag=True,
               help="After a failed model, go on and commit the models that passed (exit 1 all the same).")
 @json_option
 @click.pass_context
 def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, input_dim, phi, exporter, check_manifest,
-              no_verify, precisions, no_bench, keep_going, as_json):
+              no_verify, precisions, no_bench, weights, eval_data, keep_going, as_json):
     """Export variants to ONNX, verify them, and write artifacts plus manifest.json.
 
     Every file is staged under a temporary name and renamed into place only when every model has
@@ -56,6 +62,8 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
       zoo build --all --precision fp32,int8,fp16
       zoo build --all --check artifacts/manifest.json
       zoo build --all --precision fp32,int8 --check artifacts/SHA256SUMS
+      zoo build --all --weights checkpoints --precision fp32,int8,fp16
+      zoo build dense_b0 --weights my_b0.safetensors --eval-data mnist1d_256.npz
     """
     from ..builder import steps
     from ..builder.artifact import ModelRequest
@@ -79,13 +87,24 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
             raise click.UsageError(f"--check {why}; it does not take {', '.join(p.opts[0] for p in given)}")
     variants = selected_variants(names, all_, phi)
     spec = ExportSpec(opset=opset, exporter=exporter)
+    if weights is not None and len(variants) > 1 and not weights.is_dir():
+        raise click.BadParameter(f"{weights} is not a folder; several models need --weights DIR with NAME.safetensors",
+                                 param_hint="--weights")
+    from ..model.weights import weights_for
+
     requests = [ModelRequest(variant=v, seed=seed, num_classes=num_classes, input_dim=input_dim, flavor=flavor,
-                             spec=spec) for v in variants]
-    for r in requests:  # validate every option before any slow work
+                             spec=spec, weights=None if weights is None else str(weights_for(v.name, weights)),
+                             eval_data=None if eval_data is None else str(eval_data)) for v in variants]
+    for r in requests:  # validate every option, weights and evaluation set before any slow work
         variant_config(r.variant, r.num_classes, r.flavor, r.input_dim)
+        if r.weights is not None:
+            from ..model.weights import read_bytes
+
+            r.create(read_bytes(r.weights))
+        r.eval_set()
 
     if reference is not None:
-        rows = check_against(requests, reference, progress, precisions)
+        rows = check_against(requests, reference, progress, precisions)  # with the same --weights / --eval-data
         bad = [r for r in rows if not r["match"]]
         if as_json:
             emit_json({"manifest": str(check_manifest), "files": rows, "mismatches": len(bad)})

@@ -67,9 +67,12 @@ def publish_cmd(names, to, artifacts, as_json):
 @precision_option("fp32", help="Comma list of fp32, int8, fp16: the model files to pull.")
 @click.option("--with-test-data", is_flag=True,
               help="Also pull test_data_set_0 (so that `zoo verify --artifacts VIEW` can run on the view).")
+@click.option("--with-weights", is_flag=True,
+              help="Also pull the safetensors weights and training record, where the model was built from them "
+                   "(to fine-tune it: zoo.create(NAME, weights=PATH)).")
 @cache_option
 @json_option
-def pull_cmd(names, all_, source, precisions, with_test_data, cache_dir, as_json):
+def pull_cmd(names, all_, source, precisions, with_test_data, with_weights, cache_dir, as_json):
     """Download models into the cache, verified against the source's manifest.
 
     Files are stored by sha256 and copied into a per-model view (an artifacts folder of its own:
@@ -83,12 +86,14 @@ def pull_cmd(names, all_, source, precisions, with_test_data, cache_dir, as_json
       zoo pull dense_b0 --from https://example.org/zoo/
       zoo pull --all --from ./mirror --with-test-data
       zoo pull dense_b3 --precision fp32,int8 --cache-dir /tmp/zoo-cache --json
+      zoo pull dense_b0 --from ./mirror --with-weights
       ZOO_OFFLINE=1 zoo pull dense_b0
       ZOO_SPEED_LIMIT=10000 ZOO_SPEED_TIME=10 ZOO_DEADLINE=600 zoo pull --all
     """
     names_or_all(names, all_)
     results = [r for p in precisions for r in hub.pull(None if all_ else names, source, p, with_test_data=with_test_data,
-                                                       cache_dir=cache_dir, progress=progress)]
+                                                       with_weights=with_weights, cache_dir=cache_dir,
+                                                       progress=progress)]
     if as_json:
         emit_json([r.summary() for r in results])
         return

@@ -114,13 +114,17 @@ def list_models(source: str | os.PathLike | None = None, *, cache_dir=None, prog
     return rows
 
 
+WEIGHT_ROLES = ("weights", "train_record")  # a trained model's safetensors file and its training record
+
 def pull(names: Iterable[str] | None = None, source: str | os.PathLike | None = None, precision: str = "fp32", *,
-         with_test_data: bool = False, cache_dir=None, progress: Progress = quiet) -> list[PullResult]:
+         with_test_data: bool = False, with_weights: bool = False, cache_dir=None,
+         progress: Progress = quiet) -> list[PullResult]:
     """Bring ``names`` (all models when None) into the cache, verified; return where they are.
 
     Every name and precision is checked against the source's manifest before anything is written.
     A failed model leaves the cache as it was before that model; models pulled before it stay.
-    The whole pull ends within ``$ZOO_DEADLINE`` seconds.
+    The whole pull ends within ``$ZOO_DEADLINE`` seconds. ``with_weights``: also the safetensors
+    weights and training record of a model built from them (roles in :data:`WEIGHT_ROLES`).
     """
     src = resolve_source(source)
     budget = Deadline()
@@ -143,20 +147,30 @@ def pull(names: Iterable[str] | None = None, source: str | os.PathLike | None = 
         results = []
         with file_errors(f"cannot pull into the cache {cache.root}"):
             for entry, model_rec in plans:
-                results.append(_Pull(src, cache, manifest, entry, model_rec, progress, budget).run(with_test_data))
+                results.append(_Pull(src, cache, manifest, entry, model_rec, progress, budget).run(with_test_data, with_weights))
                 if src.remote and not offline():  # what ZOO_OFFLINE=1 will work from
                     cache.save_source_record(src.key, (strict_json(manifest) + "\n").encode())
     return results
 
 
 def load(name: str, source: str | os.PathLike | None = None, precision: str = "fp32", *,
-         with_test_data: bool = False, cache_dir=None, progress: Progress = quiet) -> Path:
-    """The path of ``name``'s verified model file in the cache, pulling it first when needed.
+         with_test_data: bool = False, role: str = "model", cache_dir=None, progress: Progress = quiet) -> Path:
+    """The path of ``name``'s verified model file in the cache, pulling it first when needed;
+    with ``role="weights"`` (or ``"train_record"``) the published safetensors state dict (or its
+    training record) instead, e.g. ``zoo.create(name, weights=zoo.hub.load(name, src, role="weights"))``.
 
     Cached files are re-verified against the source's manifest on every call.
     """
-    return pull([name], source, precision, with_test_data=with_test_data, cache_dir=cache_dir,
-                progress=progress)[0].path
+    if role not in ("model", *WEIGHT_ROLES):
+        raise InputError(f"unknown role {role!r}; valid: model, {', '.join(WEIGHT_ROLES)}")
+    res = pull([name], source, precision, with_test_data=with_test_data, with_weights=role != "model",
+               cache_dir=cache_dir, progress=progress)[0]
+    if role == "model":
+        return res.path
+    rec = next((f for f in res.files if f["role"] == role), None)
+    if rec is None:
+        raise UnknownModelError(f"{name} was published without a {role} file (built from seeded weights)")
+    return res.view / rec["path"]
 
 
 def session(name: str, source: str | os.PathLike | None = None, providers: Iterable | None = None,
@@ -195,10 +209,12 @@ class _Pull:
         self.created: list[str] = []  # blobs this pull added (taken back if it fails)
         self.new_dirs: list[str] = []
 
-    def run(self, with_test_data: bool) -> PullResult:
+    def run(self, with_test_data: bool, with_weights: bool = False) -> PullResult:
         wanted = [self.model_rec]
         if with_test_data:
             wanted += [f for f in self.entry["files"] if f["role"] in ("test_input", "test_output")]
+        if with_weights:
+            wanted += [f for f in self.entry["files"] if f["role"] in WEIGHT_ROLES]
         current = self._current(wanted)  # no lock, no write: a read-only cache serves this
         if current is None:
             try:

@@ -15,6 +15,7 @@ _LAZY = {
     "DenseEfficientNet": "layers", "MBConv": "layers", "SqueezeExcitation": "layers", "FeatureAffine": "layers",
     "build": "builders", "output_size": "builders", "mbconv_block": "builders", "squeeze_excitation": "builders",
     "create": "init", "init_weights": "init", "count_params": "init",
+    "load_weights": "weights", "save_weights": "weights",
 }
 
 
@@ -28,5 +29,5 @@ __all__ = [  # noqa: PLE0604 - the lazy names resolve through __getattr__
     "BASE_STAGES", "FLAVORS", "VARIANTS", "BlockSpec", "NetworkConfig", "Stage", "Variant", "compound", "get_variant",
     "network_config", "resolve_variant", "round_filters", "round_repeats", "variant_config",
     "DenseEfficientNet", "MBConv", "SqueezeExcitation", "FeatureAffine", "build", "output_size", "mbconv_block",
-    "squeeze_excitation", "create", "init_weights", "count_params",
+    "squeeze_excitation", "create", "init_weights", "count_params", "load_weights", "save_weights",
 ]

@@ -21,8 +21,12 @@ def create(
     seed: int = 0,
     flavor: str = "paper",
     input_dim: int | None = None,
+    weights: str | None = None,
 ) -> DenseEfficientNet:
     """A variant with seeded weights, in eval mode: the same seed gives the same bits in any process.
+
+    With ``weights`` (a safetensors file) the network is built from the same options and the
+    file's state dict is loaded strictly instead (see :func:`zoo.model.weights.load_weights`).
 
     Every parameter and normalisation statistic follows the reproducibility rule of
     :mod:`zoo.model.repro` (the same bits on any CPU, BLAS, thread count and OS). Linear weights
@@ -35,6 +39,10 @@ def create(
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise InputError(f"seed must be an integer >= 0, got {seed!r}")
     model = DenseEfficientNet(variant_config(variant, num_classes, flavor, input_dim))
+    if weights is not None:
+        from .weights import load_weights
+
+        return load_weights(model, weights).eval()
     init_weights(model, seed)
     return model.eval()
 

@@ -1,0 +1,105 @@
+"""Accuracy through every runtime and precision, and the gate that fails a build losing it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+from zoo.verify import accuracy
+
+from zoo.builder.artifact import read_tensor
+from zoo.cli import cli
+from zoo.model import data as ds
+
+
+def test_build_from_checkpoint_records_accuracy_everywhere(trained_b0, tmp_path):
+    ckpt, rec = trained_b0
+    out = tmp_path / "a"
+    res = CliRunner().invoke(cli, ["build", "dense_b0", "--weights", str(ckpt / "dense_b0.safetensors"),
+                                   "--precision", "fp32,int8,fp16", "--no-bench", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    entry = json.loads((out / "manifest.json").read_text())["models"][0]
+    acc = entry["accuracy"]
+    torch_rec = next(r for r in acc if r["backend"] == "torch")
+    assert torch_rec["top1"] == pytest.approx(rec["final_top1"]) and torch_rec["samples"] == 1600
+    from zoo.verify.backends import runtime_backends
+
+    backends = {"onnxruntime:CPUExecutionProvider:all", "node", "web", *(b.name for b in runtime_backends(None))}
+    assert {"openvino", "tract", "reference"} <= backends  # CI installs them
+    measured = {(r["backend"], r["precision"]) for r in acc if r["verdict"] == "pass"}
+    for p in ("fp32", "int8", "fp16"):  # CI installs OpenVINO, tract and verify/node
+        for b in ("onnxruntime:CPUExecutionProvider:all", "openvino", "node", "web"):
+            assert (b, p) in measured, (b, p)
+    for r in acc:
+        assert r["dataset"] == "mnist1d" and r["split"] == "test" and r["verdict"] in ("pass", "unavailable")
+        if r["precision"] == "fp32" and r["verdict"] == "pass":
+            assert r["agreement"] >= 0.999 and abs(r["top1"] - r["torch_top1"]) <= 0.001
+    assert {r["backend"] for r in acc if r["precision"] == "fp32" and r["verdict"] == "pass"} >= backends
+    # Real test samples (real classes) in the test data; the expected output is PyTorch's.
+    x = read_tensor((out / "dense_b0/test_data_set_0/input_0.pb").read_bytes())
+    data = ds.generate(ds.DatasetParams(256, rec["dataset"]["samples"]))
+    assert np.array_equal(x, data["x_test"][:3])
+    assert {f["role"] for f in entry["files"]} == {"model", "test_input", "test_output", "weights", "train_record"}
+
+    from zoo.builder.report import write_report
+
+    written = write_report(json.loads((out / "manifest.json").read_text()), tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Accuracy" in text and f"{torch_rec['top1']:.2%}" in text and "top-1 fp32" in text
+    assert written.get("accuracy_chart") and (tmp_path / "report" / "accuracy.png").stat().st_size > 1000
+
+
+def _damaged_int8(data: bytes) -> bytes:
+    """A test-only damaged int8 file: the classifier's bias favours class 0 by a wide margin."""
+    proto = onnx.load_from_string(data)
+    init = next(i for i in proto.graph.initializer if "classifier" in i.name and "bias" in i.name)
+    b = numpy_helper.to_array(init).copy()
+    b[0] += 4.0
+    init.CopyFrom(numpy_helper.from_array(b, init.name))
+    return proto.SerializeToString()
+
+
+def test_gate_fails_a_build_whose_int8_loses_accuracy(trained_b0, tmp_path, monkeypatch):
+    from zoo.builder import steps
+
+    real = steps.variant_bytes
+    monkeypatch.setattr(steps, "variant_bytes", lambda b, p: _damaged_int8(real(b, p)) if p == "int8" else real(b, p))
+    monkeypatch.setattr(steps, "check_variant", lambda *a, **k: [])  # let the damage reach the accuracy gate
+    out = tmp_path / "a"
+    res = CliRunner().invoke(cli, ["build", "dense_b0", "--weights", str(trained_b0[0] / "dense_b0.safetensors"),
+                                   "--precision", "fp32,int8", "--no-bench", "--no-verify", "--out", str(out)])
+    assert res.exit_code == 1, res.output
+    line = next(ln for ln in res.output.splitlines() if ln.startswith("Error:"))
+    assert "accuracy gate: int8 top-1" in line and "loses" in line and "points" in line
+    assert not (out / "manifest.json").exists()
+
+
+def test_eval_data_file_for_a_seeded_model(tmp_path):
+    npz = tmp_path / "d.npz"
+    ds.write_npz(ds.generate(ds.DatasetParams(64, 300)), npz)
+    out = tmp_path / "a"
+    res = CliRunner().invoke(cli, ["build", "dense_b0", "--input-dim", "64", "--eval-data", str(npz), "--no-bench",
+                                   "--no-verify", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    entry = json.loads((out / "manifest.json").read_text())["models"][0]
+    assert entry["weights"] == {"source": "seeded", "seed": 0}
+    assert entry["eval_data"]["sha256"] == ds.dataset_sha256(ds.load_npz(npz)) and entry["eval_data"]["samples"] == 60
+    assert [r["backend"] for r in entry["accuracy"]] == ["torch", "onnxruntime:CPUExecutionProvider:all"]
+    bad = CliRunner().invoke(cli, ["build", "dense_b0", "--eval-data", str(npz), "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "64 features, the model takes 256" in bad.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_gate_thresholds():
+    def rec(p, top1, ref):
+        return {"precision": p, "top1": top1, "torch_top1": ref, "backend": "x"}
+
+    assert accuracy.gate(rec("fp32", 0.8005, 0.80)) is None
+    assert "points off" in accuracy.gate(rec("fp32", 0.7985, 0.80))
+    assert "points off" in accuracy.gate(rec("fp32", 0.8015, 0.80))
+    assert accuracy.gate(rec("int8", 0.792, 0.80)) is None and accuracy.gate(rec("fp16", 0.85, 0.80)) is None
+    assert "loses 1.50 points" in accuracy.gate(rec("int8", 0.785, 0.80))

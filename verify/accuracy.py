@@ -1,0 +1,177 @@
+"""Accuracy after export: top-1 on a real test split for PyTorch and for every backend and
+precision, and the gate that fails a build whose artifact loses accuracy.
+
+Cosine similarity on random logits says little about what an int8 file costs; the share of test
+samples classified right does. Each record says how many samples, the top-1, and ``agreement``:
+the fraction of samples whose class equals PyTorch's on the same samples.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AccuracyError, ProviderUnavailableError, ZooError
+
+# The gate, in top-1 fractions: an fp32 artifact may differ from PyTorch's top-1 by at most
+# 0.1 point (a different runtime, same numbers up to rounding), int8/fp16 may lose 1.0 point.
+MAX_FP32_DIFF = 0.001
+MAX_VARIANT_LOSS = 0.01
+CHUNK = 1000
+# The reference evaluator runs node by node in numpy (and checks batches of at most 8): a subset.
+REFERENCE_SAMPLES = 200
+
+
+def predict_torch(model, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), CHUNK):
+            out.append(model(torch.from_numpy(np.ascontiguousarray(x[i:i + CHUNK]))).argmax(1).numpy())
+    return np.concatenate(out)
+
+
+class _JsRunner:
+    def __init__(self, runtime: str, model: bytes):
+        self.runtime, self.model = runtime, model
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from onnx import numpy_helper
+
+        from .js import NODE_DIR, TIMEOUT_S, node_executable
+
+        (name, x), = feeds.items()
+        with tempfile.TemporaryDirectory(prefix="zoo-acc-") as d:
+            (Path(d) / "model.onnx").write_bytes(self.model)
+            (Path(d) / "input.pb").write_bytes(numpy_helper.from_array(np.ascontiguousarray(x), name).SerializeToString())
+            cmd = [node_executable() or "node", str(NODE_DIR / "predict.mjs"), "--runtime", self.runtime,
+                   str(Path(d) / "model.onnx"), str(Path(d) / "input.pb")]
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=NODE_DIR)
+        if proc.returncode == 3:
+            raise ProviderUnavailableError(proc.stderr.strip().removeprefix("UNAVAILABLE: ")[:300])
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            raise ZooError(f"predict.mjs exited with status {proc.returncode}: {(lines or [''])[0][:300]}")
+        out = json.loads(proc.stdout)
+        return {out["output"]: np.asarray(out["data"], dtype=np.float32).reshape(out["dims"])}
+
+
+@dataclass
+class JsBackend:
+    """onnxruntime-node or onnxruntime-web (wasm), run once per model file over the whole split."""
+
+    runtime: str  # "node" | "web"
+    provider = None
+    max_batch = None
+    chunk = 1 << 30  # one Node.js process per file; predict.mjs runs 1000 rows at a time
+
+    @property
+    def name(self) -> str:
+        return self.runtime
+
+    def unavailable_reason(self) -> str | None:
+        from .js import js_available
+
+        return js_available(self.runtime)
+
+    def version(self) -> str | None:
+        from .js import js_version
+
+        return js_version(self.runtime)
+
+    def load(self, model: bytes) -> _JsRunner:
+        return _JsRunner(self.runtime, model)
+
+
+def predict_runner(runner, x: np.ndarray, input_name: str, output_name: str, chunk: int) -> np.ndarray:
+    out = []
+    for i in range(0, len(x), chunk):
+        y = runner.run({input_name: np.ascontiguousarray(x[i:i + chunk])})[output_name]
+        out.append(np.asarray(y, dtype=np.float32).argmax(1))
+    return np.concatenate(out)
+
+
+def record(backend: str, precision: str, dataset, pred: np.ndarray | None, labels: np.ndarray,
+           torch_pred: np.ndarray, runtime: str | None = None, version: str | None = None,
+           verdict: str = "pass", reason: str | None = None) -> dict:
+    n = len(labels)
+    return {
+        "backend": backend, "runtime": runtime or backend, "version": version, "precision": precision,
+        "dataset": dataset.name, "dataset_sha256": dataset.sha256, "split": "test", "samples": n,
+        "top1": None if pred is None else float((pred == labels).mean()),
+        "agreement": None if pred is None else float((pred == torch_pred[:n]).mean()),
+        "torch_top1": float((torch_pred[:n] == labels).mean()),
+        "verdict": verdict, "reason": reason,
+    }
+
+
+def gate(rec: dict) -> str | None:
+    """Why ``rec`` fails the accuracy gate, or None."""
+    if rec["top1"] is None:
+        return None
+    diff = rec["top1"] - rec["torch_top1"]
+    if rec["precision"] == "fp32" and abs(diff) > MAX_FP32_DIFF:
+        return (f"fp32 top-1 {rec['top1']:.2%} on {rec['backend']} is {abs(diff) * 100:.2f} points off PyTorch's "
+                f"{rec['torch_top1']:.2%} (max {MAX_FP32_DIFF * 100:.1f})")
+    if rec["precision"] != "fp32" and -diff > MAX_VARIANT_LOSS:
+        return (f"{rec['precision']} top-1 {rec['top1']:.2%} on {rec['backend']} loses {-diff * 100:.2f} points "
+                f"against PyTorch's {rec['torch_top1']:.2%} (max {MAX_VARIANT_LOSS * 100:.1f})")
+    return None
+
+
+def measure(model, files: dict[str, tuple[str, bytes]], dataset, backends, *, input_name: str = "input",
+            output_name: str = "logits", progress=lambda m: None) -> list[dict]:
+    """Accuracy records: PyTorch, then each model file (``{path: (precision, bytes)}``) on each
+    backend. A backend that is unavailable, or cannot load a file, gets an "unavailable" record;
+    a record over the gate gets verdict "fail" (see :func:`raise_for_accuracy`)."""
+    x, y = dataset.x_test, dataset.y_test
+    torch_pred = predict_torch(model, x)
+    records = [record("torch", "fp32", dataset, torch_pred, y, torch_pred, runtime="torch", version=_torch_version())]
+    progress(f"accuracy: PyTorch top-1 {records[0]['top1']:.2%} on {len(y)} {dataset.name} test samples")
+    for precision, data in files.values():
+        for b in backends:
+            reason = b.unavailable_reason()
+            n = min(len(y), REFERENCE_SAMPLES) if b.max_batch is not None else len(y)
+            pred = None
+            if reason is None:
+                try:
+                    chunk = getattr(b, "chunk", None) or b.max_batch or CHUNK
+                    pred = predict_runner(b.load(data), x[:n], input_name, output_name, chunk)
+                except ProviderUnavailableError as e:
+                    reason = str(e)
+                except Exception as e:  # noqa: BLE001 - a runtime that cannot load or run this file: said, not hidden
+                    reason = f"{b.name} cannot run the {precision} model: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+            rec = record(b.name, precision, dataset, pred, y[:n], torch_pred, b.runtime, b.version(),
+                         verdict="unavailable" if pred is None else "pass", reason=reason)
+            why = gate(rec)
+            if why:
+                rec.update(verdict="fail", reason=why)
+            records.append(rec)
+            progress(_line(rec))
+    return records
+
+
+def raise_for_accuracy(records: list[dict], what: str) -> None:
+    for rec in records:
+        if rec["verdict"] == "fail":
+            raise AccuracyError(f"{what}: accuracy gate: {rec['reason']}")
+
+
+def _line(rec: dict) -> str:
+    if rec["top1"] is None:
+        return f"accuracy {rec['precision']} {rec['backend']}: unavailable ({rec['reason']})"
+    return (f"accuracy {rec['precision']} {rec['backend']}: top-1 {rec['top1']:.2%} (PyTorch {rec['torch_top1']:.2%}), "
+            f"agreement {rec['agreement']:.2%} on {rec['samples']}: {rec['verdict']}")
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__.split("+")[0]

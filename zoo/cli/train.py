@@ -1,0 +1,108 @@
+"""``zoo train``: the family on the reference task, one checkpoint per variant."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .common import emit_json, progress, selected_variants, table
+
+BAR = 24
+
+
+def _clock(s: float) -> str:
+    s = int(max(0, s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class Bar:
+    """One progress line per epoch on stderr: redrawn in place on a terminal; in a log, a line at
+    each quarter of an epoch and one at its end."""
+
+    def __init__(self):
+        self.tty = sys.stderr.isatty()
+        self.epoch_s: list[float] = []
+        self.last_draw = 0.0
+
+    def __call__(self, e: dict) -> None:
+        if e["event"] == "data":
+            d = e["dataset"]
+            progress(f"{e['model']}: MNIST-1D, {d['samples']} samples at {d['input_dim']} features (seed {d['seed']})")
+        elif e["event"] == "resume":
+            progress(f"{e['model']}: resuming after epoch {e['epoch']}")
+        elif e["event"] == "step":
+            frac = e["step"] / e["steps"]
+            quarter = int(4 * frac) > int(4 * (e["step"] - 1) / e["steps"]) and e["step"] < e["steps"]
+            if (self.tty and time.monotonic() - self.last_draw > 0.2) or (not self.tty and quarter):
+                self.last_draw = time.monotonic()
+                per_epoch = e["elapsed_s"] / frac
+                left = per_epoch * (1 - frac) + per_epoch * (e["epochs"] - e["epoch"])
+                bar = "#" * int(BAR * frac) + "." * (BAR - int(BAR * frac))
+                click.echo(("\r" if self.tty else "") + f"{e['model']} epoch {e['epoch']}/{e['epochs']} [{bar}] "
+                           f"loss {e['loss']:.3f}  ~{_clock(left)} left ", err=True, nl=not self.tty)
+        elif e["event"] == "epoch":
+            self.epoch_s.append(e["wall_s"])
+            left = sum(self.epoch_s) / len(self.epoch_s) * (e["epochs"] - e["epoch"])
+            click.echo(("\r" if self.tty else "") + f"{e['model']} epoch {e['epoch']}/{e['epochs']} [{'#' * BAR}] "
+                       f"loss {e['loss']:.3f}  test top-1 {e['test_top1']:.2%}  {e['wall_s']:.0f}s  "
+                       f"~{_clock(left)} left", err=True)
+
+
+@click.command("train")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Train every variant of the table (dense_b0 ... dense_b7).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs per variant  [default: 6]")
+@click.option("--samples", type=click.IntRange(min=100), default=None,
+              help="MNIST-1D samples, train + test (80/20)  [default: 40000]")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("checkpoints"),
+              show_default=True, help="Where NAME.safetensors and NAME.train.json go.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Initialisation, shuffling, dropout and stochastic-depth seed.")
+@click.option("--data-seed", type=click.IntRange(min=0), default=None, help="MNIST-1D generator seed  [default: 42]")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="PyTorch threads (results are bit-identical for the same seed, thread count and machine) "
+                   "[default: PyTorch's]")
+@click.option("--resume", is_flag=True, help="Continue from NAME.ckpt.safetensors (written after every epoch).")
+@click.option("--json", "as_json", is_flag=True, help="Print the training records as JSON.")
+def train_cmd(names, all_, epochs, samples, out, seed, data_seed, threads, resume, as_json):
+    """Train variants on MNIST-1D at their own input_dim (AdamW, warm-up + cosine, label smoothing,
+    the table's dropout and stochastic depth), writing OUT/NAME.safetensors and OUT/NAME.train.json.
+
+    A checkpoint is written after every epoch; an interrupted run continues with --resume to the
+    same final weights. Build from the results with `zoo build --all --weights OUT`.
+
+    \b
+    Examples:
+      zoo train --all
+      zoo train dense_b0 --epochs 3 --samples 8000 --out /tmp/ckpt
+      zoo train dense_b0 dense_b1 --resume
+      zoo build --all --weights checkpoints --precision fp32,int8,fp16
+    """
+    import torch
+
+    from ..model import data as ds
+    from ..model.train import DEFAULT_EPOCHS, Recipe, train
+
+    if not names and not all_:
+        raise click.UsageError("name at least one variant, or give --all")
+    variants = selected_variants(names, all_, None)
+    recipe = Recipe(epochs=epochs or DEFAULT_EPOCHS, seed=seed)
+    if threads:
+        torch.set_num_threads(threads)
+    records = []
+    for v in variants:
+        bar = Bar()
+        rec = train(v.name, out, recipe, samples=samples or ds.DEFAULT_SAMPLES,
+                    data_seed=ds.DEFAULT_SEED if data_seed is None else data_seed, resume=resume, progress=bar)
+        records.append(rec)
+    if as_json:
+        emit_json({"out": str(out), "models": records})
+    else:
+        click.echo(table([{"name": r["model"], "input_dim": r["input_dim"], "epochs": r["epochs"],
+                           "top1": f"{r['final_top1']:.2%}", "minutes": r["wall_s"] / 60,
+                           "weights": f"{out / r['weights']['path']}"} for r in records],
+                         [("name", "name"), ("input_dim", "input_dim"), ("epochs", "epochs"), ("top1", "test top-1"),
+                          ("minutes", "minutes"), ("weights", "weights")]))
