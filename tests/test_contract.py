@@ -81,6 +81,12 @@ def cases(art, tmp_path):
         "cache list": [(["--cache-dir", afile], 2, "is a file")],
         "cache verify": [(["--cache-dir", afile], 2, "is a file")],
         "cache clear": [(["dense_b5", "--cache-dir", tmp_path / "c"], 2, "not in the cache")],
+        "train": [(["dense_b9"], 2, "unknown variant 'dense_b9'"), ([], 2, "name at least one variant"),
+                  (["dense_b0", "--epochs", "0", "--out", tmp_path / "t"], 2, "--epochs"),
+                  (["dense_b0", "--out", afile], 2, "is a file")],
+        "data mnist1d": [(["--out", tmp_path / "d.npz"], 2, "Missing option '--input-dim'"),
+                         (["--input-dim", "4", "--out", tmp_path / "d.npz"], 2, "--input-dim"),
+                         (["--input-dim", "64", "--samples", "10", "--out", tmp_path / "d.npz"], 2, "--samples")],
     }
 
 

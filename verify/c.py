@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from ..errors import InputError, ZooError
+from ..errors import InputError, UnknownNameError, ZooError
 from ..spec import C_RUNTIMES
 
 from .parity import DEFAULT_TOLERANCES, Tolerance
@@ -102,7 +102,7 @@ def c_version(runtime: str = "c") -> str | None:
 def _tolerance(tolerances: Tolerances | None, precision: str) -> Tolerance:
     table = DEFAULT_TOLERANCES if tolerances is None else tolerances
     if precision not in table:
-        raise ValueError(f"no tolerance given for precision {precision!r}")
+        raise InputError(f"no tolerance given for precision {precision!r}")
     t = table[precision]
     return t if isinstance(t, Tolerance) else Tolerance(*t)
 
@@ -251,7 +251,7 @@ def run_c(artifacts_dir: str | os.PathLike, manifest: dict, names: Iterable[str]
     selected = list(dict.fromkeys(names)) if names is not None else list(by_name)
     unknown = [n for n in selected if n not in by_name]
     if unknown:
-        raise ValueError(f"not in the manifest: {', '.join(unknown)} (it has: {', '.join(by_name) or 'none'})")
+        raise UnknownNameError(f"not in the manifest: {', '.join(unknown)} (it has: {', '.join(by_name) or 'none'})")
     precisions = None if precisions is None else list(dict.fromkeys(precisions))
     wanted = {
         n: [f for f in by_name[n]["files"] if f["role"] == "model" and (precisions is None or f["precision"] in precisions)]

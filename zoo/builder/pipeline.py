@@ -248,7 +248,7 @@ def load_reference(path: str | Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise NoManifestError(f"no manifest or sha256 record at {path}") from None
+        raise NoManifestError(f"no manifest at {path} (nor a sha256 record)") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ManifestError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
     if text.lstrip().startswith("{"):

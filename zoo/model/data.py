@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..fsutil import atomic_write_bytes, sha256_bytes
 
 NAME = "mnist1d"
@@ -42,11 +43,11 @@ class DatasetParams:
         for k in ("input_dim", "samples", "seed"):
             v = getattr(self, k)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{k} must be a non-negative integer, got {v!r}")
+                raise InputError(f"{k} must be a non-negative integer, got {v!r}")
         if self.input_dim < 8:
-            raise ValueError(f"input_dim must be at least 8, got {self.input_dim}")
+            raise InputError(f"input_dim must be at least 8, got {self.input_dim}")
         if self.samples < MIN_SAMPLES:
-            raise ValueError(f"samples must be at least {MIN_SAMPLES} (10 classes, a test split), got {self.samples}")
+            raise InputError(f"samples must be at least {MIN_SAMPLES} (10 classes, a test split), got {self.samples}")
 
     def to_dict(self) -> dict:
         return {"name": NAME, **asdict(self)}
@@ -98,25 +99,25 @@ def load_npz(path: str | os.PathLike, input_dim: int | None = None) -> dict[str,
     of ``input_dim`` features, integer labels in 0..9, matching lengths. Bad files: ValueError."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such dataset file")
+        raise InputError(f"{path}: no such dataset file")
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: np.array(z[k]) for k in ARRAYS if k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npz dataset: {str(e)[:200]}") from None
+        raise InputError(f"{path}: not a readable .npz dataset: {str(e)[:200]}") from None
     missing = [k for k in ARRAYS if k not in data]
     if missing:
-        raise ValueError(f"{path}: missing array(s) {', '.join(missing)} (need x, y, x_test, y_test)")
+        raise InputError(f"{path}: missing array(s) {', '.join(missing)} (need x, y, x_test, y_test)")
     for xs, ys in (("x", "y"), ("x_test", "y_test")):
         x, y = data[xs], data[ys]
         if x.ndim != 2 or y.ndim != 1 or len(x) != len(y) or not len(x):
-            raise ValueError(f"{path}: {xs} must be [n, features] and {ys} [n], got {list(x.shape)} and {list(y.shape)}")
+            raise InputError(f"{path}: {xs} must be [n, features] and {ys} [n], got {list(x.shape)} and {list(y.shape)}")
         if input_dim is not None and x.shape[1] != input_dim:
-            raise ValueError(f"{path}: {xs} has {x.shape[1]} features, the model takes {input_dim}")
+            raise InputError(f"{path}: {xs} has {x.shape[1]} features, the model takes {input_dim}")
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= NUM_CLASSES:
-            raise ValueError(f"{path}: {ys} must hold integer classes 0..{NUM_CLASSES - 1}")
+            raise InputError(f"{path}: {ys} must hold integer classes 0..{NUM_CLASSES - 1}")
         if not np.isfinite(x).all():
-            raise ValueError(f"{path}: {xs} holds NaN or Inf")
+            raise InputError(f"{path}: {xs} holds NaN or Inf")
     return {"x": data["x"].astype(np.float32), "y": data["y"].astype(np.int64),
             "x_test": data["x_test"].astype(np.float32), "y_test": data["y_test"].astype(np.int64)}
 
@@ -154,7 +155,7 @@ def read_record(path: str | os.PathLike) -> dict:
             raise TypeError("dataset sha256 is not a string")
         return rec
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a usable training record: {e}") from None
+        raise InputError(f"{path}: not a usable training record: {e}") from None
 
 
 _CACHE: dict[tuple, EvalSet] = {}
@@ -175,13 +176,13 @@ def eval_set(input_dim: int, eval_data: str | os.PathLike | None = None,
     d = read_record(record_path(weights))["dataset"]
     params = DatasetParams(d["input_dim"], d["samples"], d["seed"])
     if params.input_dim != input_dim:
-        raise ValueError(f"{record_path(weights)}: trained at input_dim {params.input_dim}, the model takes {input_dim}")
+        raise InputError(f"{record_path(weights)}: trained at input_dim {params.input_dim}, the model takes {input_dim}")
     key = ("gen", params)
     if key not in _CACHE:
         data = generate(params)
         sha = dataset_sha256(data)
         if sha != d["sha256"]:
-            raise ValueError(f"{record_path(weights)}: the regenerated {NAME} set has sha256 {sha[:12]}, the record "
+            raise InputError(f"{record_path(weights)}: the regenerated {NAME} set has sha256 {sha[:12]}, the record "
                              f"says {d['sha256'][:12]} (another mnist1d or numpy?); give --eval-data FILE.npz")
         _CACHE[key] = EvalSet(NAME, sha, data["x_test"], data["y_test"], params.to_dict())
     return _CACHE[key]

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from ..fsutil import atomic_write_json
 from ..versions import toolchain_versions
 from . import data as ds
@@ -53,11 +54,11 @@ class Recipe:
 
     def __post_init__(self):
         if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
+            raise InputError(f"epochs must be a positive integer, got {self.epochs!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 2:
-            raise ValueError(f"batch size must be an integer >= 2, got {self.batch_size!r}")
+            raise InputError(f"batch size must be an integer >= 2, got {self.batch_size!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
 
     def lr_at(self, step: int, total: int) -> float:
         """Linear warm-up over the first ``warmup_fraction`` of the steps, then cosine to zero."""
@@ -142,12 +143,12 @@ def train(name: str, out: str | os.PathLike, recipe: Recipe = Recipe(), *, sampl
         saved = _load_checkpoint(p["checkpoint"], model, opt)
         for k in ("recipe", "dataset"):
             if saved[k] != meta[k]:
-                raise ValueError(f"{p['checkpoint']}: made with another {k} ({saved[k]}); give the same options or "
+                raise InputError(f"{p['checkpoint']}: made with another {k} ({saved[k]}); give the same options or "
                                  f"remove the checkpoint")
         meta = saved
         progress({"event": "resume", "model": name, "epoch": meta["epoch"]})
     elif p["checkpoint"].exists():
-        raise ValueError(f"{p['checkpoint']} exists: an interrupted run; continue it with --resume, or remove it")
+        raise InputError(f"{p['checkpoint']} exists: an interrupted run; continue it with --resume, or remove it")
 
     threads = torch.get_num_threads()
     for epoch in range(meta["epoch"], recipe.epochs):
