@@ -33,10 +33,12 @@ def register_commands() -> None:
     from .build import build_cmd, info_cmd
     from .hub import COMMANDS as hub_commands
     from .models import list_cmd, show_cmd
+    from .study import study_group
     from .verify import verify_cmd
 
     for command in (list_cmd, show_cmd, build_cmd, verify_cmd, bench_cmd, report_cmd, info_cmd, *hub_commands):
         cli.add_command(command)
+    cli.add_command(study_group)
 
 
 register_commands()

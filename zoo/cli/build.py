@@ -10,7 +10,7 @@ from ..exporters.spec import EXPORTERS, ExportSpec
 
 from ..builder import manifest as mf
 from ..builder.artifact import ModelRequest
-from .common import emit_json, progress, selected_variants, shape_options, table
+from .common import compound_variant, emit_json, progress, selected_variants, shape_options, table
 from ..errors import ZooError
 from ..model.config import variant_config
 
@@ -41,7 +41,7 @@ from ..model.config import variant_config
 @click.option("--keep-going", is_flag=True,
               help="After a failed model, go on and commit the models that passed (exit 1 all the same).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
-def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi, exporter, check_manifest,
+def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi, alpha, beta, gamma, exporter, check_manifest,
               no_verify, precisions, no_bench, weights, eval_data, keep_going, as_json):
     """Export variants to ONNX, verify them, and write artifacts plus manifest.json.
 
@@ -53,6 +53,7 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
       zoo build --all
       zoo build dense_b0 dense_b1 --out /tmp/zoo --seed 1
       zoo build --phi 1.5 --flavor edifice
+      zoo build --phi 1 --alpha 1.4 --beta 1.1 --gamma 1.1
       zoo build --all --precision fp32,int8,fp16
       zoo build --all --check artifacts/manifest.json
       zoo build --all --weights checkpoints --precision fp32,int8,fp16
@@ -70,7 +71,7 @@ def build_cmd(names, all_, out, opset, seed, flavor, num_classes, input_dim, phi
         precisions = parse_precisions(precisions)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--precision") from None
-    variants = selected_variants(names, all_, phi)
+    variants = selected_variants(names, all_, compound_variant(phi, alpha, beta, gamma))
     spec = ExportSpec(opset=opset, exporter=exporter)
     if weights is not None and len(variants) > 1 and not weights.is_dir():
         raise click.BadParameter(f"{weights} is not a folder; several models need --weights DIR with NAME.safetensors",
