@@ -37,6 +37,7 @@ def summarize(points: list[Point], trials: list[Trial], records: dict[str, dict]
             "top1_mean": statistics.fmean(top1),
             "top1_std": statistics.stdev(top1) if len(top1) > 1 else None,
             "wall_s": sum(r["wall_s"] for r in recs),
+            "cpu_s": sum(r.get("cpu_s", 0.0) for r in recs),
         })
     return rows
 
@@ -106,7 +107,8 @@ def markdown(kind: str, rows: list[dict], verdicts, setting: dict) -> str:
              (f"Every trial: MNIST-1D ({b['samples']:,} samples, 80 % train, data seed {b['data_seed']}) at its own "
              f"input_dim, `zoo train`'s recipe for {b['epochs']} epoch(s), dropout {setting['dropout']:g}, one thread; "
              f"{setting['seeds']} seed(s) per point; {setting['trials']} trial(s), "
-             f"{setting['train_hours']:.2f} CPU-hours of trials. FLOPs are analytic (matrix multiplies per sample); "
+             f"{setting['train_hours']:.2f} hours of trials ({setting['cpu_hours']:.2f} CPU-hours). "
+             f"FLOPs are analytic (matrix multiplies per sample); "
              f"B0 has {BASE_SHAPE.flops() / 1e6:.2f} MFLOPs. A difference smaller than the larger seed-to-seed "
              f"standard deviation is a tie."), ""]
     lines += _table(rows) + [""]
@@ -175,7 +177,8 @@ def write(kind: str, points: list[Point], trials: list[Trial], records: dict[str
     setting = {"budget": records[trials[0].id]["budget"], "seeds": seeds, "trials": len(trials),
                "dropout": records[trials[0].id]["config"]["dropout"],
                "recipe": records[trials[0].id]["recipe"],
-               "train_hours": sum(records[t.id]["wall_s"] for t in trials) / 3600}
+               "train_hours": sum(records[t.id]["wall_s"] for t in trials) / 3600,
+               "cpu_hours": sum(records[t.id].get("cpu_s", 0.0) for t in trials) / 3600}
     summary = {"study": kind, "setting": setting, "points": rows, "verdicts": verdicts,
                "files": {"report": REPORT, "chart": CHART[kind], "trials": "trials/"}}
     chart(kind, rows, out / CHART[kind])

@@ -178,7 +178,7 @@ def run_trial(trial_dict: dict, work_root: str | None = None) -> dict:
     trial = Trial.from_dict(trial_dict)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     tmp = None
     try:
         if work_root is None:
@@ -207,6 +207,7 @@ def run_trial(trial_dict: dict, work_root: str | None = None) -> dict:
             "history": [{k: h[k] for k in ("epoch", "loss", "test_top1")} for h in res["history"]],
             "train_wall_s": float(res["wall_s"]),  # the epochs only (summed over resumed runs)
             "wall_s": time.perf_counter() - t0,  # this job: data, model, epochs
+            "cpu_s": time.process_time() - c0,  # the same, in CPU time: what a busy machine does not inflate
             "threads": 1,
             "toolchain": toolchain_versions(),
         }
