@@ -262,3 +262,19 @@ def test_info_describes_any_onnx_file(small_build, tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\x00garbage")
     r = runner.invoke(cli, ["info", str(tmp_path / "junk.onnx")])
     assert r.exit_code == 1 and "not a readable ONNX model" in r.output
+
+
+def test_compound_coefficients_survive_the_manifest():
+    """A --phi variant with its own alpha/beta/gamma is named for them and rebuilt with them (zoo
+    verify and --check rebuild from the manifest entry); the paper's coefficients add nothing."""
+    from zoo.builder.artifact import ModelRequest
+
+    custom = zoo.compound(1, alpha=1.4, beta=1.1, gamma=1.1)
+    assert custom.name == "dense_phi1_a1.4_b1.1_g1.1" and custom.name != zoo.compound(1).name
+    req = ModelRequest(variant=custom)
+    entry = {"model": custom.name, "scaling": req.scaling(), "seed": 0, "num_classes": 10, "flavor": "paper",
+             "opset_version": 18, "exporter": "dynamo", "ir_version": 10}
+    assert entry["scaling"]["coefficients"] == {"alpha": 1.4, "beta": 1.1, "gamma": 1.1}
+    back = ModelRequest.from_entry(entry).variant
+    assert (back.depth, back.width, back.input_dim) == (custom.depth, custom.width, custom.input_dim)
+    assert "coefficients" not in ModelRequest(variant=zoo.compound(1)).scaling()

@@ -22,7 +22,7 @@ from ..model.reference import forward64
 from ..model.repro import stream, to_float32
 from ..model.data import EvalSet, eval_set, record_path
 from ..model.weights import load_weights_bytes, read_bytes
-from ..model.scaling import Variant, compound, get_variant
+from ..model.scaling import PAPER_COEFFICIENTS, Variant, compound, get_variant
 
 FAMILY = "dense_efficientnet"
 TEST_BATCH = 3  # differs from the export batch (2), so a frozen batch axis is caught
@@ -72,6 +72,10 @@ class ModelRequest:
             "dropout": v.dropout,
             "input_dim": self.effective_input_dim,
             "phi": v.phi,
+            # Only for compound rows with other coefficients than the paper's: the default rows'
+            # bytes (and the committed sha256 record) stay as they were.
+            **({"coefficients": dict(zip(("alpha", "beta", "gamma"), v.coefficients))}
+               if v.coefficients not in (None, PAPER_COEFFICIENTS) else {}),
         }
 
     @classmethod
@@ -79,7 +83,8 @@ class ModelRequest:
         """The request that built a manifest entry (for ``--check`` and ``zoo verify``); an entry
         built from a weights file needs that file (and its evaluation set) given again."""
         phi = entry["scaling"].get("phi")
-        variant = compound(phi) if phi is not None else get_variant(entry["model"])
+        coefficients = entry["scaling"].get("coefficients", {})
+        variant = compound(phi, **coefficients) if phi is not None else get_variant(entry["model"])
         input_dim = entry["scaling"]["input_dim"]
         return cls(
             variant=variant,

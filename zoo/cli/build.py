@@ -10,12 +10,13 @@ from ..builder import manifest as mf
 from ..errors import ZooError
 from ..exporters.spec import EXPORTERS, ExportSpec
 from ..model.config import variant_config
-from .common import (artifacts_option, emit_json, json_option, precision_option, progress, selected_variants,
-                     shape_options, table)
+from .common import (artifacts_option, compound_variant, emit_json, json_option, precision_option, progress,
+                     selected_variants, shape_options, table)
 
 # What --check takes from the manifest it checks against: giving any of these with it is an error.
 # (--no-verify, --no-bench and --keep-going only skip or relax work that --check does not do.)
-CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_dim", "phi", "exporter", "precisions")
+CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_dim", "phi", "alpha", "beta", "gamma",
+                 "exporter", "precisions")
 
 
 @click.command("build")
@@ -45,7 +46,8 @@ CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_d
               help="After a failed model, go on and commit the models that passed (exit 1 all the same).")
 @json_option
 @click.pass_context
-def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, input_dim, phi, exporter, check_manifest,
+def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, input_dim, phi, alpha, beta, gamma, exporter,
+              check_manifest,
               no_verify, precisions, no_bench, weights, eval_data, keep_going, as_json):
     """Export variants to ONNX, verify them, and write artifacts plus manifest.json.
 
@@ -59,6 +61,7 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
       zoo build --all
       zoo build dense_b0 dense_b1 --artifacts /tmp/zoo --seed 1
       zoo build --phi 1.5 --flavor edifice
+      zoo build --phi 1 --alpha 1.4 --beta 1.1 --gamma 1.1
       zoo build --all --precision fp32,int8,fp16
       zoo build --all --check artifacts/manifest.json
       zoo build --all --precision fp32,int8 --check artifacts/SHA256SUMS
@@ -85,7 +88,7 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
         if given:
             why = "compares in memory and writes nothing" if record else "rebuilds with the options recorded in the manifest"
             raise click.UsageError(f"--check {why}; it does not take {', '.join(p.opts[0] for p in given)}")
-    variants = selected_variants(names, all_, phi)
+    variants = selected_variants(names, all_, compound_variant(phi, alpha, beta, gamma))
     spec = ExportSpec(opset=opset, exporter=exporter)
     if weights is not None and len(variants) > 1 and not weights.is_dir():
         raise click.BadParameter(f"{weights} is not a folder; several models need --weights DIR with NAME.safetensors",

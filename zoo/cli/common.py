@@ -17,7 +17,7 @@ import click
 from ..errors import EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_UNAVAILABLE, InputError, ZooError
 from ..jsonio import dumps
 from ..model.config import FLAVORS, variant_config
-from ..model.scaling import VARIANTS, Variant, compound, get_variant
+from ..model.scaling import PAPER_COEFFICIENTS, VARIANTS, Variant, compound, get_variant
 from ..spec import PRECISIONS, RUNTIMES, parse_precisions, parse_runtimes, resolve_provider
 
 _COMMAND = "zoo.command"  # ctx.meta key: the full path of the command being run ("zoo cache clear")
@@ -130,8 +130,11 @@ def _fmt(v) -> str:
 
 # Options shared by list, show and build: they shape the network.
 def shape_options(f):
+    for name, default in zip(("gamma", "beta", "alpha"), reversed(PAPER_COEFFICIENTS)):
+        f = click.option(f"--{name}", type=float, default=None,
+                         help=f"With --phi: the compound coefficient {name} (default {default}; zoo study grid finds one).")(f)
     f = click.option("--phi", type=float, default=None,
-                     help="Compound-scaled custom variant: depth 1.2**phi, width 1.1**phi, resolution 224*1.15**phi.")(f)
+                     help="Compound-scaled custom variant: depth alpha**phi, width beta**phi, resolution 224*gamma**phi.")(f)
     f = click.option("--input-dim", type=int, default=None, help="Pin the input width (default: from the resolution).")(f)
     f = click.option("--num-classes", type=int, default=10, show_default=True, help="Classifier outputs.")(f)
     f = click.option("--flavor", type=click.Choice(FLAVORS), default="paper", show_default=True,
@@ -161,11 +164,21 @@ def variant_row(v: Variant, flavor: str, num_classes: int, input_dim: int | None
     }
 
 
-def selected_variants(names, all_: bool, phi: float | None) -> list[Variant]:
-    if phi is not None:
+def compound_variant(phi: float | None, alpha: float | None, beta: float | None, gamma: float | None) -> Variant | None:
+    """``--phi`` with its optional ``--alpha/--beta/--gamma`` (the table's coefficients by default)."""
+    given = {k: v for k, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma)) if v is not None}
+    if phi is None:
+        if given:
+            raise click.UsageError(f"--{next(iter(given))} shapes a compound-scaled variant: give --phi with it")
+        return None
+    return compound(phi, **dict(zip(("alpha", "beta", "gamma"), PAPER_COEFFICIENTS)) | given)
+
+
+def selected_variants(names, all_: bool, custom: Variant | None) -> list[Variant]:
+    if custom is not None:
         if names or all_:
             raise click.UsageError("--phi builds one custom variant; give no NAME and no --all with it")
-        return [compound(phi)]
+        return [custom]
     if all_ and names:
         raise click.UsageError("give NAME... or --all, not both")
     if all_:

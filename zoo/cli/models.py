@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from ..model.scaling import VARIANTS, compound, get_variant
-from .common import emit_json, json_option, shape_options, table, variant_row
+from ..model.scaling import VARIANTS, get_variant
+from .common import compound_variant, emit_json, json_option, shape_options, table, variant_row
 
 
 @click.command("list")
 @shape_options
 @json_option
-def list_cmd(flavor, num_classes, input_dim, phi, as_json):
+def list_cmd(flavor, num_classes, input_dim, phi, alpha, beta, gamma, as_json):
     """List the variants with their shape, parameters and FLOPs.
 
     \b
@@ -19,8 +19,10 @@ def list_cmd(flavor, num_classes, input_dim, phi, as_json):
       zoo list
       zoo list --flavor edifice --num-classes 100
       zoo list --phi 1.5 --json
+      zoo list --phi 2 --alpha 1.4 --beta 1.1 --gamma 1.1
     """
-    variants = [compound(phi)] if phi is not None else list(VARIANTS.values())
+    custom = compound_variant(phi, alpha, beta, gamma)
+    variants = [custom] if custom is not None else list(VARIANTS.values())
     rows = [variant_row(v, flavor, num_classes, input_dim) for v in variants]
     if as_json:
         emit_json(rows)
@@ -36,7 +38,7 @@ def list_cmd(flavor, num_classes, input_dim, phi, as_json):
 @click.argument("name", required=False)
 @shape_options
 @json_option
-def show_cmd(name, flavor, num_classes, input_dim, phi, as_json):
+def show_cmd(name, flavor, num_classes, input_dim, phi, alpha, beta, gamma, as_json):
     """Show one variant's stages.
 
     \b
@@ -44,10 +46,12 @@ def show_cmd(name, flavor, num_classes, input_dim, phi, as_json):
       zoo show dense_b3
       zoo show dense_b0 --flavor edifice
       zoo show --phi 2
+      zoo show --phi 1 --alpha 1.4 --beta 1.1 --gamma 1.1
     """
     if (name is None) == (phi is None):
         raise click.UsageError("give a variant NAME or --phi (one of them)")
-    v = compound(phi) if phi is not None else get_variant(name)
+    custom = compound_variant(phi, alpha, beta, gamma)
+    v = custom if custom is not None else get_variant(name)
     row = variant_row(v, flavor, num_classes, input_dim)
     if as_json:
         emit_json(row)

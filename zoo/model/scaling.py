@@ -62,7 +62,8 @@ def input_dim_for(resolution: float) -> int:
 
 @dataclass(frozen=True)
 class Variant:
-    """A row of the scaling table. ``phi`` and ``flops_factor`` are set for compound-scaled rows."""
+    """A row of the scaling table. ``phi``, ``flops_factor`` and ``coefficients`` (alpha, beta,
+    gamma) are set for compound-scaled rows."""
 
     name: str
     width: float
@@ -72,6 +73,7 @@ class Variant:
     input_dim: int
     phi: float | None = field(default=None, compare=False)
     flops_factor: float | None = field(default=None, compare=False)
+    coefficients: tuple[float, float, float] | None = field(default=None, compare=False)
 
     @property
     def stem_dim(self) -> int:
@@ -117,7 +119,11 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def compound(phi: float, alpha: float = 1.2, beta: float = 1.1, gamma: float = 1.15) -> Variant:
+PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)  # EfficientNet's alpha, beta, gamma: the table's
+
+
+def compound(phi: float, alpha: float = PAPER_COEFFICIENTS[0], beta: float = PAPER_COEFFICIENTS[1],
+             gamma: float = PAPER_COEFFICIENTS[2]) -> Variant:
     """A compound-scaled variant: ``depth = alpha**phi``, ``width = beta**phi``,
     ``resolution = 224 * gamma**phi``.
 
@@ -129,8 +135,11 @@ def compound(phi: float, alpha: float = 1.2, beta: float = 1.1, gamma: float = 1
     for what, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         check_positive(what, value)
     resolution = int(math.floor(BASE_RESOLUTION * gamma**phi + 0.5))
+    coefficients = (float(alpha), float(beta), float(gamma))
+    # Other coefficients make another network: its name says which, so two never share a manifest entry.
+    suffix = "" if coefficients == PAPER_COEFFICIENTS else f"_a{alpha:g}_b{beta:g}_g{gamma:g}"
     return Variant(
-        name=f"dense_phi{phi:g}",
+        name=f"dense_phi{phi:g}{suffix}",
         width=round(beta**phi, 6),
         depth=round(alpha**phi, 6),
         resolution=resolution,
@@ -138,6 +147,7 @@ def compound(phi: float, alpha: float = 1.2, beta: float = 1.1, gamma: float = 1
         input_dim=input_dim_for(resolution),
         phi=float(phi),
         flops_factor=(alpha * beta**2 * gamma**2) ** phi,
+        coefficients=coefficients,
     )
 
 

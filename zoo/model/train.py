@@ -30,8 +30,9 @@ from ..errors import InputError
 from ..fsutil import atomic_write_json
 from ..versions import toolchain_versions
 from . import data as ds
+from .config import resolve_variant
 from .init import create
-from .scaling import get_variant
+from .scaling import Variant
 from .weights import SUFFIX, parse_state, read_bytes, save_weights
 
 # Defaults measured to keep `zoo train --all` inside an hour on two CPU cores (README).
@@ -116,16 +117,18 @@ def _load_checkpoint(path: Path, model, opt) -> dict:
     return meta
 
 
-def train(name: str, out: str | os.PathLike, recipe: Recipe = Recipe(), *, samples: int = ds.DEFAULT_SAMPLES,
+def train(name: str | Variant, out: str | os.PathLike, recipe: Recipe = Recipe(), *, samples: int = ds.DEFAULT_SAMPLES,
           data_seed: int = ds.DEFAULT_SEED, resume: bool = False, stop_after: int | None = None,
           data: dict[str, np.ndarray] | None = None, progress: Progress = lambda e: None) -> dict | None:
     """Train ``name`` and write its weights and record into ``out``; returns the record.
 
     ``resume``: continue from ``NAME.ckpt.safetensors`` when it exists (its recipe and dataset must
     match). ``stop_after``: stop after that many epochs, leaving the checkpoint (returns None) --
-    what an interrupted run leaves behind.
+    what an interrupted run leaves behind. ``name`` may be a :class:`Variant` (any scaled network,
+    e.g. the scaling study's), whose ``name`` then names the files.
     """
-    variant = get_variant(name)
+    variant = resolve_variant(name)
+    name = variant.name
     params = ds.DatasetParams(variant.input_dim, samples, data_seed)
     p = paths(out, name)
     progress({"event": "data", "model": name, "dataset": params.to_dict()})
