@@ -87,6 +87,10 @@ def cases(art, tmp_path):
         "data mnist1d": [(["--out", tmp_path / "d.npz"], 2, "Missing option '--input-dim'"),
                          (["--input-dim", "4", "--out", tmp_path / "d.npz"], 2, "--input-dim"),
                          (["--input-dim", "64", "--samples", "10", "--out", tmp_path / "d.npz"], 2, "--samples")],
+        "study scaling": [(["--strategies", "height", "--out", tmp_path / "s"], 2, "unknown strategy 'height'"),
+                          (["--multipliers", "-2", "--out", tmp_path / "s"], 2, "multiplier must be a number > 1")],
+        "study grid": [(["--alphas", "1", "--betas", "1", "--gammas", "1", "--out", tmp_path / "s"], 2, "within 10% of 2"),
+                       (["--ray-address", "nowhere", "--out", tmp_path / "s"], 2, "give host:port")],
     }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..errors import InputError
 from ..model.scaling import BASE_RESOLUTION, PAPER_COEFFICIENTS, compound
 from .trials import BASE_SHAPE, Budget, Shape, Trial
 
@@ -100,18 +101,18 @@ def scaled_point(strategy: str, multiplier: float,
     if strategy == "compound":
         phi, shape = _closest(lambda p: _compound_shape(p, *coefficients), *_SEARCH["compound"], multiplier)
         return Point(label, strategy, shape, multiplier, tuple(coefficients), phi)
-    raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    raise InputError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
 
 
 def check_multiplier(m) -> None:
     if not isinstance(m, (int, float)) or isinstance(m, bool) or not math.isfinite(m) or m <= 1.0:
-        raise ValueError(f"a FLOPs multiplier must be a number > 1, got {m!r}")
+        raise InputError(f"a FLOPs multiplier must be a number > 1, got {m!r}")
 
 
 def check_coefficients(alpha: float, beta: float, gamma: float) -> None:
     for name, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 1.0:
-            raise ValueError(f"{name} must be a number >= 1, got {v!r}")
+            raise InputError(f"{name} must be a number >= 1, got {v!r}")
 
 
 def baseline() -> Point:
@@ -122,10 +123,10 @@ def scaling_points(strategies=STRATEGIES, multipliers=DEFAULT_MULTIPLIERS,
                    coefficients: tuple[float, float, float] = PAPER_COEFFICIENTS) -> list[Point]:
     """B0, then every strategy at every multiplier."""
     if not strategies or not multipliers:
-        raise ValueError("give at least one strategy and one multiplier")
+        raise InputError("give at least one strategy and one multiplier")
     for s in strategies:
         if s not in STRATEGIES:
-            raise ValueError(f"unknown strategy {s!r}; valid: {', '.join(STRATEGIES)}")
+            raise InputError(f"unknown strategy {s!r}; valid: {', '.join(STRATEGIES)}")
     for m in multipliers:
         check_multiplier(m)
     check_coefficients(*coefficients)
@@ -142,14 +143,14 @@ def grid_candidates(alphas=DEFAULT_GRID["alpha"], betas=DEFAULT_GRID["beta"], ga
     """Every triple of the grid with ``alpha * beta**2 * gamma**2`` within ``tolerance`` of 2."""
     for name, values in (("alpha", alphas), ("beta", betas), ("gamma", gammas)):
         if not values:
-            raise ValueError(f"the {name} grid is empty")
+            raise InputError(f"the {name} grid is empty")
         for v in values:
             check_coefficients(**{"alpha": 1.0, "beta": 1.0, "gamma": 1.0, name: v})
     triples = [(a, b, g) for a in sorted(set(alphas)) for b in sorted(set(betas)) for g in sorted(set(gammas))]
     kept = [t for t in triples if abs(product(*t) - TARGET_PRODUCT) <= tolerance * TARGET_PRODUCT]
     if not kept:
         lo, hi = min(product(*t) for t in triples), max(product(*t) for t in triples)
-        raise ValueError(f"no (alpha, beta, gamma) of the grid has alpha*beta**2*gamma**2 within "
+        raise InputError(f"no (alpha, beta, gamma) of the grid has alpha*beta**2*gamma**2 within "
                          f"{tolerance:.0%} of {TARGET_PRODUCT:g} (its products span {lo:.3g} .. {hi:.3g})")
     return kept
 
@@ -170,6 +171,6 @@ def grid_points(alphas=DEFAULT_GRID["alpha"], betas=DEFAULT_GRID["beta"], gammas
 def trials_for(points: list[Point], seeds: int, budget: Budget) -> list[Trial]:
     """Each distinct shape once per seed (points that share a shape share its trials)."""
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+        raise InputError(f"seeds must be a positive integer, got {seeds!r}")
     shapes = dict.fromkeys(p.shape for p in points)
     return [Trial(shape, seed, budget) for shape in shapes for seed in range(seeds)]

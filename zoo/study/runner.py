@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import ProviderUnavailableError, ZooError
+from ..errors import InputError, ProviderUnavailableError, ZooError
 from ..fsutil import atomic_write_bytes
 from ..jsonio import dumps
 from .trials import TRIALS_DIR, WORK_DIR, Trial, read_record, record_path, run_trial
@@ -45,7 +45,7 @@ def run_trials(trials: list[Trial], out: str | os.PathLike, *, workers: int = 2,
                progress: Progress = lambda m: None) -> dict:
     """Run every unfinished trial; returns ``{"records": {id: record}, "ran": [ids], "reused": [ids]}``."""
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        raise InputError(f"workers must be a positive integer, got {workers!r}")
     out = Path(out)
     if ray_address is not None:
         owned = not _ray_initialized()
@@ -119,7 +119,7 @@ def _probe(address: str) -> None:
     except ValueError:
         host = port = None
     if not host or not port:
-        raise ValueError(f"--ray-address {address!r}: give host:port, ray://host:port, auto or {RAY_LOCAL}")
+        raise InputError(f"--ray-address {address!r}: give host:port, ray://host:port, auto or {RAY_LOCAL}")
     try:
         socket.create_connection((host, port), timeout=RAY_PROBE_S).close()
     except OSError as e:

@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..errors import InputError
 from ..model import data as ds
 from ..model.config import network_config
 from ..model.scaling import Variant, check_positive, input_dim_for
@@ -43,7 +44,7 @@ class Budget:
 
     def __post_init__(self):
         if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
+            raise InputError(f"epochs must be a positive integer, got {self.epochs!r}")
         ds.DatasetParams(256, self.samples, self.data_seed)  # validates samples and the seed
 
 
@@ -59,7 +60,7 @@ class Shape:
         check_positive("depth", self.depth)
         check_positive("width", self.width)
         if not isinstance(self.resolution, int) or self.resolution < 1:
-            raise ValueError(f"resolution must be a positive integer, got {self.resolution!r}")
+            raise InputError(f"resolution must be a positive integer, got {self.resolution!r}")
 
     @property
     def input_dim(self) -> int:
@@ -87,7 +88,7 @@ class Trial:
 
     def __post_init__(self):
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
 
     @property
     def id(self) -> str:
