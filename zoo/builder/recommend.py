@@ -43,16 +43,6 @@ def recommend(records: list[dict]) -> list[dict]:
     return out
 
 
-def ort_file(recommended: dict | None, batch_size: int | None = None) -> str | None:
-    """The ONNX Runtime file recommended at ``batch_size`` (the smallest batch when None), if the
-    recommendation for that batch is an ONNX Runtime one."""
-    rows = (recommended or {}).get("by_batch") or []
-    if batch_size is not None:
-        rows = [r for r in rows if r["batch_size"] == batch_size]
-    rows = sorted(rows, key=lambda r: r["batch_size"])
-    return rows[0]["file"] if rows and rows[0]["runtime"] == "onnxruntime" else None
-
-
 def load_data(entry: dict, data_file: str | None):
     """(EvalSet, training x) for a model: ``--data FILE.npz`` (x, y, x_test, y_test), else the set
     recorded at build time when it can be regenerated; raises CalibrationError when none is."""
@@ -77,7 +67,7 @@ def load_data(entry: dict, data_file: str | None):
                            f"calibrates static int8, the test split checks accuracy)")
 
 
-def peers_for_model(root: Path, entry: dict, *, data_file: str | None, batch_sizes, threads, time_budget_s,
+def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time_budget_s,
                     max_rounds: int = 50, roofline=None, accuracy: bool = True, static_int8: bool = True,
                     torch: bool = True, progress: Callable[[str], None] = lambda m: None) -> dict:
     """Measure the peers of one built model; returns records, the static int8 file (when made) and
@@ -95,9 +85,8 @@ def peers_for_model(root: Path, entry: dict, *, data_file: str | None, batch_siz
             raise ZooError(f"{root / f['path']} differs from its manifest record (sha256); rebuild it with `zoo build`")
         files.append((f["precision"], f["path"], data))
     files.sort(key=lambda t: t[0] != "fp32")
-    dataset, train_x, static = None, None, None
-    if accuracy or static_int8:
-        dataset, train_x = load_data(entry, data_file)
+    dataset, train_x = data if data is not None else (None, None)
+    static = None
     input_name = entry["metadata"]["io_ports"]["inputs"][0]["name"]
     if static_int8:
         from ..exporters.int8_static import quantize_int8_static
@@ -125,7 +114,7 @@ def peers_for_model(root: Path, entry: dict, *, data_file: str | None, batch_siz
 
 
 def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), threads=None, time_budget_s=10.0,
-                max_rounds: int = 50, roofline=None, recommend_: bool = False, torch: bool = True,
+                max_rounds: int = 50, roofline=None, recommend_: bool = False, save: bool = True, torch: bool = True,
                 progress: Callable[[str], None] = lambda m: None) -> dict:
     """Peers of each named model of a built zoo; with ``recommend_``, accuracy on the reference
     task decides eligibility and the manifest gains the static int8 file, ``peers`` records and
@@ -138,14 +127,16 @@ def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), thread
     manifest = mf.load(path)
     entries = [mf.entry(manifest, n) for n in dict.fromkeys(names)]
     threads = threads or default_threads()
+    with_data = recommend_ or data_file is not None
+    # Every model's data first: a missing training split fails before the slow part.
+    data = {e["model"]: load_data(e, data_file) if with_data else None for e in entries}
     results = {}
     for i, entry in enumerate(entries, 1):
         progress(f"[{i}/{len(entries)}] {entry['model']}: peers")
         results[entry["model"]] = peers_for_model(
-            root, entry, data_file=data_file, batch_sizes=batch_sizes, threads=threads, time_budget_s=time_budget_s,
-            max_rounds=max_rounds, roofline=roofline, accuracy=recommend_ or data_file is not None,
-            static_int8=recommend_ or data_file is not None, torch=torch, progress=progress)
-    if recommend_:
+            root, entry, data=data[entry["model"]], batch_sizes=batch_sizes, threads=threads, time_budget_s=time_budget_s,
+            max_rounds=max_rounds, roofline=roofline, accuracy=with_data, static_int8=with_data, torch=torch, progress=progress)
+    if recommend_ and save:
         fresh = mf.load(path)
         env = environment()
         for name, res in results.items():

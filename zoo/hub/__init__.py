@@ -52,7 +52,7 @@ DEFAULT_SOURCE = "artifacts"
 SOURCE_ENV = "ZOO_SOURCE"
 CACHE_ENV = "ZOO_CACHE"
 OFFLINE_ENV = "ZOO_OFFLINE"
-PRECISIONS = ("fp32", "int8", "fp16")
+PRECISIONS = ("fp32", "int8", "fp16", "int8_static")  # int8_static: added by zoo bench --recommend
 
 # Network policy (module constants so that tests and embedders can tighten them).
 TIMEOUT_S = 30.0  # per socket operation
@@ -762,13 +762,17 @@ def session(
     name: str,
     source: str | os.PathLike | None = None,
     providers: Iterable | None = None,
-    precision: str = "fp32",
+    precision: str | None = None,
     *,
     sess_options=None,
     cache_dir=None,
+    batch_size: int | None = None,
     progress: Progress = _quiet,
 ):
     """An ``onnxruntime.InferenceSession`` on the verified model (CPU unless ``providers`` says).
+
+    ``precision`` None: the file ``zoo bench --recommend`` recommends for ONNX Runtime at
+    ``batch_size`` (the smallest measured batch when None), else fp32.
 
     A provider that is asked for and not available raises ``ProviderUnavailableError`` (before any
     download); it is never silently replaced by the CPU.
@@ -782,11 +786,27 @@ def session(
         if pname not in available:
             raise ProviderUnavailableError(
                 f"execution provider {pname} is not available here (available: {', '.join(available)})")
+    if precision is None:
+        src = resolve_source(source)
+        entry = _entry(_manifest(src, Cache(cache_dir), progress), name, src)
+        precision = recommended_precision(entry, batch_size) or "fp32"
     path = load(name, source, precision, cache_dir=cache_dir, progress=progress)
     try:
         return ort.InferenceSession(str(path), sess_options=sess_options, providers=providers)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated types
         raise HubError(f"onnxruntime cannot load {path}: {_first_line(e)}") from None
+
+
+def recommended_precision(entry: dict, batch_size: int | None = None) -> str | None:
+    """The precision of the ONNX Runtime file an entry's ``recommended`` block names for
+    ``batch_size`` (smallest batch when None); None when it recommends another runtime or nothing."""
+    rows = sorted((entry.get("recommended") or {}).get("by_batch") or [], key=lambda r: r["batch_size"])
+    if batch_size is not None:
+        rows = [r for r in rows if r["batch_size"] == batch_size]
+    if not rows or rows[0].get("runtime") != "onnxruntime":
+        return None
+    rec = next((f for f in entry["files"] if f["role"] == "model" and f["path"] == rows[0]["file"]), None)
+    return rec["precision"] if rec and rec["precision"] in PRECISIONS else None
 
 
 def _save_source_record(cache: Cache, src: Source, manifest: dict) -> None:
