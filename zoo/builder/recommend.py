@@ -80,10 +80,10 @@ def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time
     for f in entry["files"]:
         if f["role"] != "model" or f["precision"] == STATIC:
             continue
-        data = (root / f["path"]).read_bytes()
-        if sha256_bytes(data) != f["sha256"]:
+        blob = (root / f["path"]).read_bytes()
+        if sha256_bytes(blob) != f["sha256"]:
             raise ZooError(f"{root / f['path']} differs from its manifest record (sha256); rebuild it with `zoo build`")
-        files.append((f["precision"], f["path"], data))
+        files.append((f["precision"], f["path"], blob))
     files.sort(key=lambda t: t[0] != "fp32")
     dataset, train_x = data if data is not None else (None, None)
     static = None
