@@ -24,7 +24,6 @@ import onnx
 from onnx import helper
 
 from ..errors import CalibrationError, ExportError
-
 from .int8 import INT8_MIN_WEIGHT_ELEMENTS, gemm_to_matmul, int8_nodes
 from .onnx_export import quiet
 from .variants import finish
@@ -133,7 +132,12 @@ def fuse_qdq_matmuls(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
 
 
 def _rounded_ranges(model_path: Path, x: np.ndarray, input_name: str, tmp: Path, op_types: list[str]):
-    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData, create_calibrator
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        TensorData,
+        TensorsData,
+        create_calibrator,
+    )
 
     calibrator = create_calibrator(model_path, op_types, augmented_model_path=str(tmp / "augmented.onnx"),
                                    calibrate_method=CalibrationMethod.MinMax, providers=["CPUExecutionProvider"])
@@ -197,7 +201,7 @@ def quantize_int8_static(model_bytes: bytes, train_x: np.ndarray | None, *, inpu
         proto, _ = fuse_qdq_matmuls(proto)
     settings = {"method": "onnxruntime.quantization.quantize_static", "format": "QDQ", "weight_type": "int8",
                 "activation_type": "uint8", "per_channel": bool(per_channel), "symmetric_weights": True,
-                "calibration": "minmax", "calibration_split": "train", "calibration_samples": int(len(x)),
+                "calibration": "minmax", "calibration_split": "train", "calibration_samples": len(x),
                 "range_bits": RANGE_BITS, "quantized_nodes": len(nodes), "min_weight_elements": int(min_elements),
                 "fused": "MatMulIntegerToFloat" if fuse else None}
     return finish(proto, fp32, PRECISION, settings)

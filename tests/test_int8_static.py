@@ -10,10 +10,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from zoo.exporters.int8_static import (
+    calibration_inputs,
+    quantize_int8_static,
+    round_outward,
+)
 
 from zoo.cli import cli
 from zoo.errors import CalibrationError
-from zoo.exporters.int8_static import calibration_inputs, quantize_int8_static, round_outward
 from zoo.model import data as ds
 
 

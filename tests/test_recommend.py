@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import onnx
-import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
 

@@ -18,13 +18,20 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from ..versions import dist_version
-from .latency import _load_avg, bench_input, default_threads, machine_info, summarize, torch_threads
+from .latency import (
+    _load_avg,
+    bench_input,
+    default_threads,
+    machine_info,
+    summarize,
+    torch_threads,
+)
 
 ORT = "onnxruntime"
 # ``runtime:variant`` of the contenders, in table order (files add one ORT row per precision).
@@ -143,8 +150,8 @@ def _torch(model, compiled: bool, weight_bytes: int) -> Contender:
     c = Contender("torch.compile", "torch.compile", "fp32", None, {"backend": "inductor", "dynamic": False},
                   version, weight_bytes=weight_bytes)
     try:
-        import torch._inductor  # noqa: F401 - the compiler backend itself
-    except Exception as e:  # pragma: no cover - a torch build without inductor
+        import torch._inductor
+    except Exception as e:  # noqa: BLE001 - any failure here means no compiler (pragma: no cover)
         c.reason = f"torch.compile (inductor) is not usable here: {type(e).__name__}: {e}"
         return c
 
@@ -265,7 +272,7 @@ def measure_peers(cands: list[Contender], *, input_dim: int, flops: int, batch_s
                     live.append((c, fn, setup_ms))
                     runs[c.backend] = []
                     continue
-                except Exception as e:  # a runtime that cannot run this model is named, not fatal
+                except Exception as e:  # noqa: BLE001 - a runtime that cannot run this model is named, not fatal
                     c.reason = f"{c.backend} cannot run the model: {type(e).__name__}: {str(e).strip()[:200]}"
             records.append(dict(base, verdict="unavailable", reason=c.reason))
             progress(f"batch {batch}: {c.backend}: unavailable ({c.reason})")

@@ -10,8 +10,8 @@ The static int8 file is made here (it needs the training split to calibrate) and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import CalibrationError, ManifestError, ZooError
 from ..fsutil import atomic_write_bytes, sha256_bytes, sha256_file
