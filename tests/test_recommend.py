@@ -17,6 +17,7 @@ from zoo.bench.peers import add_accuracy, contenders, measure_peers
 from zoo.builder import manifest as mf
 from zoo.builder.artifact import ModelRequest
 from zoo.builder.recommend import eligible, recommend
+from zoo.builder.report import write_report
 from zoo.cli import cli
 from zoo.model import data as ds
 
@@ -90,6 +91,11 @@ def test_recommend_writes_the_manifest_and_the_hub_opens_the_file(small_build, t
     chosen = next(p for p in entry["peers"] if p["backend"] == best["backend"])
     assert chosen["accuracy"]["verdict"] == "pass"
     assert best["p50_ms"] == min(p["p50_ms"] for p in entry["peers"] if eligible(p))
+    # the report: the peers table with the recommendation marked, and its chart
+    written = write_report(manifest, tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Peers and recommendation" in text and f"{best['backend']} **(recommended)**" in text
+    assert written["peers_chart"] and (tmp_path / "report" / "peers.png").read_bytes()[:4] == b"\x89PNG"
     # the hub: without a precision, the recommended ONNX Runtime file
     want = hub.recommended_precision(entry)
     if best["runtime"] == "onnxruntime":

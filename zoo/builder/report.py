@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import ZooError
 from ..fsutil import atomic_path, atomic_write_bytes
+from .report_peers import PEERS_CHART_NAME, peers_lines, write_peers_chart
 
 PRECISIONS = ("fp32", "int8", "fp16")
 REPORT_NAME = "report.md"
@@ -82,7 +83,7 @@ def _machine(manifest: dict) -> dict | None:
     return None
 
 
-def markdown(manifest: dict, chart: str | None = CHART_NAME) -> str:
+def markdown(manifest: dict, chart: str | None = CHART_NAME, peers_chart: str | None = None) -> str:
     rows = model_rows(manifest)
     tool = manifest.get("toolchain", {})
     lines = ["# Dense EfficientNet zoo: report", "",
@@ -131,6 +132,7 @@ def markdown(manifest: dict, chart: str | None = CHART_NAME) -> str:
         lines += [""] + [f"\\* {lab}" for lab in labels]
     if chart:
         lines += ["", "## Latency against parameters", "", f"![p50 latency against parameters]({chart})"]
+    lines += peers_lines(manifest, peers_chart)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -210,8 +212,15 @@ def write_report(manifest: dict, out: str | Path, *, chart: bool = True) -> dict
             why = "matplotlib is not installed (pip install 'zoo[report]'); no chart"
     elif chart:
         why = "no latency records in the manifest (run `zoo bench`); no chart"
-    text = markdown(manifest, CHART_NAME if chart_path else None)
+    peers_path = None
+    if chart and any(m.get("peers") for m in manifest["models"]):
+        try:
+            peers_path = write_peers_chart(manifest, out / PEERS_CHART_NAME)
+        except ImportError:
+            why = why or "matplotlib is not installed (pip install 'zoo[report]'); no chart"
+    text = markdown(manifest, CHART_NAME if chart_path else None, PEERS_CHART_NAME if peers_path else None)
     md_path = out / REPORT_NAME
     atomic_write_bytes(md_path, text.encode())
     return {"markdown": str(md_path), "chart": str(chart_path) if chart_path else None, "chart_skipped": why,
+            "peers_chart": str(peers_path) if peers_path else None,
             "models": len(manifest["models"])}
