@@ -76,3 +76,11 @@ def test_roofline_uses_the_precision_s_peak(precision, peak):
     assert row["frac_gemm_peak"] == pytest.approx(1e9 / (peak * 1e9) / 1e-3)
     wbytes = 20_000_000 if precision == "bf16" else 40_000_000
     assert row["frac_read_bw"] == pytest.approx(wbytes / 20e9 / 1e-3)
+
+
+def test_int8_is_held_to_the_weight_stream_not_to_the_fp32_peak():
+    roof = pe.Roofline(150.0, None, lambda nbytes: 25.0)
+    row = pe._roof({"p50_ms": 4.0, "precision": "int8_static", "batch_size": 1, "weight_bytes": 62_500_000},
+                   10**9, roof)
+    assert row["frac_gemm_peak"] is None and row["bound"] == "memory"
+    assert row["frac_roofline"] == pytest.approx(62.5e6 / 25e9 / 4e-3)  # 2.5 ms floor / 4 ms = 62.5 %

@@ -238,11 +238,17 @@ def measure_roofline(threads: int) -> Roofline:
 
 
 def _roof(rec: dict, flops: int, roofline: Roofline) -> dict:
+    """Fractions of the limits. int8 has no measured integer GEMM peak here: its compute fraction
+    is left out (None) rather than set against the fp32 peak, and its limit is the weight stream."""
     p50_s = rec["p50_ms"] / 1e3
-    peak = roofline.peak(rec["precision"]) * 1e9
     wbytes = rec["weight_bytes"] // 2 if rec["precision"] == "bf16" else rec["weight_bytes"]
     bw = roofline.bandwidth_for(wbytes) * 1e9
-    t_c, t_m = flops * rec["batch_size"] / peak, wbytes / bw
+    t_m = wbytes / bw
+    if rec["precision"].startswith("int8"):
+        return {"peak_gflops": None, "frac_gemm_peak": None, "read_bw_gb_per_s": bw / 1e9,
+                "frac_read_bw": t_m / p50_s, "bound": "memory", "frac_roofline": t_m / p50_s}
+    peak = roofline.peak(rec["precision"]) * 1e9
+    t_c = flops * rec["batch_size"] / peak
     return {"peak_gflops": peak / 1e9, "frac_gemm_peak": t_c / p50_s, "read_bw_gb_per_s": bw / 1e9,
             "frac_read_bw": t_m / p50_s, "bound": "compute" if t_c >= t_m else "memory",
             "frac_roofline": max(t_c, t_m) / p50_s}
