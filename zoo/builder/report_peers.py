@@ -19,13 +19,13 @@ def peers_lines(manifest: dict, chart: str | None = None) -> list[str]:
     if not models:
         return []
     lines = ["", "## Peers and recommendation (zoo bench --recommend)", "",
-             "Ratio to ONNX Runtime fp32 on model.onnx, measured interleaved in one run (below 1 is faster); "
-             "accuracy: top-1 on the reference task's test split and the gate's verdict.", ""]
+             ("Ratio to ONNX Runtime fp32 on model.onnx, measured interleaved in one run (below 1 is faster); "
+              "accuracy: top-1 on the reference task's test split and the gate's verdict."), ""]
     for m in models:
         rec = m.get("recommended") or {}
         lines += [f"### {m['model']}", "",
-                  f"{rec.get('machine', '?')}, {rec.get('threads', '?')} thread(s), load average "
-                  f"{_f(rec.get('load_avg_1m'), '{:.1f}')} at the time.", "",
+                  (f"{rec.get('machine', '?')}, {rec.get('threads', '?')} thread(s), load average "
+                   f"{_f(rec.get('load_avg_1m'), '{:.1f}')} at the time."), "",
                   "| batch | contender | precision | p50 ms | vs ORT fp32 | % of limit | top-1 | accuracy |",
                   "|---:|---|---|---:|---:|---:|---:|---|"]
         best = {(r["batch_size"], r["backend"]) for r in rec.get("by_batch") or []}
