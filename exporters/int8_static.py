@@ -86,7 +86,7 @@ class _Reader:
 def fuse_qdq_matmuls(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """``Q(x) -> DQ -> MatMul <- DQ(W)`` (and a following ``Add`` of a constant bias) becomes
     ``Q(x) -> MatMulIntegerToFloat(W)``: ONNX Runtime's fused integer kernel with the dequantisation
-    and the bias in its epilogue. Its graph optimiser leaves a float-output QDQ ``MatMul`` as
+    and the bias in its epilogue; other consumers of ``x`` read its fp32 value. Its graph optimiser leaves a float-output QDQ ``MatMul`` as
     ``DQ(W)`` + fp32 ``Gemm``, dequantising every weight on every run. Exact: the same integer
     products and scales. Returns the model and the number of fused nodes."""
     graph = proto.graph
@@ -123,6 +123,19 @@ def fuse_qdq_matmuls(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             if len(consumers.get(dq.output[0], [])) == 1 and dq.output[0] not in outputs:
                 drop.add(id(dq))
         fused += 1
+    # An activation that also feeds a residual Add or the squeeze-excitation Mul keeps its fp32
+    # value there: the quantiser hands those ops the Q -> DQ round trip, which costs two ops and
+    # adds rounding error on a path that never runs in int8.
+    rename = {}
+    for n in graph.node:
+        if (n.op_type == "DequantizeLinear" and id(n) not in drop and n.output[0] not in outputs
+                and n.input[0] in producer and producer[n.input[0]].op_type == "QuantizeLinear"):
+            rename[n.output[0]] = producer[n.input[0]].input[0]
+            drop.add(id(n))
+    for n in graph.node:
+        for i, name in enumerate(n.input):
+            if name in rename:
+                n.input[i] = rename[name]
     nodes = [replace.get(id(n), n) for n in graph.node if id(n) not in drop]
     del graph.node[:]
     graph.node.extend(nodes)

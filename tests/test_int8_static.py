@@ -64,6 +64,7 @@ def test_calibration_reads_the_training_split_and_is_reproducible(fp32, split):
     assert quantize_int8_static(fp32, split["x"][:50]) != a
     ops = [n.op_type for n in onnx.load_from_string(a).graph.node]
     assert ops.count("MatMulIntegerToFloat") == s["quantized_nodes"] > 0  # fused: no float MatMul on int8 weights
+    assert "DequantizeLinear" not in ops  # residual/SE consumers read fp32, not a Q -> DQ round trip
     # it runs and stays close to fp32 on test samples it never saw
     x = split["x_test"][:64]
     ref = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
