@@ -222,5 +222,5 @@ def write_report(manifest: dict, out: str | Path, *, chart: bool = True) -> dict
     md_path = out / REPORT_NAME
     atomic_write_bytes(md_path, text.encode())
     return {"markdown": str(md_path), "chart": str(chart_path) if chart_path else None, "chart_skipped": why,
-            "peers_chart": str(peers_path) if peers_path else None,
+            **({"peers_chart": str(peers_path)} if peers_path else {}),
             "models": len(manifest["models"])}
