@@ -95,7 +95,7 @@ def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time
         static = (STATIC, variant_path(name, "fp32").replace("model.onnx", f"model.{STATIC}.onnx"),
                   quantize_int8_static(files[0][2], train_x, input_name=input_name, what=name))
         files.append(static)
-    model = ModelRequest.from_entry(entry).create() if (torch or accuracy) else None
+    model = _torch_model(root, entry) if (torch or accuracy) else None
     cands = contenders(files, model if torch else None, input_name=input_name)
     records = measure_peers(cands, input_dim=entry["scaling"]["input_dim"], flops=entry["flops"],
                             batch_sizes=batch_sizes, threads=threads, time_budget_s=time_budget_s,
@@ -111,6 +111,22 @@ def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time
         r["model"] = name
     return {"records": records, "static": static, "dataset": dataset.describe() if dataset else None,
             "recommended": recommend(records) if accuracy else None}
+
+
+def _torch_model(root: Path, entry: dict):
+    """The PyTorch network of the entry: with the weights file the build shipped (role ``weights``)
+    when it was built from one, else seeded. A seeded stand-in for a trained model would make every
+    accuracy comparison meaningless."""
+    if (entry.get("weights") or {}).get("source") != "file":
+        return ModelRequest.from_entry(entry).create()
+    rec = next((f for f in entry["files"] if f["role"] == "weights"), None)
+    if rec is None:
+        raise ZooError(f"{entry['model']} was built from a weights file that is not in the artifacts; rebuild it")
+    path = root / rec["path"]
+    blob = path.read_bytes()
+    if sha256_bytes(blob) != entry["weights"]["sha256"]:
+        raise ZooError(f"{path} differs from the weights the model was built from (sha256)")
+    return ModelRequest.from_entry(entry, weights=str(path)).create(blob)
 
 
 def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), threads=None, time_budget_s=10.0,
