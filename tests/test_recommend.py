@@ -117,3 +117,23 @@ def test_recommended_precision_reads_only_onnxruntime_rows():
     assert hub.recommended_precision(entry) == "int8_static"
     assert hub.recommended_precision(entry, 256) is None
     assert hub.recommended_precision({"files": []}) is None
+
+
+def test_the_reference_of_a_trained_model_is_its_weights_file(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from zoo.builder.artifact import request_for
+    from zoo.builder.pipeline import build
+    from zoo.builder.recommend import _torch_model
+
+    trained = request_for("dense_b0", input_dim=64, seed=7).create()  # stands in for trained weights
+    wfile = tmp_path / "dense_b0.safetensors"
+    save_file(trained.state_dict(), str(wfile))
+    out = tmp_path / "art"
+    assert [r.status for r in build([request_for("dense_b0", input_dim=64, weights=str(wfile))], out)] == ["ok"]
+    entry = mf.entry(mf.load(out / "manifest.json"), "dense_b0")
+    model = _torch_model(out, entry)
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((4, 64), dtype=np.float32))
+    with torch.no_grad():
+        assert torch.equal(model(x), trained.eval()(x))  # not the seed-0 network the entry's seed names

@@ -103,7 +103,7 @@ def _openvino(variant: str, path: str, data: bytes, input_name: str) -> Contende
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # what it really runs at
         actual = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         c.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(actual, actual)
-        c.settings = dict(c.settings, inference_precision=actual)
+        c.settings = dict(config, inference_precision=actual)
         req = compiled.create_infer_request()
         out = compiled.outputs[0]
         return (lambda x: req.infer({input_name: x})[out]), ms, {}
