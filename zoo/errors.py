@@ -89,3 +89,8 @@ class WeightsError(InputError):
 
 class AccuracyError(ZooError):
     """An artifact loses more top-1 accuracy against PyTorch than the accuracy gate allows."""
+
+
+class CalibrationError(InputError):
+    """Static quantisation has no usable calibration data (no training split): bad input, exit 2.
+    Random inputs are never substituted."""

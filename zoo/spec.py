@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from .errors import InputError
 
-PRECISIONS = ("fp32", "int8", "fp16")
+PRECISIONS = ("fp32", "int8", "fp16")  # what zoo build makes from a model alone
+STATIC_INT8 = "int8_static"  # made by zoo bench --recommend: its activation scales need the training split
+FILE_PRECISIONS = PRECISIONS + (STATIC_INT8,)  # every precision a published model file may have
 # What each file of a manifest entry is; the manifest schema lists the same roles.
 FILE_ROLES = ("model", "test_input", "test_output", "weights", "train_record")
 MODEL_FILE = "model.onnx"

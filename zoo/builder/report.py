@@ -16,8 +16,9 @@ from pathlib import Path
 from ..errors import ZooError
 from . import accuracy_report
 from ..fsutil import atomic_path, atomic_write_bytes
+from ..spec import FILE_PRECISIONS as PRECISIONS
+from .report_peers import PEERS_CHART_NAME, peers_lines, write_peers_chart
 
-PRECISIONS = ("fp32", "int8", "fp16")
 REPORT_NAME = "report.md"
 CHART_NAME = "latency.png"
 MAX_PANELS = 4
@@ -84,7 +85,8 @@ def _machine(manifest: dict) -> dict | None:
     return None
 
 
-def markdown(manifest: dict, chart: str | None = CHART_NAME, accuracy_chart: str | None = None) -> str:
+def markdown(manifest: dict, chart: str | None = CHART_NAME, accuracy_chart: str | None = None,
+             peers_chart: str | None = None) -> str:
     rows = model_rows(manifest)
     tool = manifest.get("toolchain", {})
     lines = ["# Dense EfficientNet zoo: report", "",
@@ -138,6 +140,7 @@ def markdown(manifest: dict, chart: str | None = CHART_NAME, accuracy_chart: str
         lines += ["", f"![top-1 against FLOPs and latency]({accuracy_chart})"]
     if chart:
         lines += ["", "## Latency against parameters", "", f"![p50 latency against parameters]({chart})"]
+    lines += peers_lines(manifest, peers_chart)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -228,9 +231,17 @@ def write_report(manifest: dict, out: str | Path, *, chart: bool = True) -> dict
             acc_path = accuracy_report.write_chart(manifest, out / accuracy_report.CHART_NAME, _cpu_p50_b1)
         except ImportError:
             why = "matplotlib is not installed (pip install 'zoo[report]'); no chart"
-    text = markdown(manifest, CHART_NAME if chart_path else None, accuracy_report.CHART_NAME if acc_path else None)
+    peers_path = None
+    if chart and any(m.get("peers") for m in manifest["models"]):
+        try:
+            peers_path = write_peers_chart(manifest, out / PEERS_CHART_NAME)
+        except ImportError:
+            why = why or "matplotlib is not installed (pip install 'zoo[report]'); no chart"
+    text = markdown(manifest, CHART_NAME if chart_path else None, accuracy_report.CHART_NAME if acc_path else None,
+                    PEERS_CHART_NAME if peers_path else None)
     md_path = out / REPORT_NAME
     atomic_write_bytes(md_path, text.encode())
     return {"markdown": str(md_path), "chart": str(chart_path) if chart_path else None, "chart_skipped": why,
             **({"accuracy_chart": str(acc_path)} if acc_path else {}),
+            **({"peers_chart": str(peers_path)} if peers_path else {}),
             "models": len(manifest["models"])}

@@ -34,8 +34,17 @@ def _short(provider: str | None) -> str:
                    "fraction of the limit each artifact reaches.")
 @no_record_option
 @json_option
+@click.option("--peers", is_flag=True,
+              help="Every way to run each model, in one interleaved run: ONNX Runtime on each file, PyTorch eager, "
+                   "torch.compile, OpenVINO f32 and default precision, tract (ratios to ONNX Runtime fp32).")
+@click.option("--recommend", is_flag=True,
+              help="--peers plus static int8 and accuracy on the reference task; writes the fastest passing "
+                   "(runtime, file, settings) per batch size into the manifest as `recommended`.")
+@click.option("--data", "data_file", type=click.Path(dir_okay=False), default=None,
+              help="A .npz from `zoo data` (x, y, x_test, y_test): the training split calibrates static int8, "
+                   "the test split checks accuracy [default: the build's regenerable data set].")
 def bench_cmd(names, all_, artifacts, precisions, providers, batch_sizes, threads, warmup, runs, time_budget,
-              no_torch, roofline, no_record, as_json):
+              no_torch, roofline, no_record, as_json, peers, recommend, data_file):
     """Measure latencies of built artifacts and record them in the manifest.
 
     Per model file, provider and batch size: session creation time, untimed warm-up runs, then
@@ -48,7 +57,12 @@ def bench_cmd(names, all_, artifacts, precisions, providers, batch_sizes, thread
       zoo bench dense_b0 dense_b3 --precision fp32,int8 --batch-sizes 1,64
       zoo bench --all --roofline --threads 2 --json > bench.json
       zoo bench dense_b7 --providers cuda --precision fp16
+      zoo bench dense_b5 dense_b7 --peers --batch-sizes 1,256 --threads 2
+      zoo bench dense_b7 --recommend --data mnist1d_688.npz --json > peers.json
     """
+    if peers or recommend:
+        return _peers(names, all_, artifacts, batch_sizes, threads, runs, time_budget, no_torch, roofline,
+                      recommend and not no_record, recommend, data_file, as_json)
     from ..bench.latency import LatencyOptions
     from ..bench.roofline import measure_machine, roofline_row
     from ..builder.benchmarks import bench_artifacts
@@ -99,6 +113,49 @@ def bench_cmd(names, all_, artifacts, precisions, providers, batch_sizes, thread
                           ("pct_roof", "% of limit")]))
     if not no_record:
         click.echo(f"latencies recorded in {out['manifest']}")
+
+
+def _peers(names, all_, artifacts, batch_sizes, threads, runs, time_budget, no_torch, roofline, save, recommend,
+           data_file, as_json):
+    from ..bench.latency import default_threads
+    from ..builder import manifest as mf
+    from ..builder.recommend import bench_peers
+
+    manifest = mf.load(artifacts / mf.MANIFEST_NAME)  # a missing manifest fails before the slow part
+    if all_:
+        names = [m["model"] for m in manifest["models"]]
+    if not names:
+        raise click.UsageError("name at least one model, or give --all")
+    threads = threads or default_threads()
+    roof = None
+    if roofline:
+        from ..bench.peers import measure_roofline
+
+        progress("measuring this machine: fp32 and bf16 GEMM peaks, memory read bandwidth ...")
+        roof = measure_roofline(threads)
+        progress(f"fp32 GEMM peak {roof.fp32_gflops:.1f} GFLOP/s, bf16 "
+                 + (f"{roof.bf16_gflops:.1f} GFLOP/s" if roof.bf16_gflops else "not native here"))
+    out = bench_peers(artifacts, list(names), data_file=data_file, batch_sizes=batch_sizes, threads=threads,
+                      time_budget_s=time_budget, max_rounds=runs, roofline=roof, recommend_=recommend,
+                      save=save, torch=not no_torch, progress=progress)
+    rows = [r for res in out["results"].values() for r in res["records"]]
+    recs = {n: res["recommended"] for n, res in out["results"].items() if res["recommended"] is not None}
+    if as_json:
+        emit_json({"manifest": out["manifest"], "saved": save, "records": rows, "recommended": recs,
+                   **({"roofline": {"fp32_gflops": roof.fp32_gflops, "bf16_gflops": roof.bf16_gflops}} if roof else {})})
+        return
+    click.echo(table([dict(r, top1=(r.get("accuracy") or {}).get("top1"), acc=(r.get("accuracy") or {}).get("verdict"),
+                           pct_roof=100 * r["frac_roofline"] if "frac_roofline" in r else None) for r in rows],
+                     [("model", "model"), ("batch_size", "batch"), ("backend", "contender"), ("precision", "precision"),
+                      ("p50_ms", "p50 ms"), ("ratio_vs_ort_fp32", "vs ORT fp32"), ("compile_s", "compile s"),
+                      ("pct_roof", "% of limit"), ("top1", "top-1"), ("acc", "accuracy"), ("reason", "unavailable")]))
+    for name, by_batch in recs.items():
+        for r in by_batch:
+            click.echo(f"recommended {name} batch {r['batch_size']}: {r['backend']} {r['precision']} "
+                       f"({r['file'] or 'PyTorch'}) p50 {r['p50_ms']:.3f} ms, {r['ratio_vs_ort_fp32']:.2f}x ORT fp32, "
+                       f"top-1 {r['top1']:.2%}")
+    if save:
+        click.echo(f"recommendations recorded in {out['manifest']}")
 
 
 @click.command("report")

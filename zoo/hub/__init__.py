@@ -50,7 +50,7 @@ from .config import (
 from .external import external_data_files
 from .paths import safe_name, safe_relpath
 from .publish import publish
-from .pull import PullResult, list_models, load, pull, session
+from .pull import PullResult, list_models, load, pull, recommended_precision, session
 from .source import Source, parse_manifest, resolve_source
 
 __all__ = [
@@ -58,7 +58,7 @@ __all__ = [
     "SPEED_LIMIT_ENV", "SPEED_TIME_ENV", "HubError", "IntegrityError", "OfflineError", "SourceError", "MissingSourceError",
     "UnknownModelError", "UnsafePathError", "Cache", "PullResult", "Source", "cache_clear", "cache_list",
     "cache_verify", "external_data_files", "list_models", "load", "offline", "parse_manifest", "publish", "pull",
-    "redact", "resolve_cache_dir", "resolve_source", "safe_name", "safe_relpath", "session",
+    "recommended_precision", "redact", "resolve_cache_dir", "resolve_source", "safe_name", "safe_relpath", "session",
 ]
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from ..builder import manifest as mf
 from ..errors import ZooError
 from ..fsutil import TMP_PREFIX
-from ..spec import PRECISIONS
+from ..spec import FILE_PRECISIONS as PRECISIONS
 from .cache import Cache, file_errors
 from .config import Progress, UnknownModelError, UnsafePathError, quiet
 from .paths import hash_stream, tmp_name

@@ -1,0 +1,139 @@
+"""A recommendation picks the fastest candidate whose accuracy passes the gate, and never one that
+failed it; zoo bench --recommend writes it (and the static int8 file) into a schema-valid manifest;
+zoo.hub.session opens the recommended ONNX Runtime file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+from zoo import hub
+from zoo.bench.peers import add_accuracy, contenders, measure_peers
+from zoo.builder import manifest as mf
+from zoo.builder.artifact import ModelRequest
+from zoo.builder.recommend import eligible, recommend
+from zoo.builder.report import write_report
+from zoo.cli import cli
+from zoo.model import data as ds
+
+
+def _rec(backend, batch, p50, verdict="pass", measured=True, precision="int8"):
+    return {"runtime": backend.split(":")[0], "backend": backend, "precision": precision, "file": f"m/{backend}.onnx",
+            "settings": {}, "batch_size": batch, "p50_ms": p50, "ratio_vs_ort_fp32": p50 / 10.0,
+            "verdict": "measured" if measured else "unavailable",
+            "accuracy": {"top1": 0.9, "agreement": 0.99, "torch_top1": 0.9, "verdict": verdict}}
+
+
+def test_the_fastest_passing_candidate_wins_per_batch():
+    recs = [_rec("onnxruntime:fp32", 1, 10.0, precision="fp32"), _rec("onnxruntime:int8", 1, 4.0),
+            _rec("onnxruntime:broken", 1, 1.0, verdict="fail"),  # fastest, but fails the gate
+            _rec("tract", 1, 0.5, verdict="unavailable", measured=False),
+            _rec("openvino:default", 1, 2.0, verdict=None),  # no accuracy measured: not eligible either
+            _rec("onnxruntime:fp32", 256, 100.0, precision="fp32"), _rec("onnxruntime:broken", 256, 20.0, "fail")]
+    out = {r["batch_size"]: r for r in recommend(recs)}
+    assert out[1]["backend"] == "onnxruntime:int8" and out[1]["eligible"] == 2 and out[1]["candidates"] == 5
+    assert out[256]["backend"] == "onnxruntime:fp32"
+    assert not any(r["backend"] == "onnxruntime:broken" for r in out.values())
+    assert recommend([_rec("x", 1, 1.0, "fail")]) == []  # nothing passes: no recommendation
+
+
+def _damaged(fp32: bytes) -> bytes:
+    """The fp32 file with its classifier's rows shuffled: as fast as the original, wrong classes."""
+    proto = onnx.load_from_string(fp32)
+    gemm = [n for n in proto.graph.node if n.op_type == "Gemm"][-1]
+    inits = {t.name: t for t in proto.graph.initializer}
+    for name in gemm.input[1:]:
+        w = numpy_helper.to_array(inits[name])
+        inits[name].CopyFrom(numpy_helper.from_array(np.roll(w, 3, axis=0).copy(), name))
+    return proto.SerializeToString()
+
+
+def test_a_damaged_candidate_fails_the_real_gate_and_is_never_picked(small_build):
+    entry = mf.entry(mf.load(small_build / "manifest.json"), "dense_b0")
+    fp32 = (small_build / "dense_b0" / "model.onnx").read_bytes()
+    d = ds.generate(ds.DatasetParams(64, samples=500))
+    evalset = ds.EvalSet("mnist1d", ds.dataset_sha256(d), d["x_test"], d["y_test"])
+    model = ModelRequest.from_entry(entry).create()
+    cands = contenders([("fp32", "dense_b0/model.onnx", fp32), ("int8", "dense_b0/damaged.onnx", _damaged(fp32))],
+                       None, runtimes=())
+    recs = measure_peers(cands, input_dim=64, flops=entry["flops"], batch_sizes=(2,), max_rounds=3, time_budget_s=1)
+    add_accuracy(cands, recs, d["x_test"], d["y_test"], evalset, model)
+    by = {r["backend"]: r for r in recs}
+    assert by["onnxruntime:fp32"]["accuracy"]["verdict"] == "pass"
+    bad = by["onnxruntime:int8"]["accuracy"]
+    assert bad["verdict"] == "fail" and bad["agreement"] < 0.5 and "loses" in bad["reason"]
+    by["onnxruntime:int8"]["p50_ms"] = 0.0  # even when it is the fastest by far
+    assert [r["backend"] for r in recommend(recs)] == ["onnxruntime:fp32"]
+    assert not eligible(by["onnxruntime:int8"])
+
+
+def test_recommend_writes_the_manifest_and_the_hub_opens_the_file(small_build, tmp_path):
+    root = tmp_path / "art"
+    shutil.copytree(small_build, root)
+    data = tmp_path / "mnist1d_64.npz"
+    ds.write_npz(ds.generate(ds.DatasetParams(64, samples=400)), data)
+    r = CliRunner().invoke(cli, ["bench", "dense_b0", "--recommend", "--artifacts", str(root), "--data", str(data),
+                                 "--batch-sizes", "1", "--runs", "3", "--time-budget", "0.5", "--no-torch", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    manifest = mf.load(root / "manifest.json")  # schema-valid
+    entry = mf.entry(manifest, "dense_b0")
+    static = [f for f in entry["files"] if f["precision"] == "int8_static"]
+    assert len(static) == 1 and (root / static[0]["path"]).stat().st_size == static[0]["bytes"]
+    best = entry["recommended"]["by_batch"][0]
+    assert best == {k: v for k, v in out["recommended"]["dense_b0"][0].items()}
+    assert best["batch_size"] == 1 and best["backend"] in {p["backend"] for p in entry["peers"]}
+    chosen = next(p for p in entry["peers"] if p["backend"] == best["backend"])
+    assert chosen["accuracy"]["verdict"] == "pass"
+    assert best["p50_ms"] == min(p["p50_ms"] for p in entry["peers"] if eligible(p))
+    # the report: the peers table with the recommendation marked, and its chart
+    written = write_report(manifest, tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Peers and recommendation" in text and f"{best['backend']} **(recommended)**" in text
+    assert written.get("peers_chart") and (tmp_path / "report" / "peers.png").read_bytes()[:4] == b"\x89PNG"
+    # the hub: without a precision, the recommended ONNX Runtime file
+    want = hub.recommended_precision(entry)
+    if best["runtime"] == "onnxruntime":
+        assert want == next(f["precision"] for f in entry["files"] if f["path"] == best["file"])
+    else:
+        assert want is None  # another runtime won here: the hub falls back to fp32
+    sess = hub.session("dense_b0", str(root), cache_dir=tmp_path / "cache")
+    path = hub.load("dense_b0", str(root), want or "fp32", cache_dir=tmp_path / "cache")
+    assert sess.run(None, {"input": np.zeros((1, 64), np.float32)})[0].shape == (1, 10)
+    assert onnx.load(str(path)).metadata_props and path.name == (static[0]["path"].split("/")[-1]
+                                                                 if want == "int8_static" else path.name)
+
+
+def test_recommended_precision_reads_only_onnxruntime_rows():
+    entry = {"files": [{"path": "m/model.onnx", "role": "model", "precision": "fp32"},
+                       {"path": "m/model.int8_static.onnx", "role": "model", "precision": "int8_static"}],
+             "recommended": {"by_batch": [{"batch_size": 256, "runtime": "openvino", "file": "m/model.onnx"},
+                                          {"batch_size": 1, "runtime": "onnxruntime", "file": "m/model.int8_static.onnx"}]}}
+    assert hub.recommended_precision(entry) == "int8_static"
+    assert hub.recommended_precision(entry, 256) is None
+    assert hub.recommended_precision({"files": []}) is None
+
+
+def test_the_reference_of_a_trained_model_is_its_weights_file(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from zoo.builder.artifact import request_for
+    from zoo.builder.pipeline import build
+    from zoo.builder.recommend import _torch_model
+
+    trained = request_for("dense_b0", input_dim=64, seed=7).create()  # stands in for trained weights
+    wfile = tmp_path / "dense_b0.safetensors"
+    save_file(trained.state_dict(), str(wfile))
+    out = tmp_path / "art"
+    assert [r.status for r in build([request_for("dense_b0", input_dim=64, weights=str(wfile))], out)] == ["ok"]
+    entry = mf.entry(mf.load(out / "manifest.json"), "dense_b0")
+    model = _torch_model(out, entry)
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((4, 64), dtype=np.float32))
+    with torch.no_grad():
+        assert torch.equal(model(x), trained.eval()(x))  # not the seed-0 network the entry's seed names

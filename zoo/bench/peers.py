@@ -1,0 +1,362 @@
+"""Peers side by side: every way this machine can run one model, measured in one run, interleaved.
+
+Contenders (:func:`contenders`): ONNX Runtime on each of the zoo's files (fp32, int8, fp16, and the
+static int8 file when there is one), PyTorch eager, ``torch.compile`` (its compile time recorded
+apart, never in the latency), OpenVINO at f32 and at its default inference precision (bf16 on CPUs
+with AVX-512 BF16 or AMX: recorded as its own backend, ``openvino:default``), and tract. One that
+is not installed is *named* with the reason, never dropped.
+
+Interleaved (:func:`measure_peers`): after each contender's warm-up, every round times one call of
+each contender, starting one further along each round, so that drift of a shared machine (other
+jobs, clock, thermals) hits all of them alike; the median over rounds is the latency. Records say
+runtime, precision, file and settings, the ratio to ONNX Runtime fp32 on ``model.onnx``, and, with
+a :class:`Roofline`, the fraction of this machine's limits reached (fp32 or bf16 GEMM peak, read
+bandwidth at the file's size).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..versions import dist_version
+from .latency import (
+    _load_avg,
+    bench_input,
+    default_threads,
+    machine_info,
+    summarize,
+    torch_threads,
+)
+
+ORT = "onnxruntime"
+# ``runtime:variant`` of the contenders, in table order (files add one ORT row per precision).
+PEER_RUNTIMES = ("torch", "torch.compile", "openvino:f32", "openvino:default", "tract")
+BASELINE = (ORT, "fp32")  # the ratio's denominator: ONNX Runtime on model.onnx
+
+
+@dataclass
+class Contender:
+    """One (runtime, file, settings). ``load(batch)`` returns a zero-argument callable running one
+    batch; ``predict(x)`` classifies ``x`` (for the accuracy gate)."""
+
+    runtime: str  # onnxruntime, torch, torch.compile, openvino, tract
+    backend: str  # what a record is keyed by: onnxruntime:int8, openvino:default, ...
+    precision: str
+    file: str | None  # the zoo file it runs (relative path), None for PyTorch
+    settings: dict = field(default_factory=dict)
+    version: str | None = None
+    reason: str | None = None  # why it is not available here
+    weight_bytes: int = 0
+    _setup: Callable | None = None  # (threads) -> (run(x) -> logits, setup_ms, extra fields)
+    _state: tuple | None = None
+
+    def ready(self, threads: int):
+        if self._state is None:
+            self._state = self._setup(threads)
+        return self._state
+
+
+def _ort(label: str, precision: str, path: str, data: bytes, input_name: str) -> Contender:
+    import onnxruntime as ort
+
+    def setup(threads):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        # Idle intra-op threads must not spin between runs: they would steal the cores of the
+        # contender timed next (interleaving on a shared machine).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        t = time.perf_counter()
+        sess = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+        ms = (time.perf_counter() - t) * 1e3
+        return (lambda x: sess.run(None, {input_name: x})[0]), ms, {}
+
+    return Contender(ORT, f"{ORT}:{label}", precision, path, {"provider": "CPUExecutionProvider",
+                     "optimization": "all",
+                     "allow_spinning": False}, ort.__version__, weight_bytes=len(data), _setup=setup)
+
+
+def _openvino(variant: str, path: str, data: bytes, input_name: str) -> Contender:
+    version = dist_version("openvino")
+    c = Contender("openvino", f"openvino:{variant}", "fp32" if variant == "f32" else "default", path,
+                  {"INFERENCE_PRECISION_HINT": "f32"} if variant == "f32" else {}, version, weight_bytes=len(data))
+    if version is None:
+        c.reason = "openvino is not installed (pip install -e '.[runtimes]')"
+        return c
+
+    def setup(threads):
+        import openvino as ov
+
+        from ..verify.backends import _model_file
+
+        core = ov.Core()
+        config = dict(c.settings, INFERENCE_NUM_THREADS=threads, PERFORMANCE_HINT="LATENCY")
+        t = time.perf_counter()
+        with _model_file(data) as p:
+            compiled = core.compile_model(core.read_model(str(p)), "CPU", config)
+        ms = (time.perf_counter() - t) * 1e3
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # what it really runs at
+        actual = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+        c.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(actual, actual)
+        c.settings = dict(config, inference_precision=actual)
+        req = compiled.create_infer_request()
+        out = compiled.outputs[0]
+        return (lambda x: req.infer({input_name: x})[out]), ms, {}
+
+    c._setup = setup
+    return c
+
+
+def _tract(path: str, data: bytes) -> Contender:
+    version = dist_version("tract")
+    c = Contender("tract", "tract", "fp32", path, {}, version, weight_bytes=len(data))
+    if version is None:
+        c.reason = "tract is not installed (pip install -e '.[runtimes]')"
+        return c
+
+    def setup(threads):
+        from ..verify.backends import _TractRunner
+
+        t = time.perf_counter()
+        runner = _TractRunner(data)  # tract runs on one thread; recorded as it is
+        ms = (time.perf_counter() - t) * 1e3
+        return (lambda x: runner.runnable.run([x])[0].to_numpy()), ms, {}
+
+    c._setup = setup
+    c.settings = {"threads": 1}
+    return c
+
+
+def _torch(model, compiled: bool, weight_bytes: int) -> Contender:
+    import torch
+
+    version = torch.__version__.split("+")[0]
+    if not compiled:
+        def setup(threads):
+            torch.set_num_threads(threads)  # once: resizing the pool on every call costs more than a run
+
+            def run(x):
+                with torch.inference_mode():
+                    return model(torch.from_numpy(x)).numpy()
+            return run, 0.0, {}
+
+        return Contender("torch", "torch", "fp32", None, {"mode": "eager", "inference_mode": True}, version,
+                         weight_bytes=weight_bytes, _setup=setup)
+    c = Contender("torch.compile", "torch.compile", "fp32", None, {"backend": "inductor", "dynamic": False},
+                  version, weight_bytes=weight_bytes)
+    try:
+        import torch._inductor
+    except Exception as e:  # noqa: BLE001 - any failure here means no compiler (pragma: no cover)
+        c.reason = f"torch.compile (inductor) is not usable here: {type(e).__name__}: {e}"
+        return c
+
+    def setup(threads):
+        fn = torch.compile(model, dynamic=False)
+        compile_s = {}
+
+        torch.set_num_threads(threads)
+
+        def run(x):
+            with torch.inference_mode():
+                key = x.shape
+                if key not in compile_s:  # the first call at a shape compiles: timed apart
+                    t = time.perf_counter()
+                    y = fn(torch.from_numpy(x))
+                    compile_s[key] = time.perf_counter() - t
+                    return y.numpy()
+                return fn(torch.from_numpy(x)).numpy()
+
+        run.compile_s = compile_s
+        return run, 0.0, {}
+
+    c._setup = setup
+    return c
+
+
+def contenders(files: list[tuple[str, str, bytes]], torch_model=None, *, input_name: str = "input",
+               runtimes: tuple[str, ...] = PEER_RUNTIMES) -> list[Contender]:
+    """``files``: ``(precision, relpath, bytes)`` of the zoo's files, fp32 first. Every runtime in
+    ``runtimes`` gets a contender, available or not (then with ``reason``)."""
+    fp32 = next(((p, d) for prec, p, d in files if prec == "fp32"), None)
+    if fp32 is None:
+        raise ValueError("peers need the fp32 model file")
+    out = [_ort(prec, prec, path, data, input_name) for prec, path, data in files]
+    fp32_path, fp32_bytes = fp32
+    for r in runtimes:
+        if r in ("torch", "torch.compile"):
+            if torch_model is None:
+                out.append(Contender(r, r, "fp32", None, reason="no PyTorch model was given (--no-torch)"))
+            else:
+                out.append(_torch(torch_model, r == "torch.compile", len(fp32_bytes)))
+        elif r.startswith("openvino:"):
+            out.append(_openvino(r.split(":", 1)[1], fp32_path, fp32_bytes, input_name))
+        elif r == "tract":
+            out.append(_tract(fp32_path, fp32_bytes))
+        else:
+            raise ValueError(f"unknown peer runtime {r!r}; valid: {', '.join(PEER_RUNTIMES)}")
+    return out
+
+
+@dataclass
+class Roofline:
+    """This machine's limits: fp32 (and bf16, when measurable) GEMM peaks and read bandwidth."""
+
+    fp32_gflops: float
+    bf16_gflops: float | None
+    bandwidth_for: Callable[[int], float]  # working-set bytes -> GB/s
+
+    def peak(self, precision: str) -> float:
+        return self.bf16_gflops if precision == "bf16" and self.bf16_gflops else self.fp32_gflops
+
+
+def bf16_gemm_peak(threads: int, n: int = 1024, time_budget_s: float = 1.0) -> float | None:
+    """bf16 GEMM rate (PyTorch ``mm``, oneDNN) in GFLOP/s, or None when this CPU has no native bf16
+    (emulated bf16 would be a meaningless peak)."""
+    import torch
+
+    if "avx512_bf16" not in machine_info()["isa"] and "amx_bf16" not in machine_info()["isa"]:
+        return None
+    from .latency import time_runs
+
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(torch.bfloat16) for _ in range(2))
+    with torch_threads(threads):
+        t = time_runs(lambda: torch.mm(a, b), warmup_runs=2, max_runs=20, time_budget_s=time_budget_s)
+    return float(2 * n**3 / (min(t.samples_ms) / 1e3) / 1e9)
+
+
+def measure_roofline(threads: int) -> Roofline:
+    from .roofline import measure_machine
+
+    m = measure_machine(threads)
+    return Roofline(m.gemm["gflops"], bf16_gemm_peak(threads), m.bandwidth_for)
+
+
+def _roof(rec: dict, flops: int, roofline: Roofline) -> dict:
+    """Fractions of the limits. int8 has no measured integer GEMM peak here: its compute fraction
+    is left out (None) rather than set against the fp32 peak, and its limit is the weight stream."""
+    p50_s = rec["p50_ms"] / 1e3
+    wbytes = rec["weight_bytes"] // 2 if rec["precision"] == "bf16" else rec["weight_bytes"]
+    bw = roofline.bandwidth_for(wbytes) * 1e9
+    t_m = wbytes / bw
+    if rec["precision"].startswith("int8"):
+        return {"peak_gflops": None, "frac_gemm_peak": None, "read_bw_gb_per_s": bw / 1e9,
+                "frac_read_bw": t_m / p50_s, "bound": "memory", "frac_roofline": t_m / p50_s}
+    peak = roofline.peak(rec["precision"]) * 1e9
+    t_c = flops * rec["batch_size"] / peak
+    return {"peak_gflops": peak / 1e9, "frac_gemm_peak": t_c / p50_s, "read_bw_gb_per_s": bw / 1e9,
+            "frac_read_bw": t_m / p50_s, "bound": "compute" if t_c >= t_m else "memory",
+            "frac_roofline": max(t_c, t_m) / p50_s}
+
+
+def measure_peers(cands: list[Contender], *, input_dim: int, flops: int, batch_sizes=(1, 32, 256),
+                  threads: int | None = None, warmup_runs: int = 3, max_rounds: int = 50,
+                  time_budget_s: float = 10.0, roofline: Roofline | None = None, seed: int = 0,
+                  progress: Callable[[str], None] = lambda m: None) -> list[dict]:
+    """One record per contender and batch size; unavailable contenders get one record per batch
+    with ``verdict: "unavailable"`` and the reason. ``time_budget_s`` bounds each batch size's
+    interleaved rounds (all contenders together)."""
+    threads = threads or default_threads()
+    records = []
+    for batch in batch_sizes:
+        x = bench_input(input_dim, batch, seed)
+        live, runs = [], {}
+        for c in cands:
+            base = {"runtime": c.runtime, "backend": c.backend, "precision": c.precision, "file": c.file,
+                    "settings": dict(c.settings), "version": c.version, "batch_size": int(batch),
+                    "threads": int(threads), "weight_bytes": int(c.weight_bytes)}
+            if c.reason is None:
+                try:
+                    fn, setup_ms, _ = c.ready(threads)
+                    for _ in range(max(1, warmup_runs)):
+                        fn(x)
+                    live.append((c, fn, setup_ms))
+                    runs[c.backend] = []
+                    continue
+                except Exception as e:  # noqa: BLE001 - a runtime that cannot run this model is named, not fatal
+                    c.reason = f"{c.backend} cannot run the model: {type(e).__name__}: {str(e).strip()[:200]}"
+            records.append(dict(base, verdict="unavailable", reason=c.reason))
+            progress(f"batch {batch}: {c.backend}: unavailable ({c.reason})")
+        t0 = time.perf_counter()
+        for r in range(max_rounds):
+            k = r % max(1, len(live))
+            for c, fn, _ in live[k:] + live[:k]:  # a different one goes first each round
+                t = time.perf_counter()
+                fn(x)
+                runs[c.backend].append((time.perf_counter() - t) * 1e3)
+            if time.perf_counter() - t0 >= time_budget_s:
+                break
+        load = _load_avg()
+        for c, fn, setup_ms in live:
+            rec = {"runtime": c.runtime, "backend": c.backend, "precision": c.precision, "file": c.file,
+                   "settings": dict(c.settings), "version": c.version, "batch_size": int(batch),
+                   "threads": int(threads), "weight_bytes": int(c.weight_bytes), "verdict": "measured",
+                   "reason": None, "setup_ms": float(setup_ms), "runs": len(runs[c.backend]),
+                   **summarize(runs[c.backend]), "load_avg_1m": load}
+            compile_s = getattr(fn, "compile_s", None)
+            if compile_s is not None:
+                rec["compile_s"] = float(compile_s.get(x.shape, 0.0))
+            p50_s = rec["p50_ms"] / 1e3
+            rec["gflops_per_s"] = float(flops * batch / p50_s / 1e9) if p50_s > 0 else 0.0
+            if roofline is not None:
+                rec.update(_roof(rec, flops, roofline))
+            records.append(rec)
+        base = next((r for r in records if r["batch_size"] == batch and (r["runtime"], r["precision"]) == BASELINE
+                     and r["verdict"] == "measured"), None)
+        for r in records:
+            if r["batch_size"] == batch and r["verdict"] == "measured":
+                r["ratio_vs_ort_fp32"] = float(r["p50_ms"] / base["p50_ms"]) if base else None
+                progress(f"batch {batch}: {r['backend']} ({r['precision']}): p50 {r['p50_ms']:.3f} ms, "
+                         f"{r['ratio_vs_ort_fp32']:.2f}x ORT fp32" if base else f"p50 {r['p50_ms']:.3f} ms")
+    return records
+
+
+def add_accuracy(cands: list[Contender], records: list[dict], x_test: np.ndarray, y_test: np.ndarray,
+                 dataset, torch_model, threads: int | None = None, chunk: int = 1000) -> None:
+    """Top-1 of every available contender on the test split, through the same runner that was
+    timed, judged by the accuracy gate (:func:`zoo.verify.accuracy.gate`); written into each of
+    its records as ``accuracy``."""
+    from ..verify.accuracy import gate, predict_torch, record
+
+    threads = threads or default_threads()
+    torch_pred = predict_torch(torch_model, x_test)
+    for c in cands:
+        if c.reason is not None:
+            acc = record(c.backend, c.precision, dataset, None, y_test, torch_pred, c.runtime, c.version,
+                         verdict="unavailable", reason=c.reason)
+        else:
+            fn = c.ready(threads)[0]
+            pred = _predict(fn, x_test, chunk)
+            acc = record(c.backend, c.precision, dataset, pred, y_test, torch_pred, c.runtime, c.version)
+            why = gate(acc)
+            if why:
+                acc.update(verdict="fail", reason=why)
+        for r in records:
+            if r["backend"] == c.backend:
+                r["accuracy"] = {k: acc[k] for k in ("dataset", "samples", "top1", "agreement", "torch_top1",
+                                                     "verdict", "reason")}
+
+
+def _predict(fn, x: np.ndarray, chunk: int) -> np.ndarray:
+    """Classes of ``x`` in chunks of one shape (the last one zero-padded): a compiled contender
+    compiles once, not once per remainder."""
+    chunk = min(chunk, len(x))
+    out = []
+    for i in range(0, len(x), chunk):
+        part = x[i:i + chunk]
+        n = len(part)
+        if n < chunk:
+            part = np.concatenate([part, np.zeros((chunk - n, x.shape[1]), dtype=x.dtype)])
+        out.append(np.asarray(fn(np.ascontiguousarray(part)), dtype=np.float32)[:n].argmax(1))
+    return np.concatenate(out)
+
+
+def environment() -> dict:
+    """Where a peers run happened (machine, load) for the manifest and the report."""
+    return {"machine": machine_info(), "load_avg_1m": _load_avg(), "cpu_affinity": len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity") else None}

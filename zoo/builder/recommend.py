@@ -1,0 +1,183 @@
+"""``zoo bench --peers`` / ``--recommend`` as a service: measure every way to run a model, check
+each one's accuracy on the reference task, and pick per batch size the fastest that passes.
+
+A candidate is eligible only with an accuracy record whose verdict is ``pass`` (the accuracy gate
+of :mod:`zoo.verify.accuracy`: fp32 within 0.1 point of PyTorch, lower precisions losing at most
+1.0 point). A failed, unavailable or unmeasured candidate is never recommended, however fast.
+The static int8 file is made here (it needs the training split to calibrate) and, with
+``--recommend``, written beside the model and listed in the manifest like every file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import CalibrationError, ManifestError, ZooError
+from ..fsutil import atomic_write_bytes, sha256_bytes, sha256_file
+from ..spec import STATIC_INT8
+from . import manifest as mf
+from .artifact import ModelRequest
+
+STATIC = STATIC_INT8
+# Fields a recommendation keeps from the winning record.
+KEEP = ("runtime", "backend", "precision", "file", "settings", "p50_ms", "ratio_vs_ort_fp32")
+
+
+def eligible(rec: dict) -> bool:
+    acc = rec.get("accuracy") or {}
+    return rec.get("verdict") == "measured" and acc.get("verdict") == "pass"
+
+
+def recommend(records: list[dict]) -> list[dict]:
+    """Per batch size, the fastest (by p50) eligible record; batch sizes without one are left out."""
+    out = []
+    for batch in sorted({r["batch_size"] for r in records}):
+        ok = [r for r in records if r["batch_size"] == batch and eligible(r)]
+        if not ok:
+            continue
+        best = min(ok, key=lambda r: r["p50_ms"])
+        acc = best["accuracy"]
+        out.append({"batch_size": int(batch), **{k: best.get(k) for k in KEEP},
+                    "top1": acc["top1"], "agreement": acc["agreement"], "torch_top1": acc["torch_top1"],
+                    "candidates": len([r for r in records if r["batch_size"] == batch]), "eligible": len(ok)})
+    return out
+
+
+def load_data(entry: dict, data_file: str | None):
+    """(EvalSet, training x) for a model: ``--data FILE.npz`` (x, y, x_test, y_test), else the set
+    recorded at build time when it can be regenerated; raises CalibrationError when none is."""
+    from ..model import data as ds
+
+    dim = entry["scaling"]["input_dim"]
+    if data_file is not None:
+        arrays = ds.load_npz(data_file, dim)
+        sha = ds.dataset_sha256(arrays)
+        return ds.EvalSet(Path(data_file).name, sha, arrays["x_test"], arrays["y_test"]), arrays["x"]
+    params = (entry.get("eval_data") or {}).get("params")
+    if params:
+        p = ds.DatasetParams(params["input_dim"], params["samples"], params["seed"])
+        arrays = ds.generate(p)
+        sha = ds.dataset_sha256(arrays)
+        if sha != entry["eval_data"]["sha256"]:
+            raise ZooError(f"{entry['model']}: the regenerated {ds.NAME} set differs from the build's "
+                           f"(sha256 {sha[:12]}); give --data FILE.npz")
+        return ds.EvalSet(ds.NAME, sha, arrays["x_test"], arrays["y_test"], p.to_dict()), arrays["x"]
+    raise CalibrationError(f"{entry['model']}: no reference-task data (its build had no regenerable eval set); "
+                           f"give --data FILE.npz from `zoo data mnist1d --input-dim {dim}` (training split "
+                           f"calibrates static int8, the test split checks accuracy)")
+
+
+def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time_budget_s,
+                    max_rounds: int = 50, roofline=None, accuracy: bool = True, static_int8: bool = True,
+                    torch: bool = True, progress: Callable[[str], None] = lambda m: None) -> dict:
+    """Measure the peers of one built model; returns records, the static int8 file (when made) and
+    the recommendation (when accuracy was measured)."""
+    from ..bench.peers import add_accuracy, contenders, measure_peers
+    from ..spec import variant_path
+
+    name = entry["model"]
+    files = []
+    for f in entry["files"]:
+        if f["role"] != "model" or f["precision"] == STATIC:
+            continue
+        blob = (root / f["path"]).read_bytes()
+        if sha256_bytes(blob) != f["sha256"]:
+            raise ZooError(f"{root / f['path']} differs from its manifest record (sha256); rebuild it with `zoo build`")
+        files.append((f["precision"], f["path"], blob))
+    files.sort(key=lambda t: t[0] != "fp32")
+    dataset, train_x = data if data is not None else (None, None)
+    static = None
+    input_name = entry["metadata"]["io_ports"]["inputs"][0]["name"]
+    if static_int8:
+        from ..exporters.int8_static import quantize_int8_static
+
+        progress(f"{name}: static int8, calibrated on {min(len(train_x), 512)} training samples ...")
+        static = (STATIC, variant_path(name, "fp32").replace("model.onnx", f"model.{STATIC}.onnx"),
+                  quantize_int8_static(files[0][2], train_x, input_name=input_name, what=name))
+        files.append(static)
+    model = _torch_model(root, entry) if (torch or accuracy) else None
+    cands = contenders(files, model if torch else None, input_name=input_name)
+    records = measure_peers(cands, input_dim=entry["scaling"]["input_dim"], flops=entry["flops"],
+                            batch_sizes=batch_sizes, threads=threads, time_budget_s=time_budget_s,
+                            max_rounds=max_rounds, roofline=roofline, progress=lambda m: progress(f"{name}: {m}"))
+    if accuracy:
+        add_accuracy(cands, records, dataset.x_test, dataset.y_test, dataset, model, threads)
+        for c in cands:
+            acc = next((r["accuracy"] for r in records if r["backend"] == c.backend), None)
+            if acc and acc["top1"] is not None:
+                progress(f"{name}: accuracy {c.backend} ({c.precision}): top-1 {acc['top1']:.2%} (PyTorch "
+                         f"{acc['torch_top1']:.2%}), agreement {acc['agreement']:.2%}: {acc['verdict']}")
+    for r in records:
+        r["model"] = name
+    return {"records": records, "static": static, "dataset": dataset.describe() if dataset else None,
+            "recommended": recommend(records) if accuracy else None}
+
+
+def _torch_model(root: Path, entry: dict):
+    """The PyTorch network of the entry: with the weights file the build shipped (role ``weights``)
+    when it was built from one, else seeded. A seeded stand-in for a trained model would make every
+    accuracy comparison meaningless."""
+    if (entry.get("weights") or {}).get("source") != "file":
+        return ModelRequest.from_entry(entry).create()
+    rec = next((f for f in entry["files"] if f["role"] == "weights"), None)
+    if rec is None:
+        raise ZooError(f"{entry['model']} was built from a weights file that is not in the artifacts; rebuild it")
+    path = root / rec["path"]
+    blob = path.read_bytes()
+    if sha256_bytes(blob) != entry["weights"]["sha256"]:
+        raise ZooError(f"{path} differs from the weights the model was built from (sha256)")
+    return ModelRequest.from_entry(entry, weights=str(path)).create(blob)
+
+
+def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), threads=None, time_budget_s=10.0,
+                max_rounds: int = 50, roofline=None, recommend_: bool = False, save: bool = True, torch: bool = True,
+                progress: Callable[[str], None] = lambda m: None) -> dict:
+    """Peers of each named model of a built zoo; with ``recommend_``, accuracy on the reference
+    task decides eligibility and the manifest gains the static int8 file, ``peers`` records and
+    ``recommended`` per batch size (the manifest is re-read just before writing)."""
+    from ..bench.latency import default_threads
+    from ..bench.peers import environment
+
+    root = Path(root)
+    path = root / mf.MANIFEST_NAME
+    manifest = mf.load(path)
+    entries = [mf.entry(manifest, n) for n in dict.fromkeys(names)]
+    threads = threads or default_threads()
+    with_data = recommend_ or data_file is not None
+    # Every model's data first: a missing training split fails before the slow part.
+    data = {e["model"]: load_data(e, data_file) if with_data else None for e in entries}
+    results = {}
+    for i, entry in enumerate(entries, 1):
+        progress(f"[{i}/{len(entries)}] {entry['model']}: peers")
+        results[entry["model"]] = peers_for_model(
+            root, entry, data=data[entry["model"]], batch_sizes=batch_sizes, threads=threads, time_budget_s=time_budget_s,
+            max_rounds=max_rounds, roofline=roofline, accuracy=with_data, static_int8=with_data, torch=torch, progress=progress)
+    if recommend_ and save:
+        fresh = mf.load(path)
+        env = environment()
+        for name, res in results.items():
+            try:
+                entry = mf.entry(fresh, name)
+            except ManifestError:
+                progress(f"{name} left the manifest while it was measured; nothing saved for it")
+                continue
+            fp32 = next(f for f in entry["files"] if f["role"] == "model" and f["precision"] == "fp32")
+            if sha256_file(root / fp32["path"]) != fp32["sha256"]:
+                progress(f"{name} was rebuilt while it was measured; nothing saved for it")
+                continue
+            _, rel, data = res["static"]
+            atomic_write_bytes(root / rel, data)
+            entry["files"] = [f for f in entry["files"] if f["path"] != rel] + [
+                {"path": rel, "bytes": len(data), "sha256": sha256_bytes(data), "role": "model", "precision": STATIC}]
+            entry["peers"] = [_slim(r) for r in res["records"]]
+            entry["recommended"] = {"threads": int(threads), "machine": env["machine"]["cpu"],
+                                    "isa": env["machine"]["isa"], "load_avg_1m": env["load_avg_1m"],
+                                    "dataset": res["dataset"], "by_batch": res["recommended"]}
+        mf.save(path, fresh)
+    return {"manifest": str(path), "results": results}
+
+
+def _slim(rec: dict) -> dict:
+    """A peers record for the manifest: everything but the machine blob."""
+    return {k: v for k, v in rec.items() if k != "machine"}
