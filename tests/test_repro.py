@@ -26,6 +26,7 @@ from zoo.builder import artifact as artifact_mod
 from zoo.builder.artifact import make_artifact, read_tensor, request_for
 from zoo.model.reference import forward64
 from zoo.model.repro import PURPOSES, exp64, matmul64, stream, stream_key, sum64
+from zoo.builder.lock import LOCK_NAME
 
 RECORD = ROOT / "artifacts" / "SHA256SUMS"
 FP32 = DEFAULT_TOLERANCES["fp32"]
@@ -146,7 +147,7 @@ def _start_build(out: Path, caps: dict, *args: str) -> subprocess.Popen:
 
 def _hashes(out: Path) -> dict[str, str]:
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name not in ("manifest.json", LOCK_NAME)}
 
 
 def test_builds_are_byte_identical_whatever_the_instruction_set_and_threads(tmp_path):
@@ -189,7 +190,7 @@ def test_check_accepts_a_sha256_record(small_build, tmp_path):
 
     from zoo.cli import cli
 
-    files = sorted(p for p in small_build.rglob("*") if p.is_file() and p.name != "manifest.json")
+    files = sorted(p for p in small_build.rglob("*") if p.is_file() and p.name not in ("manifest.json", LOCK_NAME))
     sums = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(small_build)}\n" for p in files)
     (tmp_path / "SUMS").write_text("# a comment\n" + sums)
     runner = CliRunner()
