@@ -14,6 +14,7 @@ from zoo.verify import accuracy
 from zoo.builder.artifact import read_tensor
 from zoo.cli import cli
 from zoo.model import data as ds
+from zoo.verify.parity import REDUCED_PRECISION_BACKENDS
 
 
 def test_build_from_checkpoint_records_accuracy_everywhere(trained_b0, tmp_path):
@@ -36,7 +37,7 @@ def test_build_from_checkpoint_records_accuracy_everywhere(trained_b0, tmp_path)
             assert (b, p) in measured, (b, p)
     for r in acc:
         assert r["dataset"] == "mnist1d" and r["split"] == "test" and r["verdict"] in ("pass", "unavailable")
-        if r["precision"] == "fp32" and r["verdict"] == "pass":
+        if r["precision"] == "fp32" and r["verdict"] == "pass" and r["backend"] not in REDUCED_PRECISION_BACKENDS:
             assert r["agreement"] >= 0.999 and abs(r["top1"] - r["torch_top1"]) <= 0.001
     assert {r["backend"] for r in acc if r["precision"] == "fp32" and r["verdict"] == "pass"} >= backends
     # Real test samples (real classes) in the test data; the expected output is PyTorch's.

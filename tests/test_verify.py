@@ -250,8 +250,8 @@ def test_gpu_parity_against_pytorch_on_cpu_and_cuda(small_build):
 
 @pytest.mark.slow
 def test_full_build_all_passes_every_cpu_backend_and_rebuilds_byte_identical(tmp_path):
-    """The real `zoo build --all` (full-size B0-B7, fp32 and int8), then a rebuild in another process
-    compared by hash, file by file."""
+    """The real `zoo build --all` (full-size B0-B7, fp32 and int8): every CPU backend passes, every file
+    matches the committed record, and a rebuild in another process matches it by hash, file by file."""
     out = tmp_path / "artifacts"
     subprocess.run(zoo_cmd("build", "--all", "--precision", "fp32,int8", "--artifacts", str(out)), check=True, cwd=tmp_path)
     manifest = mf.load(out)
@@ -265,6 +265,11 @@ def test_full_build_all_passes_every_cpu_backend_and_rebuilds_byte_identical(tmp
         js = {(r["backend"], r["precision"]): r["verdict"] for r in m["parity"] if r["backend"] in ("node", "web")}
         assert js == {(b, p): "pass" for b in ("node", "web") for p in ("fp32", "int8")}, (m["model"], js)
         assert m["params"] == zoo.variant_config(m["model"]).params()
+    # The committed record (artifacts/SHA256SUMS, issue 11): every file of this build, byte for byte.
+    record = dict(line.split(None, 1)[::-1] for line in (ROOT / "artifacts" / "SHA256SUMS").read_text().splitlines()
+                  if line.strip() and not line.startswith("#"))
+    built = {f["path"]: f["sha256"] for m in manifest["models"] for f in m["files"]}
+    assert built == record, sorted(p for p in built.keys() | record.keys() if built.get(p) != record.get(p))
     r = subprocess.run(zoo_cmd("build", "--all", "--check", str(out / "manifest.json"), "--json"),
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]

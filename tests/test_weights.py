@@ -74,10 +74,11 @@ def test_round_trip_build_matches_pytorch_and_is_reproducible(weights_file, tmp_
                                    "--batch-sizes", "1,3"])
     assert ver.exit_code == 0, ver.output
 
-    check = _build(tmp_path / "c", "--weights", str(path), "--check", str(a / "manifest.json"))
+    # --check rebuilds with the manifest's options (it refuses shape options); the weights come again
+    check = CliRunner().invoke(cli, ["build", "dense_b0", "--weights", str(path), "--check", str(a / "manifest.json")])
     assert check.exit_code == 0, check.output
     assert "match" in check.output
-    seeded_check = _build(tmp_path / "c", "--check", str(a / "manifest.json"))
+    seeded_check = CliRunner().invoke(cli, ["build", "dense_b0", "--check", str(a / "manifest.json")])
     assert seeded_check.exit_code == 1  # without the weights, the rebuild differs
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AccuracyError, ProviderUnavailableError, ZooError
+from .parity import REDUCED_PRECISION_BACKENDS
 
 # The gate, in top-1 fractions: an fp32 artifact may differ from PyTorch's top-1 by at most
 # 0.1 point (a different runtime, same numbers up to rounding), int8/fp16 may lose 1.0 point.
@@ -117,11 +118,13 @@ def gate(rec: dict) -> str | None:
     if rec["top1"] is None:
         return None
     diff = rec["top1"] - rec["torch_top1"]
-    if rec["precision"] == "fp32" and abs(diff) > MAX_FP32_DIFF:
+    reduced = rec["precision"] == "fp32" and rec["backend"] in REDUCED_PRECISION_BACKENDS
+    if rec["precision"] == "fp32" and not reduced and abs(diff) > MAX_FP32_DIFF:
         return (f"fp32 top-1 {rec['top1']:.2%} on {rec['backend']} is {abs(diff) * 100:.2f} points off PyTorch's "
                 f"{rec['torch_top1']:.2%} (max {MAX_FP32_DIFF * 100:.1f})")
-    if rec["precision"] != "fp32" and -diff > MAX_VARIANT_LOSS:
-        return (f"{rec['precision']} top-1 {rec['top1']:.2%} on {rec['backend']} loses {-diff * 100:.2f} points "
+    if (rec["precision"] != "fp32" or reduced) and -diff > MAX_VARIANT_LOSS:
+        ran = f" (run in {REDUCED_PRECISION_BACKENDS[rec['backend']]})" if reduced else ""
+        return (f"{rec['precision']}{ran} top-1 {rec['top1']:.2%} on {rec['backend']} loses {-diff * 100:.2f} points "
                 f"against PyTorch's {rec['torch_top1']:.2%} (max {MAX_VARIANT_LOSS * 100:.1f})")
     return None
 

@@ -20,16 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..errors import ManifestError, NoManifestError, ZooError
 from ..exporters.variants import variant_files
-from ..spec import PRECISIONS
+from ..fsutil import TMP_PREFIX, atomic_path, sha256_bytes
+from ..spec import PRECISIONS, variant_path
 from ..verify.parity import tolerance_for
-
 from . import manifest as mf
 from .artifact import Artifact, ModelRequest, make_artifact
 from .lock import artifacts_lock
-from ..errors import ManifestError, NoManifestError, ZooError
-from ..spec import PRECISIONS, variant_path
-from ..fsutil import TMP_PREFIX, atomic_path, sha256_bytes
 
 Progress = Callable[[str], None]
 # verifier(artifact, progress) -> parity records; raises ParityError on a failed check.

@@ -23,7 +23,8 @@ from ..spec import PRECISIONS, RUNTIMES, parse_precisions, parse_runtimes, resol
 _COMMAND = "zoo.command"  # ctx.meta key: the full path of the command being run ("zoo cache clear")
 # Where a missing package comes from: the builder's toolchain, or ONNX Runtime (cpu or gpu, never both).
 INSTALL_HINTS = {"torch": "pip install 'zoo[build]'", "onnxscript": "pip install 'zoo[build]'",
-                 "onnx_ir": "pip install 'zoo[build]'",
+                 "onnx_ir": "pip install 'zoo[build]'", "safetensors": "pip install 'zoo[build]'",
+                 "mnist1d": "pip install 'zoo[build]'",
                  "onnxruntime": "pip install 'zoo[cpu]', or 'zoo[gpu]' for onnxruntime-gpu"}
 
 
