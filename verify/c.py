@@ -26,14 +26,14 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from ..errors import InputError, UnknownNameError, ZooError
+from ..errors import InputError, ZooError
 from ..spec import C_RUNTIMES
 
-from .parity import DEFAULT_TOLERANCES, Tolerance
+from .parity import Tolerance
+from .testdata import Tolerances, build_step, check_in_memory, contained, model_files, tolerance
 from .records import parity_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,6 @@ BUILD_HINT = {"c": "make -C examples/c", "cpp": "make -C examples/cpp"}
 TIMEOUT_S = 600.0
 THREADS = 1
 
-Tolerances = Mapping[str, "Tolerance | tuple[float, float]"]
 
 _METRICS = ("max_abs_error", "max_rel_error", "p99_abs_error", "rel_l2_error")
 
@@ -99,12 +98,6 @@ def c_version(runtime: str = "c") -> str | None:
     return _state(_check_runtime(runtime))[0]
 
 
-def _tolerance(tolerances: Tolerances | None, precision: str) -> Tolerance:
-    table = DEFAULT_TOLERANCES if tolerances is None else tolerances
-    if precision not in table:
-        raise InputError(f"no tolerance given for precision {precision!r}")
-    t = table[precision]
-    return t if isinstance(t, Tolerance) else Tolerance(*t)
 
 
 def _label(runtime: str) -> str:
@@ -133,7 +126,7 @@ def _test_sets(root: Path, entry: dict) -> list[dict]:
         raise ZooError(f"{entry['model']}: the manifest lists no test data")
     sets = []
     for rel in folders:
-        folder = _contained(root, rel)
+        folder = contained(root, rel)
         if not folder.is_dir():
             raise ZooError(f"{entry['model']}: test data folder {rel} is missing")
         inputs, outputs = _numbered(folder, "input"), _numbered(folder, "output")
@@ -247,28 +240,19 @@ def run_c(artifacts_dir: str | os.PathLike, manifest: dict, names: Iterable[str]
     runtimes = [_check_runtime(r) for r in dict.fromkeys(runtimes)]
     if not runtimes:
         raise InputError(f"give at least one C runtime ({', '.join(RUNTIMES)})")
-    by_name = {m["model"]: m for m in manifest["models"]}
-    selected = list(dict.fromkeys(names)) if names is not None else list(by_name)
-    unknown = [n for n in selected if n not in by_name]
-    if unknown:
-        raise UnknownNameError(f"not in the manifest: {', '.join(unknown)} (it has: {', '.join(by_name) or 'none'})")
-    precisions = None if precisions is None else list(dict.fromkeys(precisions))
-    wanted = {
-        n: [f for f in by_name[n]["files"] if f["role"] == "model" and (precisions is None or f["precision"] in precisions)]
-        for n in selected
-    }
+    by_name, wanted = model_files(manifest, names, precisions, tolerances)
+    selected = list(wanted)
     for n, files in wanted.items():
         for f in files:
-            _tolerance(tolerances, f["precision"])  # raises before anything runs
-            if not _contained(root, f["path"]).is_file():
+            if not contained(root, f["path"]).is_file():
                 raise ZooError(f"{n}: {f['path']} is missing")
     results: dict[str, list[dict]] = {n: [] for n in selected}
     for n in selected:
         sets = _test_sets(root, by_name[n]) if wanted[n] else []
         for f in wanted[n]:
-            tol = _tolerance(tolerances, f["precision"])
+            tol = tolerance(tolerances, f["precision"])
             for r in runtimes:
-                results[n].append(check_model(r, _contained(root, f["path"]), f["precision"], sets, tol))
+                results[n].append(check_model(r, contained(root, f["path"]), f["precision"], sets, tol))
     return results
 
 
@@ -280,45 +264,15 @@ def check_files(files: Mapping[str, bytes], entry: dict, runtimes: Iterable[str]
     their bytes; they are written, with a one-entry manifest, into a temporary folder (removed
     afterwards) and checked with :func:`run_c`.
     """
-    missing = [f["path"] for f in entry["files"] if f["path"] not in files]
-    if missing:
-        raise ValueError(f"{entry['model']}: no bytes given for {', '.join(missing)}")
-    manifest = {"schema_version": 1, "models": [entry]}
-    with tempfile.TemporaryDirectory(prefix="zoo-c-") as tmp:
-        root = Path(tmp)
-        for rel, data in files.items():
-            path = _contained(root, rel)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        (root / "manifest.json").write_text(json.dumps(manifest))
-        return run_c(root, manifest, [entry["model"]], runtimes, None, tolerances)[entry["model"]]
+    return check_in_memory(run_c, files, entry, runtimes, tolerances=tolerances, prefix="zoo-c-")
 
 
 def build_extra(runtimes: Iterable[str]):
     """The ``zoo build`` step that checks each model's files (every precision) in the C / C++
     ``runtimes`` (see :func:`c_available`) before anything is written."""
-    from .matrix import raise_for_failures
-
-    wanted = tuple(_check_runtime(r) for r in runtimes)
-
-    def extra(art, entry, staged, progress):
-        records = check_files(staged, entry, wanted)
-        for r in records:
-            err = r.get("max_abs_error")
-            progress(f"{r['precision']} {r['backend']} vs {r['reference']}: {r['verdict']}"
-                     + ("" if err is None else f", max abs {err:.2e}"))
-        entry["parity"] = entry["parity"] + records
-        raise_for_failures(records, art.request.name)
-
-    return extra
+    return build_step(check_files, tuple(_check_runtime(r) for r in runtimes))
 
 
-def _contained(root: Path, rel: str) -> Path:
-    """``root / rel``, refusing absolute paths and ``..`` (file names come from a manifest)."""
-    p = Path(rel)
-    if p.is_absolute() or ".." in p.parts or not p.parts:
-        raise ValueError(f"bad relative path {rel!r}")
-    return root / p
 
 
 def _read_manifest(root: Path) -> dict:

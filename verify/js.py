@@ -25,7 +25,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from ..errors import InputError, ZooError
 from ..spec import JS_RUNTIMES
 
 from .parity import DEFAULT_TOLERANCES, Tolerance
+from .testdata import Tolerances, build_step, check_in_memory, model_files, tolerance
 from .records import parity_record
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
@@ -44,7 +44,6 @@ NODE_ENV = "ZOO_NODE"  # path of the node executable (default: ``node`` on PATH)
 TIMEOUT_S = 1800.0
 INSTALL_HINT = "cd verify/node && ONNXRUNTIME_NODE_INSTALL=skip npm ci"
 
-Tolerances = Mapping[str, "Tolerance | tuple[float, float]"]
 
 
 def node_executable() -> str | None:
@@ -146,12 +145,6 @@ def _unavailable(entry: dict, runtime: str, precision: str, reason: str, tol: To
                          distributions=[s.rsplit("/", 1)[-1] for s in sets], verdict="unavailable", reason=reason)
 
 
-def _tolerance(tolerances: Tolerances | None, precision: str) -> Tolerance:
-    table = DEFAULT_TOLERANCES if tolerances is None else tolerances
-    if precision not in table:
-        raise InputError(f"no tolerance given for precision {precision!r}")
-    t = table[precision]
-    return t if isinstance(t, Tolerance) else Tolerance(*t)
 
 
 def run_js(artifacts_dir: str | os.PathLike, manifest: dict, names: Iterable[str] | None = None,
@@ -183,19 +176,8 @@ def run_js(artifacts_dir: str | os.PathLike, manifest: dict, names: Iterable[str
     runtimes = [_check_runtime(r) for r in dict.fromkeys(runtimes)]
     if not runtimes:
         raise InputError("give at least one JavaScript runtime (node, web)")
-    by_name = {m["model"]: m for m in manifest["models"]}
-    selected = list(dict.fromkeys(names)) if names is not None else list(by_name)
-    unknown = [n for n in selected if n not in by_name]
-    if unknown:
-        raise InputError(f"not in the manifest: {', '.join(unknown)} (it has: {', '.join(by_name) or 'none'})")
-    precisions = None if precisions is None else list(dict.fromkeys(precisions))
-    wanted = {
-        n: [f for f in by_name[n]["files"] if f["role"] == "model" and (precisions is None or f["precision"] in precisions)]
-        for n in selected
-    }
-    for files in wanted.values():
-        for f in files:
-            _tolerance(tolerances, f["precision"])  # raises before anything runs
+    by_name, wanted = model_files(manifest, names, precisions, tolerances)
+    selected = list(wanted)
 
     reasons = {r: js_available(r) for r in runtimes}
     usable = [r for r in runtimes if reasons[r] is None]
@@ -209,7 +191,7 @@ def run_js(artifacts_dir: str | os.PathLike, manifest: dict, names: Iterable[str
             for r in runtimes:
                 if reasons[r] is not None:
                     results[n].append(_unavailable(by_name[n], r, f["precision"], reasons[r],
-                                                   _tolerance(tolerances, f["precision"])))
+                                                   tolerance(tolerances, f["precision"])))
                 else:
                     rec = next(got, None)
                     if rec is None or rec["runtime"] != RUNTIMES[r] or rec["precision"] != f["precision"]:
@@ -253,45 +235,15 @@ def check_files(files: Mapping[str, bytes], entry: dict, runtimes: Iterable[str]
     is not a valid manifest entry and ``ValueError`` if it lists a file that ``files`` lacks.
     The one-entry manifest is written for verify.mjs alone, in a private folder.
     """
-    missing = [f["path"] for f in entry["files"] if f["path"] not in files]
-    if missing:
-        raise InputError(f"{entry['model']}: no bytes given for {', '.join(missing)}")
-    manifest = {"schema_version": 1, "models": [entry]}
-    with tempfile.TemporaryDirectory(prefix="zoo-js-") as tmp:
-        root = Path(tmp)
-        for rel, data in files.items():
-            path = _contained(root, rel)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        (root / "manifest.json").write_text(json.dumps(manifest))
-        return run_js(root, manifest, [entry["model"]], runtimes, None, tolerances)[entry["model"]]
+    return check_in_memory(run_js, files, entry, runtimes, tolerances=tolerances, prefix="zoo-js-")
 
 
 def build_extra(runtimes: Iterable[str]):
     """The ``zoo build`` step that checks each model's files (every precision) in the JavaScript
     ``runtimes`` ("node", "web"; see :func:`js_available`) before anything is written."""
-    from .matrix import raise_for_failures
-
-    wanted = tuple(_check_runtime(r) for r in runtimes)
-
-    def extra(art, entry, staged, progress):
-        records = check_files(staged, entry, wanted)
-        for r in records:
-            err = r.get("max_abs_error")
-            progress(f"{r['precision']} {r['backend']} vs {r['reference']}: {r['verdict']}"
-                     + ("" if err is None else f", max abs {err:.2e}"))
-        entry["parity"] = entry["parity"] + records
-        raise_for_failures(records, art.request.name)
-
-    return extra
+    return build_step(check_files, tuple(_check_runtime(r) for r in runtimes))
 
 
-def _contained(root: Path, rel: str) -> Path:
-    """``root / rel``, refusing absolute paths and ``..`` (file names come from a manifest)."""
-    p = Path(rel)
-    if p.is_absolute() or ".." in p.parts or not p.parts:
-        raise InputError(f"bad relative path {rel!r}")
-    return root / p
 
 
 def main(argv: list[str] | None = None) -> int:
