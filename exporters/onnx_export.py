@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
+from ..model.repro import sqrt64
 
 from .spec import ExportSpec
 
@@ -36,7 +37,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         for (_, lin), (bn_name, bn) in zip(children, children[1:]):
             if not (isinstance(lin, nn.Linear) and isinstance(bn, nn.BatchNorm1d)):
                 continue
-            scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+            scale = bn.weight.double() / sqrt64(bn.running_var.double() + bn.eps)
             bias = lin.bias.double() if lin.bias is not None else torch.zeros(lin.out_features, dtype=torch.float64)
             new_bias = (bias - bn.running_mean.double()) * scale + bn.bias.double()
             folded = nn.Linear(lin.in_features, lin.out_features, bias=True)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .layers import DenseEfficientNet, FeatureAffine, MBConv, SqueezeExcitation
-from .repro import matmul64, mean64, sigmoid64, silu64
+from .repro import matmul64, mean64, sigmoid64, silu64, sqrt64
 
 
 @torch.no_grad()
@@ -47,7 +47,7 @@ class _Runner:
             mu = mean64(x, 1)[:, None]
             d = x - mu
             var = mean64(d * d, 1)[:, None]
-            return d / torch.sqrt(var + m.eps) * m.weight.double() + m.bias.double()
+            return d / sqrt64(var + m.eps) * m.weight.double() + m.bias.double()
         if isinstance(m, nn.SiLU):
             return silu64(x)
         if isinstance(m, (nn.Dropout, nn.Identity)):
@@ -77,4 +77,4 @@ class _Runner:
             m.running_var.copy_(torch.from_numpy((var * n / (n - 1)).numpy().astype("float32")))
         else:
             mean, var = m.running_mean.double(), m.running_var.double()
-        return (x - mean) / torch.sqrt(var + m.eps) * m.weight.double() + m.bias.double()
+        return (x - mean) / sqrt64(var + m.eps) * m.weight.double() + m.bias.double()

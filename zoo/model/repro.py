@@ -21,8 +21,11 @@ not depend on the CPU's instruction set, the BLAS, the thread count or the opera
 3. **Elementary functions** (:func:`exp64`, :func:`sigmoid64`, :func:`silu64`) are evaluated with
    IEEE-754 ``+ - * /`` only (Cody-Waite range reduction, a fixed Horner polynomial, the power of two
    built from its bits): correctly rounded operations give the same bits everywhere.
-4. Element-wise float64 ``+ - * / sqrt`` (BatchNorm folding, normalisation) are correctly rounded
-   by IEEE 754 and need nothing more; each is its own tensor operation, so nothing is fused.
+4. Element-wise float64 ``+ - * /`` (BatchNorm folding, normalisation) are correctly rounded by
+   IEEE 754 and need nothing more; each is its own tensor operation, so nothing is fused. Square
+   roots go through :func:`sqrt64` (numpy's, the IEEE operation): ``torch.sqrt`` on float64 gives
+   other bits with PyTorch's SIMD off (``ATEN_CPU_CAPABILITY=default``) than with AVX2/AVX-512,
+   which made the BatchNorm statistics of dense_b4 and dense_b5 differ by an ulp.
 
 What remains outside the rule: ONNX Runtime's quantiser and the fp16 cast, which only round
 (element-wise, IEEE) values already fixed by the rule; and the PyTorch float32 forward pass, which
@@ -189,6 +192,12 @@ def exp64(x: torch.Tensor) -> torch.Tensor:
     for n in range(_EXP_TERMS - 1, -1, -1):
         p.mul_(r).add_(1.0 / math.factorial(n))  # two roundings, never fused
     return p.mul_(_pow2(k.to(torch.int64)))
+
+
+def sqrt64(x: torch.Tensor) -> torch.Tensor:
+    """The IEEE (correctly rounded) float64 square root: numpy's, whose every SIMD path is the
+    hardware instruction; ``torch.sqrt`` differs between PyTorch's CPU capabilities."""
+    return torch.from_numpy(np.sqrt(x.detach().to(torch.float64).cpu().numpy()))
 
 
 def sigmoid64(x: torch.Tensor) -> torch.Tensor:
