@@ -39,8 +39,8 @@ from .config import (
     SPEED_TIME_ENV,
     HubError,
     IntegrityError,
-    OfflineError,
     MissingSourceError,
+    OfflineError,
     SourceError,
     UnknownModelError,
     UnsafePathError,
@@ -50,7 +50,8 @@ from .config import (
 from .external import external_data_files
 from .paths import safe_name, safe_relpath
 from .publish import publish
-from .pull import PullResult, list_models, load, pull, recommended_precision, session
+from .pull import PullResult, list_models, load, pull
+from .run import recommended_precision, session
 from .source import Source, parse_manifest, resolve_source
 
 __all__ = [

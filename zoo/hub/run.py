@@ -1,0 +1,59 @@
+"""Running a pulled model: an ONNX Runtime session on the verified file, the recommended one by default."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from ..errors import ProviderUnavailableError
+from .cache import Cache
+from .config import Deadline, HubError, Progress, first_line, quiet
+from .pull import PRECISIONS, _manifest, find_entry, load
+from .source import resolve_source
+
+
+def session(name: str, source: str | os.PathLike | None = None, providers: Iterable | None = None,
+            precision: str | None = None, *, sess_options=None, cache_dir=None, batch_size: int | None = None,
+            progress: Progress = quiet):
+    """An ``onnxruntime.InferenceSession`` on the verified model (CPU unless ``providers`` says).
+
+    ``precision`` None: the file ``zoo bench --recommend`` recommends for ONNX Runtime at
+    ``batch_size`` (the smallest measured batch when None), else fp32.
+
+    A provider that is asked for and not available raises ``ProviderUnavailableError`` (before any
+    download); it is never silently replaced by the CPU.
+    """
+    import onnxruntime as ort
+
+    providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    for p in providers:
+        pname = p[0] if isinstance(p, (tuple, list)) else p
+        if pname not in available:
+            raise ProviderUnavailableError(
+                f"execution provider {pname} is not available here (available: {', '.join(available)})")
+    if precision is None:
+        src = resolve_source(source)
+        with Cache(cache_dir) as cache:
+            entry = find_entry(_manifest(src, cache, progress, Deadline()), name, src)
+        precision = recommended_precision(entry, batch_size) or "fp32"
+    path = load(name, source, precision, cache_dir=cache_dir, progress=progress)
+    try:
+        return ort.InferenceSession(str(path), sess_options=sess_options, providers=providers)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated types
+        raise HubError(f"onnxruntime cannot load {path}: {first_line(e)}") from None
+
+
+def recommended_precision(entry: dict, batch_size: int | None = None) -> str | None:
+    """The precision of the ONNX Runtime file an entry's ``recommended`` block names for
+    ``batch_size`` (smallest batch when None); None when it recommends another runtime or nothing."""
+    rows = sorted((entry.get("recommended") or {}).get("by_batch") or [], key=lambda r: r["batch_size"])
+    if batch_size is not None:
+        rows = [r for r in rows if r["batch_size"] == batch_size]
+    if not rows or rows[0].get("runtime") != "onnxruntime":
+        return None
+    rec = next((f for f in entry["files"] if f["role"] == "model" and f["path"] == rows[0]["file"]), None)
+    return rec["precision"] if rec and rec["precision"] in PRECISIONS else None
+
+
+__all__ = ["recommended_precision", "session"]
