@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..fsutil import atomic_path
+from .charts import save_png
 
 PRECISIONS = ("fp32", "int8", "fp16")
 CHART_NAME = "accuracy.png"
@@ -98,8 +98,4 @@ def write_chart(manifest: dict, path: str | Path, latency_of) -> Path | None:
             ax.text(0.5, 0.5, "no latency records (zoo bench)", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle("Dense EfficientNet zoo: accuracy against FLOPs and latency")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

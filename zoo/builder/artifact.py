@@ -14,15 +14,14 @@ from onnx import numpy_helper
 from ..exporters.onnx_export import export_model, serialize
 from ..exporters.ports import io_ports
 from ..exporters.spec import ExportSpec
-
 from ..fsutil import sha256_bytes
-from ..versions import toolchain_versions
 from ..model import DenseEfficientNet, create, variant_config
+from ..model.data import EvalSet, eval_set, record_path
 from ..model.reference import forward64
 from ..model.repro import stream, to_float32
-from ..model.data import EvalSet, eval_set, record_path
-from ..model.weights import load_weights_bytes, read_bytes
 from ..model.scaling import PAPER_COEFFICIENTS, Variant, compound, get_variant
+from ..model.weights import load_weights_bytes, read_bytes
+from ..versions import toolchain_versions
 
 FAMILY = "dense_efficientnet"
 TEST_BATCH = 3  # differs from the export batch (2), so a frozen batch axis is caught

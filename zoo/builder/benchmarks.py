@@ -5,8 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..bench.latency import LatencyOptions, default_providers, measure_model, upsert_latency
-from ..errors import ManifestError, NotInManifestError, ProviderUnavailableError, ZooError
+from ..bench.latency import (
+    LatencyOptions,
+    default_providers,
+    measure_model,
+    upsert_latency,
+)
+from ..errors import (
+    ManifestError,
+    NotInManifestError,
+    ProviderUnavailableError,
+    ZooError,
+)
 from ..fsutil import sha256_bytes, sha256_file
 from ..spec import resolve_provider
 from ..verify.backends import OrtBackend

@@ -18,6 +18,7 @@ from ..fsutil import atomic_write_bytes, sha256_bytes, sha256_file
 from ..spec import STATIC_INT8
 from . import manifest as mf
 from .artifact import ModelRequest
+from .lock import artifacts_lock
 
 STATIC = STATIC_INT8
 # Fields a recommendation keeps from the winning record.
@@ -154,27 +155,28 @@ def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), thread
             root, entry, data=data[entry["model"]], batch_sizes=batch_sizes, threads=threads, time_budget_s=time_budget_s,
             max_rounds=max_rounds, roofline=roofline, accuracy=with_data, static_int8=with_data, torch=torch, progress=progress)
     if recommend_ and save:
-        fresh = mf.load(path)
-        env = environment()
-        for name, res in results.items():
-            try:
-                entry = mf.entry(fresh, name)
-            except ManifestError:
-                progress(f"{name} left the manifest while it was measured; nothing saved for it")
-                continue
-            fp32 = next(f for f in entry["files"] if f["role"] == "model" and f["precision"] == "fp32")
-            if sha256_file(root / fp32["path"]) != fp32["sha256"]:
-                progress(f"{name} was rebuilt while it was measured; nothing saved for it")
-                continue
-            _, rel, data = res["static"]
-            atomic_write_bytes(root / rel, data)
-            entry["files"] = [f for f in entry["files"] if f["path"] != rel] + [
-                {"path": rel, "bytes": len(data), "sha256": sha256_bytes(data), "role": "model", "precision": STATIC}]
-            entry["peers"] = [_slim(r) for r in res["records"]]
-            entry["recommended"] = {"threads": int(threads), "machine": env["machine"]["cpu"],
-                                    "isa": env["machine"]["isa"], "load_avg_1m": env["load_avg_1m"],
-                                    "dataset": res["dataset"], "by_batch": res["recommended"]}
-        mf.save(path, fresh)
+        with artifacts_lock(root, progress):  # a build committing meanwhile is not overwritten
+            fresh = mf.load(path)
+            env = environment()
+            for name, res in results.items():
+                try:
+                    entry = mf.entry(fresh, name)
+                except ManifestError:
+                    progress(f"{name} left the manifest while it was measured; nothing saved for it")
+                    continue
+                fp32 = next(f for f in entry["files"] if f["role"] == "model" and f["precision"] == "fp32")
+                if sha256_file(root / fp32["path"]) != fp32["sha256"]:
+                    progress(f"{name} was rebuilt while it was measured; nothing saved for it")
+                    continue
+                _, rel, data = res["static"]
+                atomic_write_bytes(root / rel, data)
+                entry["files"] = [f for f in entry["files"] if f["path"] != rel] + [
+                    {"path": rel, "bytes": len(data), "sha256": sha256_bytes(data), "role": "model", "precision": STATIC}]
+                entry["peers"] = [_slim(r) for r in res["records"]]
+                entry["recommended"] = {"threads": int(threads), "machine": env["machine"]["cpu"],
+                                        "isa": env["machine"]["isa"], "load_avg_1m": env["load_avg_1m"],
+                                        "dataset": res["dataset"], "by_batch": res["recommended"]}
+            mf.save(path, fresh)
     return {"manifest": str(path), "results": results}
 
 

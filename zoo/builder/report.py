@@ -14,9 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ZooError
-from . import accuracy_report
-from ..fsutil import atomic_path, atomic_write_bytes
+from ..fsutil import atomic_write_bytes
 from ..spec import FILE_PRECISIONS as PRECISIONS
+from . import accuracy_report
+from .charts import save_png
 from .report_peers import PEERS_CHART_NAME, peers_lines, write_peers_chart
 
 REPORT_NAME = "report.md"
@@ -200,11 +201,8 @@ def write_chart(manifest: dict, path: str | Path) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle("Dense EfficientNet zoo: latency against parameters")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
+
 
 
 def write_report(manifest: dict, out: str | Path, *, chart: bool = True) -> dict:

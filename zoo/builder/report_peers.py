@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..fsutil import atomic_path
+from .charts import save_png
 
 PEERS_CHART_NAME = "peers.png"
 
@@ -73,8 +73,4 @@ def write_peers_chart(manifest: dict, path: str | Path) -> Path | None:
         ax.tick_params(labelsize=8)
     axes[-1, 0].set_xlabel("p50 / ONNX Runtime fp32 p50 (log; lower is faster)")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

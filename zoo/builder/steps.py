@@ -109,8 +109,7 @@ def accuracy_extra(*, verify: bool = True, backends=None, js_runtimes=()):
     def extra(art, entry: dict, staged: dict, progress) -> None:
         if art.eval_set is None:
             return
-        from ..verify.accuracy import measure, raise_for_accuracy
-        from ..verify.accuracy import JsBackend
+        from ..verify.accuracy import JsBackend, measure, raise_for_accuracy
         from ..verify.backends import provider_backends, runtime_backends
 
         use = backends if backends is not None else (
