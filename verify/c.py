@@ -19,7 +19,6 @@ From the command line (a table on stdout; exit 0 all passed, 1 a check failed, 3
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -31,10 +30,17 @@ from pathlib import Path
 
 from ..errors import InputError, ZooError
 from ..spec import C_RUNTIMES
-
 from .parity import Tolerance
-from .testdata import Tolerances, build_step, check_in_memory, contained, model_files, tolerance
 from .records import parity_record
+from .testdata import (
+    Tolerances,
+    build_step,
+    check_in_memory,
+    cli,
+    contained,
+    model_files,
+    tolerance,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {"c": ROOT / "examples" / "c", "cpp": ROOT / "examples" / "cpp"}
@@ -295,13 +301,7 @@ def _fmt(x) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m zoo.verify.c ARTIFACTS [...]``: a table (or ``--json``), exit 0 / 1 / 2 / 3."""
-    parser = argparse.ArgumentParser(prog="python -m zoo.verify.c", description=__doc__.split("\n\n")[0])
-    parser.add_argument("artifacts", nargs="?", default="artifacts", help="artifacts folder (default: artifacts)")
-    parser.add_argument("--models", help="comma-separated model names (default: all)")
-    parser.add_argument("--runtimes", default="c", help="c,cpp (default: c)")
-    parser.add_argument("--precisions", help="comma-separated precisions (default: every one listed)")
-    parser.add_argument("--json", action="store_true", help="JSON on stdout instead of a table")
-    args = parser.parse_args(argv)
+    args = cli("python -m zoo.verify.c", __doc__.split("\n\n")[0], "c", "c,cpp (default: c)").parse_args(argv)
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
     try:
         target = Path(args.artifacts)

@@ -18,7 +18,6 @@ From the command line (a table on stdout, exit status of the script)::
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -30,10 +29,16 @@ from pathlib import Path
 
 from ..errors import InputError, ZooError
 from ..spec import JS_RUNTIMES
-
 from .parity import DEFAULT_TOLERANCES, Tolerance
-from .testdata import Tolerances, build_step, check_in_memory, model_files, tolerance
 from .records import parity_record
+from .testdata import (
+    Tolerances,
+    build_step,
+    check_in_memory,
+    cli,
+    model_files,
+    tolerance,
+)
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 SCRIPT = NODE_DIR / "verify.mjs"
@@ -248,13 +253,7 @@ def build_extra(runtimes: Iterable[str]):
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m zoo.verify.js ARTIFACTS [...]``: the script with the zoo's tolerances; its exit status."""
-    parser = argparse.ArgumentParser(prog="python -m zoo.verify.js", description=__doc__.split("\n\n")[0])
-    parser.add_argument("artifacts", nargs="?", default="artifacts", help="artifacts folder (default: artifacts)")
-    parser.add_argument("--models", help="comma-separated model names (default: all)")
-    parser.add_argument("--runtimes", default="node,web", help="node,web (default: both)")
-    parser.add_argument("--precisions", help="comma-separated precisions (default: every one listed)")
-    parser.add_argument("--json", action="store_true", help="JSON on stdout instead of a table")
-    args = parser.parse_args(argv)
+    args = cli("python -m zoo.verify.js", __doc__.split("\n\n")[0], "node,web", "node,web (default: both)").parse_args(argv)
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
     problem = _node_problem()
     if problem:

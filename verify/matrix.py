@@ -10,12 +10,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..errors import AtolError, InputError, NameMismatchError, ParityError, ProviderUnavailableError, ShapeError
+from ..errors import (
+    AtolError,
+    InputError,
+    NameMismatchError,
+    ParityError,
+    ProviderUnavailableError,
+    ShapeError,
+)
+from ..jsonio import finite
 from ..model.repro import stream, to_float32
-
 from ..spec import GPU_PROVIDERS
 from .backends import Backend, provider_backends, runtime_backends
-from ..jsonio import finite
 from .parity import Tolerance, check_outputs, error_metrics, tolerance_for
 from .records import parity_record
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError, AtolError, NameMismatchError, ShapeError
+from ..errors import AtolError, InputError, NameMismatchError, ShapeError
 
 
 @dataclass(frozen=True)

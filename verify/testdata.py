@@ -6,6 +6,7 @@ in a private folder, before anything is written.
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -90,3 +91,15 @@ def build_step(check_files: Callable[..., list[dict]], runtimes: tuple[str, ...]
         raise_for_failures(records, art.request.name)
 
     return extra
+
+
+def cli(prog: str, description: str, runtimes_default: str, runtimes_help: str):
+    """The ``python -m`` entry points' arguments (artifacts, --models, --runtimes, --precisions,
+    --json), parsed; the comma lists come back as lists (None when not given)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("artifacts", nargs="?", default="artifacts", help="artifacts folder (default: artifacts)")
+    parser.add_argument("--models", help="comma-separated model names (default: all)")
+    parser.add_argument("--runtimes", default=runtimes_default, help=runtimes_help)
+    parser.add_argument("--precisions", help="comma-separated precisions (default: every one listed)")
+    parser.add_argument("--json", action="store_true", help="JSON on stdout instead of a table")
+    return parser

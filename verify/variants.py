@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .matrix import Case, MatrixOptions, check_backend, make_input, raise_for_failures, run_matrix
+from .matrix import (
+    Case,
+    MatrixOptions,
+    check_backend,
+    make_input,
+    raise_for_failures,
+    run_matrix,
+)
 from .parity import tolerance_for
 
 # Scale-free bounds against the fp32 PyTorch output, on top of the element-wise tolerances of
