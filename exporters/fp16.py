@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .. import onnxio
 from ..errors import ExportError
 
 from .variants import copy_model, finish
@@ -23,9 +24,9 @@ def _to_fp16(tensor: TensorProto) -> TensorProto:
     return numpy_helper.from_array(arr.astype(np.float16), name=tensor.name)
 
 
-def convert_fp16(model_bytes: bytes) -> bytes:
+def convert_fp16(model_bytes: onnxio.ModelRef) -> bytes:
     """The fp16 variant of an fp32 model: float16 weights and compute, float32 input and output."""
-    fp32 = onnx.load_from_string(model_bytes)
+    fp32 = onnxio.load(model_bytes)
     proto = copy_model(fp32)
     graph = proto.graph
     float_t, half_t = TensorProto.FLOAT, TensorProto.FLOAT16

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .. import onnxio
 from ..errors import ExportError
 
 from .onnx_export import quiet
@@ -148,7 +149,7 @@ def int8_nodes(proto: onnx.ModelProto, min_elements: int = INT8_MIN_WEIGHT_ELEME
     ]
 
 
-def quantize_int8(model_bytes: bytes, per_channel: bool | None = None,
+def quantize_int8(model_bytes: onnxio.ModelRef, per_channel: bool | None = None,
                   min_elements: int = INT8_MIN_WEIGHT_ELEMENTS) -> bytes:
     """The int8 variant of an fp32 model (bytes in, bytes out).
 
@@ -156,7 +157,7 @@ def quantize_int8(model_bytes: bytes, per_channel: bool | None = None,
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    fp32 = onnx.load_from_string(model_bytes)
+    fp32 = onnxio.load(model_bytes)
     prepared = gemm_to_matmul(fp32)
     nodes = int8_nodes(prepared, min_elements)
     if not nodes:
@@ -175,6 +176,7 @@ def quantize_int8(model_bytes: bytes, per_channel: bool | None = None,
                 reduce_range=False,
                 weight_type=QuantType.QInt8,
                 extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True},
+                use_external_data_format=onnxio.needs_external(prepared),
             )
         except Exception as e:  # the quantiser raises many types; the zoo reports one
             raise ExportError(f"int8 quantisation failed: {type(e).__name__}: {str(e)[:300]}") from e

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from .. import onnxio
 from ..errors import CalibrationError, ExportError
 from .int8 import INT8_MIN_WEIGHT_ELEMENTS, gemm_to_matmul, int8_nodes
 from .onnx_export import quiet
@@ -164,7 +165,7 @@ def _rounded_ranges(model_path: Path, x: np.ndarray, input_name: str, tmp: Path,
     return TensorsData(CalibrationMethod.MinMax, out)
 
 
-def quantize_int8_static(model_bytes: bytes, train_x: np.ndarray | None, *, input_name: str = "input",
+def quantize_int8_static(model_bytes: onnxio.ModelRef, train_x: np.ndarray | None, *, input_name: str = "input",
                          samples: int = CALIBRATION_SAMPLES, per_channel: bool = True,
                          min_elements: int = INT8_MIN_WEIGHT_ELEMENTS, what: str = "model", fuse: bool = True) -> bytes:
     """The static int8 (QDQ) variant of an fp32 model, calibrated on ``train_x`` (training split).
@@ -177,7 +178,7 @@ def quantize_int8_static(model_bytes: bytes, train_x: np.ndarray | None, *, inpu
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
-    fp32 = onnx.load_from_string(model_bytes)
+    fp32 = onnxio.load(model_bytes)
     dim = fp32.graph.input[0].type.tensor_type.shape.dim[1].dim_value
     x = calibration_inputs(train_x, dim, samples, what)
     prepared = gemm_to_matmul(fp32)

@@ -19,6 +19,7 @@ import onnx
 import torch
 from torch import nn
 
+from .. import onnxio
 from ..errors import ExportError
 from ..model.repro import sqrt64
 
@@ -118,7 +119,7 @@ def export_model(
         raise ExportError(f"{spec.exporter} export failed: {first}") from e
     _make_reproducible(proto, spec, metadata or {})
     try:
-        onnx.checker.check_model(proto, full_check=True)
+        onnxio.check(proto)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise ExportError(f"exported model fails onnx.checker: {str(e).splitlines()[0]}") from e
     return proto
@@ -202,12 +203,14 @@ def _graphs(graph: onnx.GraphProto):
                 yield from _graphs(g)
 
 
-def serialize(proto: onnx.ModelProto) -> bytes:
-    """Deterministic bytes (map fields in a fixed order); refuses models that need external data."""
-    data = proto.SerializeToString(deterministic=True)
-    if len(data) >= 2**31:
-        raise ExportError("model is over 2 GiB and would need external data; the zoo ships single files")
-    return data
+def serialize(proto: onnx.ModelProto, what: str = "model") -> bytes:
+    """Deterministic bytes of a self-contained model (map fields in a fixed order); a model that
+    needs external data is laid out by :func:`zoo.onnxio.model_files` instead."""
+    if onnxio.needs_external(proto):
+        limit = f"{onnxio.INLINE_LIMIT / 2**30:g} GiB"
+        raise ExportError(f"{what} reaches protobuf's {limit} limit: it can only be written with external data, "
+                          "which the precision variants do not support yet")
+    return proto.SerializeToString(deterministic=True)
 
 
 os.environ.setdefault("TORCH_ONNX_EXPERIMENTAL_RUNTIME_TYPE_CHECK", "0")

@@ -26,6 +26,9 @@ class ExportSpec:
     optimize: bool = True
     fold_batchnorm: bool = True
     dynamic_axes: dict = field(default_factory=dict)
+    # Large tensors in ``<file>.data`` beside every model file; False: only where a file would reach
+    # protobuf's 2 GiB limit (zoo.onnxio).
+    external_data: bool = False
 
     def __post_init__(self):
         if self.exporter not in EXPORTERS:

@@ -12,6 +12,7 @@ import json
 import onnx
 from onnx import TensorProto
 
+from .. import onnxio
 from ..errors import ExportError
 from ..spec import check_precision, variant_path
 
@@ -53,14 +54,15 @@ def finish(proto: onnx.ModelProto, fp32: onnx.ModelProto, precision: str, settin
     for key in sorted(meta):
         proto.metadata_props.add(key=key, value=meta[key])
     try:
-        onnx.checker.check_model(proto, full_check=True)
+        onnxio.check(proto)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise ExportError(f"{precision} model fails onnx.checker: {str(e).splitlines()[0]}") from e
-    return serialize(proto)
+    return serialize(proto, f"the {precision} model")
 
 
-def variant_bytes(model_bytes: bytes, precision: str) -> bytes:
-    """The file of ``precision`` made from the fp32 model's bytes (fp32 returns them unchanged)."""
+def variant_bytes(model_bytes: onnxio.ModelRef, precision: str) -> bytes:
+    """The model of ``precision`` made from the fp32 model (bytes, or the path of its files; fp32
+    returns it unchanged), as self-contained bytes: variants over 2 GiB are not supported yet."""
     check_precision(precision)
     if precision == "fp32":
         return model_bytes
@@ -70,13 +72,21 @@ def variant_bytes(model_bytes: bytes, precision: str) -> bytes:
     return quantize_int8(model_bytes) if precision == "int8" else convert_fp16(model_bytes)
 
 
+def variant_layout(data: bytes, path: str, external: bool) -> dict[str, bytes]:
+    """The file(s) a variant's bytes are written as: ``{path: data}``, or with ``external`` the
+    model and its ``.data`` (:func:`zoo.onnxio.model_files`)."""
+    return onnxio.model_files(onnx.load_from_string(data), path, True) if external else {path: data}
+
+
 def variant_files(art, precisions) -> dict[str, bytes]:
-    """Rebuild the non-fp32 files of an :class:`zoo.builder.artifact.Artifact`: ``{relpath: bytes}``.
+    """Rebuild the non-fp32 files of an :class:`zoo.builder.artifact.Artifact`: ``{relpath: bytes}``
+    (external-data files included where the artifact uses them).
 
     ``zoo build`` writes these and ``zoo build --check`` compares them with a manifest.
     """
-    return {
-        variant_path(art.request.name, p): variant_bytes(art.model_bytes, p)
-        for p in precisions
-        if check_precision(p) != "fp32"
-    }
+    out: dict[str, bytes] = {}
+    for p in precisions:
+        if check_precision(p) != "fp32":
+            out.update(variant_layout(variant_bytes(art.model_ref, p), variant_path(art.request.name, p),
+                                      art.request.spec.external_data))
+    return out

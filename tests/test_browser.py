@@ -260,6 +260,43 @@ def test_browser_example_refuses_a_model_whose_sha256_differs(browser, site, mir
     assert dom["summary"] == "dense_b0/model.onnx: sha256 differs from the manifest"
 
 
+@pytest.fixture(scope="module")
+def external_mirror(tmp_path_factory) -> Path:
+    """The same model built with --external-data: every model file's tensors in FILE.data beside it."""
+    out = tmp_path_factory.mktemp("external-mirror")
+    req = request_for("dense_b0", input_dim=16, num_classes=10,
+                      spec=ExportSpec(exporter="torchscript", external_data=True))
+    (result,) = build([req], out, extras=[precision_extra(("fp32", "int8"), verify=False)])
+    assert result.status == "ok", result.error
+    return out
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_browser_example_loads_a_model_saved_with_external_data(browser, external_mirror, precision):
+    model_path = mf.file_record(mf.load(external_mirror), "dense_b0", "model", precision)["path"]
+    data_path = mf.file_record(mf.load(external_mirror), "dense_b0", "external_data", precision)["path"]
+    assert data_path == model_path + ".data"
+    with serve({"/mirror/": external_mirror, "/page/ort/": ORT_DIST, "/page/": PAGE_DIR}) as (base, log):
+        dom = browser.open(f"{base}/page/index.html?mirror={base}/mirror/&model=dense_b0&precision={precision}")
+    assert dom["status"] == "pass", dom
+    assert [int(r[1]) for r in dom["rows"]] == expected_rows(external_mirror)[1]
+    for path in (model_path, data_path):  # both files came over HTTP
+        assert any(line.startswith(f"GET /mirror/{path} -> 200") for line in log), (path, log)
+
+
+def test_browser_example_refuses_external_data_whose_sha256_differs(browser, external_mirror, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(external_mirror, bad)
+    data = bad / "dense_b0" / "model.onnx.data"
+    blob = bytearray(data.read_bytes())
+    blob[100] ^= 0xFF
+    data.write_bytes(bytes(blob))
+    with serve({"/mirror/": bad, "/page/ort/": ORT_DIST, "/page/": PAGE_DIR}) as (base, _):
+        dom = browser.open(f"{base}/page/index.html?mirror={base}/mirror/")
+    assert dom["status"] == "error"
+    assert dom["summary"] == "dense_b0/model.onnx.data: sha256 differs from the manifest"
+
+
 def test_browser_example_reports_an_unknown_model(browser, site):
     base, _ = site
     dom = browser.open(f"{base}/page/index.html?mirror={base}/mirror/&model=dense_b9")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import onnxio
 from ..errors import AccuracyError, ProviderUnavailableError, ZooError
 from .parity import REDUCED_PRECISION_BACKENDS
 
@@ -40,7 +41,7 @@ def predict_torch(model, x: np.ndarray) -> np.ndarray:
 
 
 class _JsRunner:
-    def __init__(self, runtime: str, model: bytes):
+    def __init__(self, runtime: str, model: onnxio.ModelRef):
         self.runtime, self.model = runtime, model
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -49,11 +50,11 @@ class _JsRunner:
         from .js import NODE_DIR, TIMEOUT_S, node_executable
 
         (name, x), = feeds.items()
-        with tempfile.TemporaryDirectory(prefix="zoo-acc-") as d:
-            (Path(d) / "model.onnx").write_bytes(self.model)
+        with tempfile.TemporaryDirectory(prefix="zoo-acc-") as d, onnxio.as_path(self.model, "zoo-acc-") as model:
             (Path(d) / "input.pb").write_bytes(numpy_helper.from_array(np.ascontiguousarray(x), name).SerializeToString())
+            data = model.with_name(model.name + onnxio.DATA_SUFFIX)  # a model file's external data, beside it
             cmd = [node_executable() or "node", str(NODE_DIR / "predict.mjs"), "--runtime", self.runtime,
-                   str(Path(d) / "model.onnx"), str(Path(d) / "input.pb")]
+                   *(["--external-data", data.name] if data.is_file() else []), str(model), str(Path(d) / "input.pb")]
             proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=NODE_DIR)
         if proc.returncode == 3:
             raise ProviderUnavailableError(proc.stderr.strip().removeprefix("UNAVAILABLE: ")[:300])
@@ -87,7 +88,7 @@ class JsBackend:
 
         return js_version(self.runtime)
 
-    def load(self, model: bytes) -> _JsRunner:
+    def load(self, model: onnxio.ModelRef) -> _JsRunner:
         return _JsRunner(self.runtime, model)
 
 
@@ -129,7 +130,7 @@ def gate(rec: dict) -> str | None:
     return None
 
 
-def measure(model, files: dict[str, tuple[str, bytes]], dataset, backends, *, input_name: str = "input",
+def measure(model, files: dict[str, tuple[str, onnxio.ModelRef]], dataset, backends, *, input_name: str = "input",
             output_name: str = "logits", progress=lambda m: None) -> list[dict]:
     """Accuracy records: PyTorch, then each model file (``{path: (precision, bytes)}``) on each
     backend. A backend that is unavailable, or cannot load a file, gets an "unavailable" record;

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .. import onnxio
 from ..errors import (
     AtolError,
     InputError,
@@ -86,7 +87,7 @@ def reference_cases(model: torch.nn.Module, input_dim: int, output_name: str, se
     return cases
 
 
-def check_backend(backend: Backend, model_bytes: bytes, cases: list[Case], input_name: str, precision: str,
+def check_backend(backend: Backend, model: onnxio.ModelRef, cases: list[Case], input_name: str, precision: str,
                   tol: Tolerance, reference: str = "torch-cpu", label: str | None = None,
                   declared: dict[str, list] | None = None) -> dict:
     """One backend over every case: a parity record (never raises for a parity failure).
@@ -98,11 +99,11 @@ def check_backend(backend: Backend, model_bytes: bytes, cases: list[Case], input
                         precision=precision, tol=tol, batch_sizes=[c.batch for c in usable],
                         distributions=[c.distribution for c in usable], label=label)
     if declared is None:
-        declared = declared_outputs(model_bytes)
-    reason = backend.unavailable_reason()
+        declared = declared_outputs(model)
+    reason = backend.unavailable_reason() or getattr(backend, "unsupported", {}).get(precision)
     if reason is None:
         try:
-            runner = backend.load(model_bytes)
+            runner = backend.load(model)
         except ProviderUnavailableError as e:
             reason = str(e)
         except Exception as e:  # a runtime that cannot even load the model fails it
@@ -139,11 +140,9 @@ def check_backend(backend: Backend, model_bytes: bytes, cases: list[Case], input
     return finite(rec)  # a non-finite output has no error figure: null, never NaN/Infinity
 
 
-def declared_outputs(model_bytes: bytes) -> dict[str, list]:
+def declared_outputs(model: onnxio.ModelRef) -> dict[str, list]:
     """The graph's outputs as declared: name -> dims (int, or str for a symbolic dim)."""
-    import onnx
-
-    proto = onnx.load_from_string(model_bytes)
+    proto = onnxio.load(model, external=False)
     return {o.name: [d.dim_param or int(d.dim_value) for d in o.type.tensor_type.shape.dim]
             for o in proto.graph.output}
 
@@ -180,7 +179,7 @@ def _merge(worst: dict, metrics: dict, means: list) -> None:
             worst.setdefault("top1_agreement", None)
 
 
-def run_matrix(model: torch.nn.Module, model_bytes: bytes, *, input_dim: int, seed: int,
+def run_matrix(model: torch.nn.Module, onnx_model: onnxio.ModelRef, *, input_dim: int, seed: int,
                input_name: str = "input", output_name: str = "logits", precision: str = "fp32",
                options: MatrixOptions | None = None, progress=lambda m: None) -> list[dict]:
     """Parity records for every backend; references from PyTorch on the CPU (and on CUDA for GPU
@@ -188,11 +187,11 @@ def run_matrix(model: torch.nn.Module, model_bytes: bytes, *, input_dim: int, se
     options = options or MatrixOptions()
     cpu_cases = reference_cases(model, input_dim, output_name, seed, options)
     cuda_cases = None
-    declared = declared_outputs(model_bytes)  # parsing B7's proto takes most of a second: once per model
+    declared = declared_outputs(onnx_model)  # parsing B7's proto takes most of a second: once per model
     records = []
     for backend in options.resolve_backends():
         tol = tolerance_for(precision, options.atol, options.rtol, backend=backend.name)
-        rec = check_backend(backend, model_bytes, cpu_cases, input_name, precision, tol,
+        rec = check_backend(backend, onnx_model, cpu_cases, input_name, precision, tol,
                             label=_label(backend, precision), declared=declared)
         records.append(rec)
         progress(_line(rec))
@@ -200,7 +199,7 @@ def run_matrix(model: torch.nn.Module, model_bytes: bytes, *, input_dim: int, se
         if gpu and rec["verdict"] != "unavailable" and torch.cuda.is_available():
             if cuda_cases is None:
                 cuda_cases = reference_cases(model, input_dim, output_name, seed, options, device="cuda")
-            rec2 = check_backend(backend, model_bytes, cuda_cases, input_name, precision, tol, reference="torch-cuda",
+            rec2 = check_backend(backend, onnx_model, cuda_cases, input_name, precision, tol, reference="torch-cuda",
                                  label=_label(backend, precision), declared=declared)
             records.append(rec2)
             progress(_line(rec2))
@@ -233,7 +232,7 @@ def build_verifier(options: MatrixOptions | None = None):
 
     def verifier(art, progress) -> list[dict]:
         spec = art.request.spec
-        records = run_matrix(art.model, art.model_bytes, input_dim=art.request.effective_input_dim,
+        records = run_matrix(art.model, art.model_ref, input_dim=art.request.effective_input_dim,
                              seed=art.request.seed, input_name=spec.input_name, output_name=spec.output_name,
                              options=options, progress=progress)
         raise_for_failures(records, art.request.name)

@@ -44,7 +44,7 @@ def measure(name: str, input_dim: int | None = None) -> dict:
     sets.append(("test data", art.test_in, art.test_out))
     out: dict = {"model": name}
     for p in PRECISIONS:
-        sess = _ort(variant_bytes(art.model_bytes, p))
+        sess = _ort(variant_bytes(art.model_ref, p))
         tol = DEFAULT_TOLERANCES[p]
         ratio, need_atol, cos_min, rel_max, where = 0.0, 0.0, 1.0, 0.0, None
         test_ratio = 0.0

@@ -11,6 +11,19 @@ from pathlib import Path
 TMP_PREFIX = ".zoo-tmp-"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(fd: int) -> None:
+    """Give a file made by ``mkstemp`` (0600) the mode a plain ``open`` would (0666 less the umask):
+    published artifacts are served by web servers that run as another user."""
+    with contextlib.suppress(OSError):  # not every filesystem has modes
+        os.fchmod(fd, 0o666 & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path in ``path``'s folder; rename it onto ``path`` if the block succeeds.
@@ -21,6 +34,7 @@ def atomic_path(path: str | os.PathLike):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".part", dir=path.parent)
+    default_mode(fd)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -11,7 +11,8 @@ PRECISIONS = ("fp32", "int8", "fp16")  # what zoo build makes from a model alone
 STATIC_INT8 = "int8_static"  # made by zoo bench --recommend: its activation scales need the training split
 FILE_PRECISIONS = PRECISIONS + (STATIC_INT8,)  # every precision a published model file may have
 # What each file of a manifest entry is; the manifest schema lists the same roles.
-FILE_ROLES = ("model", "test_input", "test_output", "weights", "train_record")
+FILE_ROLES = ("model", "external_data", "test_input", "test_output", "weights", "train_record")
+EXTERNAL_ROLE = "external_data"  # a model file's tensors, ``<model file>.data`` beside it (zoo.onnxio)
 MODEL_FILE = "model.onnx"
 TEST_SET = "test_data_set_0"
 

@@ -2,21 +2,26 @@
 // Run one model over one input tensor in onnxruntime-node or onnxruntime-web (wasm) and print its
 // outputs as JSON: what the zoo's accuracy records need from the JavaScript runtimes.
 //
-// usage: node predict.mjs --runtime node|web [--threads N] [--chunk ROWS] MODEL.onnx INPUT.pb
+// usage: node predict.mjs --runtime node|web [--threads N] [--chunk ROWS] [--external-data NAME ...] MODEL.onnx INPUT.pb
+//        (NAME: a file of the model's external data, beside MODEL.onnx)
 // stdout: {"version": "...", "output": NAME, "dims": [n, k], "data": [...]} (row-major float32 values)
 // exit status: 0 ok; 2 bad arguments or input; 3 the runtime is unavailable; 4 an internal error.
 
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 
+import path from "node:path";
+
 import { parseTensorProto } from "./tensorproto.mjs";
+import { openSession } from "./session.mjs";
 
 const RUNTIMES = { node: "onnxruntime-node", web: "onnxruntime-web" };
 
 async function main(argv) {
   const { values, positionals } = parseArgs({
     args: argv, allowPositionals: true,
-    options: { runtime: { type: "string" }, threads: { type: "string", default: "1" }, chunk: { type: "string", default: "1000" } },
+    options: { runtime: { type: "string" }, threads: { type: "string", default: "1" }, chunk: { type: "string", default: "1000" },
+               "external-data": { type: "string", multiple: true, default: [] } },
   });
   const pkg = RUNTIMES[values.runtime];
   const threads = Number(values.threads);
@@ -42,7 +47,12 @@ async function main(argv) {
     options.executionProviders = ["wasm"];
   }
   const [modelPath, inputPath] = positionals;
-  const session = await ort.InferenceSession.create(await readFile(modelPath), options);
+  const external = values["external-data"];
+  if (external.some((n) => path.basename(n) !== n)) {
+    process.stderr.write("error: --external-data names a file beside the model (no folders)\n");
+    return 2;
+  }
+  const session = await openSession(ort, values.runtime, path.resolve(modelPath), external, options);
   const x = parseTensorProto(await readFile(inputPath));
   if (x.dims.length !== 2) {
     process.stderr.write(`error: the input must be [n, features], got ${JSON.stringify(x.dims)}\n`);

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Check zoo artifacts in JavaScript runtimes: every model file (every precision) listed in a
-// manifest is run with onnxruntime-node and with onnxruntime-web (wasm backend) on the model's
+// Check zoo artifacts in JavaScript runtimes: every model file (every precision, with its
+// external-data files where it has them) listed in a manifest is run with onnxruntime-node and with onnxruntime-web (wasm backend) on the model's
 // test data (test_data_set_*/input_*.pb, read with a small TensorProto reader) and compared
 // with the PyTorch-computed outputs: names, then shapes, then values, passing iff
 // |actual - expected| <= atol + rtol * |expected| for every element.
@@ -19,6 +19,7 @@ import { parseArgs } from "node:util";
 
 import { parseTensorProto } from "./tensorproto.mjs";
 import { errorMetrics } from "./metrics.mjs";
+import { externalDataOf, openSession } from "./session.mjs";
 
 const RUNTIMES = { node: "onnxruntime-node", web: "onnxruntime-web" };
 const PRECISIONS = ["fp32", "int8", "fp16"];
@@ -131,7 +132,7 @@ async function loadRuntime(runtime, threads) {
   return { ort, label, version: `node ${process.version}, ${pkg} ${v}` };
 }
 
-async function createSession(rt, runtime, bytes, threads) {
+async function createSession(rt, runtime, file, threads) {
   const options = { graphOptimizationLevel: "all", logSeverityLevel: 3 };
   if (runtime === "node") {
     options.executionProviders = ["cpu"];
@@ -140,7 +141,7 @@ async function createSession(rt, runtime, bytes, threads) {
   } else {
     options.executionProviders = ["wasm"];
   }
-  return rt.ort.InferenceSession.create(bytes, options);
+  return openSession(rt.ort, runtime, file.abs, file.external, options, file.bytes);
 }
 
 // --- manifest and test data -----------------------------------------------------------------
@@ -256,13 +257,13 @@ function feedsFor(rt, session, set) {
 }
 
 /** One model file in one runtime over every test set: a parity record (never throws for a mismatch). */
-async function checkModel(runtime, rt, file, bytes, sets, tol, threads) {
+async function checkModel(runtime, rt, file, sets, tol, threads) {
   const rec = baseRecord(runtime, rt, file.precision, sets, tol);
   if (rt.reason) return { ...rec, verdict: "unavailable", reason: rt.reason };
   const fail = (check, reason, worst = null) => Object.assign(rec, { verdict: "fail", failed_check: check, reason, worst });
   let session;
   try {
-    session = await createSession(rt, runtime, bytes, threads);
+    session = await createSession(rt, runtime, file, threads);
   } catch (e) {
     return fail("values", `${RUNTIMES[runtime]} cannot load ${file.path}: ${firstLine(e)}`);
   }
@@ -367,6 +368,12 @@ async function main(argv) {
         throw new UsageError(`no tolerance for ${f.precision} (${f.path}): pass --tol ${f.precision}=ATOL,RTOL`);
       }
       if (!existsSync(path.join(root, f.path))) throw new UsageError(`${name}: ${f.path} is missing`);
+      // Its external data (if any): listed, beside the model, present.
+      f.external = externalDataOf(entry, f.path).map((d) => {
+        if (path.posix.dirname(d.path) !== path.posix.dirname(f.path)) throw new UsageError(`${name}: ${d.path} is not beside ${f.path}`);
+        if (!existsSync(path.join(root, d.path))) throw new UsageError(`${name}: ${d.path} (external data of ${f.path}) is missing`);
+        return d.name;
+      });
     }
     work.push({ name, entry, files });
   }
@@ -380,10 +387,11 @@ async function main(argv) {
     results[name] = [];
     const sets = await readTestSets(root, entry);
     for (const f of files) {
-      const bytes = new Uint8Array(await readFile(path.join(root, f.path)));
+      const abs = path.join(root, f.path);
+      const file = { ...f, abs, bytes: new Uint8Array(await readFile(abs)) };
       for (const r of opts.runtimes) {
         const t0 = performance.now();
-        const rec = await checkModel(r, runtimes[r], f, bytes, sets, opts.tolerances[f.precision], opts.threads);
+        const rec = await checkModel(r, runtimes[r], file, sets, opts.tolerances[f.precision], opts.threads);
         const { worst, ...clean } = rec;
         results[name].push(clean);
         rows.push({ name, file: f.path, rec: clean, worst });

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
 
-from ..exporters.onnx_export import export_model, serialize
+from .. import onnxio
+from ..exporters.onnx_export import export_model
 from ..exporters.ports import io_ports
 from ..exporters.spec import ExportSpec
 from ..fsutil import sha256_bytes
@@ -21,6 +24,7 @@ from ..model.reference import forward64
 from ..model.repro import stream, to_float32
 from ..model.scaling import PAPER_COEFFICIENTS, Variant, compound, get_variant
 from ..model.weights import load_weights_bytes, read_bytes
+from ..spec import EXTERNAL_ROLE
 from ..versions import toolchain_versions
 
 FAMILY = "dense_efficientnet"
@@ -91,7 +95,8 @@ class ModelRequest:
             num_classes=entry["num_classes"],
             input_dim=None if input_dim == variant.input_dim else input_dim,
             flavor=entry["flavor"],
-            spec=ExportSpec(opset=entry["opset_version"], exporter=entry["exporter"], ir_version=entry["ir_version"]),
+            spec=ExportSpec(opset=entry["opset_version"], exporter=entry["exporter"], ir_version=entry["ir_version"],
+                            external_data=any(f["role"] == EXTERNAL_ROLE for f in entry.get("files", []))),
             weights=weights if entry.get("weights", {}).get("source") == "file" else None,
             eval_data=eval_data,
         )
@@ -155,6 +160,10 @@ class Artifact:
     timings_s: dict[str, float] = field(default_factory=dict)
     weights: dict = field(default_factory=dict)  # the manifest entry's "weights"
     eval_set: EvalSet | None = None
+    # The model as the in-process checks run it: its bytes, inline even where the files use external
+    # data, or (over 2 GiB) the path of the files in a private folder that lives as long as this.
+    model_ref: onnxio.ModelRef = b""
+    _folder: object = None
 
     @property
     def model_path(self) -> str:
@@ -162,11 +171,17 @@ class Artifact:
 
     @property
     def model_bytes(self) -> bytes:
+        """The bytes of the model file as written (with external data: the small ``.onnx``)."""
         return self.files[self.model_path]
+
+    @property
+    def model_size(self) -> int:
+        """Bytes of the model, external data included."""
+        return sum(len(self.files[p]) for p in (self.model_path, onnxio.data_file(self.model_path)) if p in self.files)
 
     def manifest_entry(self) -> dict:
         req, model_sha = self.request, sha256_bytes(self.model_bytes)
-        roles = {self.model_path: "model"}
+        roles = {self.model_path: "model", onnxio.data_file(self.model_path): EXTERNAL_ROLE}
         roles.update({p: ("test_input" if p.endswith("input_0.pb") else "test_output") for p in self.files if p.endswith(".pb")})
         roles.update({p: WEIGHT_ROLES[p.rsplit("/", 1)[-1]] for p in self.files if p.rsplit("/", 1)[-1] in WEIGHT_ROLES})
         return {
@@ -190,10 +205,7 @@ class Artifact:
             "exporter": req.spec.exporter,
             "ir_version": req.spec.ir_version,
             "toolchain": toolchain_versions(),
-            "files": [
-                {"path": p, "bytes": len(b), "sha256": sha256_bytes(b), "role": roles[p], "precision": "fp32"}
-                for p, b in self.files.items()
-            ],
+            "files": [file_record(p, b, roles[p], "fp32") for p, b in self.files.items()],
             "test_data": {"batch": int(self.test_in.shape[0]), "seed": req.seed, "sets": [f"{req.name}/{TEST_SET}"]}
             | ({"source": f"{self.eval_set.name} test split"} if self.eval_set is not None else {}),
             "weights": self.weights or {"source": "seeded", "seed": req.seed},
@@ -217,16 +229,17 @@ def make_artifact(req: ModelRequest) -> Artifact:
     t = time.perf_counter()
     proto = export_model(model, req.effective_input_dim, req.spec, onnx_metadata(req, winfo.get("sha256")))
     proto.producer_version = proto.producer_version.split("+")[0]
-    data = serialize(proto)
+    name = req.name
+    model_files = onnxio.model_files(proto, f"{name}/model.onnx", True if req.spec.external_data else None)
+    ref, folder = in_process_ref(proto, model_files, f"{name}/model.onnx")
     timings["export"] = time.perf_counter() - t
 
     # A trained model's test data are real samples (real classes); the expected output is PyTorch's,
     # computed by the deterministic float64 forward pass of the reproducibility rule.
     x = test_input(req) if evals is None else np.ascontiguousarray(evals.x_test[:TEST_BATCH])
     y = expected_output(model, x)
-    name = req.name
     files = {
-        f"{name}/model.onnx": data,
+        **model_files,
         f"{name}/{TEST_SET}/input_0.pb": tensor_bytes(x, req.spec.input_name),
         f"{name}/{TEST_SET}/output_0.pb": tensor_bytes(y, req.spec.output_name),
     }
@@ -247,7 +260,31 @@ def make_artifact(req: ModelRequest) -> Artifact:
         timings_s=timings,
         weights=winfo,
         eval_set=evals,
+        model_ref=ref,
+        _folder=folder,
     )
+
+
+def in_process_ref(proto, files: dict[str, bytes], model_path: str) -> tuple[onnxio.ModelRef, object]:
+    """``(model ref, folder to keep alive)`` for the checks run in this process: the model file's
+    bytes; inline bytes where the files use external data but the model fits one message; else
+    the files in a private temporary folder (removed when the folder object is collected)."""
+    if onnxio.data_file(model_path) not in files:
+        return files[model_path], None
+    if not onnxio.needs_external(proto):
+        return proto.SerializeToString(deterministic=True), None
+    folder = tempfile.TemporaryDirectory(prefix="zoo-build-")
+    for rel in (model_path, onnxio.data_file(model_path)):
+        (Path(folder.name) / Path(rel).name).write_bytes(files[rel])
+    return Path(folder.name) / Path(model_path).name, folder
+
+
+def file_record(path: str, data: bytes, role: str, precision: str) -> dict:
+    """A manifest ``files`` record; an external-data file names the model file it belongs to."""
+    rec = {"path": path, "bytes": len(data), "sha256": sha256_bytes(data), "role": role, "precision": precision}
+    if role == EXTERNAL_ROLE:
+        rec["of"] = path.removesuffix(onnxio.DATA_SUFFIX)
+    return rec
 
 
 def request_for(name: str | None, *, phi: float | None = None, **options) -> ModelRequest:

@@ -22,7 +22,7 @@ from typing import Callable
 
 from ..errors import ManifestError, NoManifestError, ZooError
 from ..exporters.variants import variant_files
-from ..fsutil import TMP_PREFIX, atomic_path, sha256_bytes
+from ..fsutil import TMP_PREFIX, atomic_path, default_mode, sha256_bytes
 from ..spec import PRECISIONS, variant_path
 from ..verify.parity import tolerance_for
 from . import manifest as mf
@@ -53,7 +53,9 @@ class ModelResult:
             "status": self.status,
             "error": self.error,
             "params": e.get("params"),
-            "file_bytes": model_file["bytes"] if model_file else None,
+            # With external data, the model is both files.
+            "file_bytes": sum(f["bytes"] for f in e["files"] if model_file and model_file["path"] in (f["path"], f.get("of")))
+            if model_file else None,
             "sha256": model_file["sha256"] if model_file else None,
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
         }
@@ -66,7 +68,7 @@ def self_check(art: Artifact) -> None:
 
     spec = art.request.spec
     case = Case(int(art.test_in.shape[0]), "test_data_set_0", art.test_in, {spec.output_name: art.test_out})
-    rec = check_backend(OrtBackend(), art.model_bytes, [case], spec.input_name, "fp32",
+    rec = check_backend(OrtBackend(), art.model_ref, [case], spec.input_name, "fp32",
                         tolerance_for("fp32"), reference="test-data")
     raise_for_failures([rec], f"{art.request.name} self-check (onnxruntime CPU)")
 
@@ -82,6 +84,7 @@ class Staging:
         final = self.root / relpath
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".part", dir=final.parent)
+        default_mode(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -211,7 +214,7 @@ def _build_one(req: ModelRequest, staging: Staging, verifier, extras, progress: 
         progress("create + export ...")
         art = make_artifact(req)
         timings.update(art.timings_s)
-        progress(f"exported {len(art.model_bytes) / 1e6:.1f} MB in {timings['export']:.1f}s")
+        progress(f"exported {art.model_size / 1e6:.1f} MB in {timings['export']:.1f}s")
 
         t = time.perf_counter()
         self_check(art)

@@ -7,10 +7,13 @@ A step (an "extra") is ``extra(artifact, entry, staged files, progress)``: it ma
 
 from __future__ import annotations
 
+import contextlib
+
+from .. import onnxio
 from ..bench.latency import SHORT, LatencyOptions, measure_model, upsert_latency
-from ..exporters.variants import variant_bytes
-from ..fsutil import sha256_bytes
-from ..spec import check_precision, variant_path
+from ..exporters.variants import variant_bytes, variant_layout
+from ..spec import EXTERNAL_ROLE, check_precision, variant_path
+from .artifact import file_record
 from ..verify.variants import check_variant
 
 
@@ -71,13 +74,13 @@ def precision_extra(precisions, *, verify: bool = True, matrix_options=None):
         for p in variants:
             path = variant_path(art.request.name, p)
             progress(f"{p}: converting ...")
-            data = variant_bytes(art.model_bytes, p)
+            data = variant_bytes(art.model_ref, p)
             records = check_variant(art, data, p, verify=verify, matrix_options=matrix_options, progress=progress)
-            staged[path] = data
-            entry["files"].append({"path": path, "bytes": len(data), "sha256": sha256_bytes(data), "role": "model",
-                                   "precision": p})
+            for rel, b in variant_layout(data, path, art.request.spec.external_data).items():
+                staged[rel] = b
+                entry["files"].append(file_record(rel, b, "model" if rel == path else EXTERNAL_ROLE, p))
             entry["parity"].extend(records)
-            progress(f"{p}: {len(data) / 1e6:.1f} MB ({len(data) / len(art.model_bytes):.0%} of fp32)")
+            progress(f"{p}: {len(data) / 1e6:.1f} MB ({len(data) / art.model_size:.0%} of fp32)")
 
     return extra
 
@@ -90,10 +93,11 @@ def latency_extra(precisions, *, providers: list[str] | None = None, options: La
         for f in entry["files"]:
             if f["role"] != "model" or f["precision"] not in precisions:
                 continue
-            recs = measure_model(staged[f["path"]], precision=f["precision"], flops=art.flops,
-                                 input_dim=art.request.effective_input_dim, torch_model=art.model,
-                                 providers=providers, options=options, input_name=art.request.spec.input_name,
-                                 torch_cache=cache, progress=progress)
+            with onnxio.file_ref(staged, f["path"]) as ref:
+                recs = measure_model(ref, precision=f["precision"], flops=art.flops,
+                                     input_dim=art.request.effective_input_dim, torch_model=art.model,
+                                     providers=providers, options=options, input_name=art.request.spec.input_name,
+                                     torch_cache=cache, progress=progress)
             entry["latency"] = upsert_latency(entry.get("latency", []), recs)
 
     return extra
@@ -115,10 +119,12 @@ def accuracy_extra(*, verify: bool = True, backends=None, js_runtimes=()):
         use = backends if backends is not None else (
             provider_backends(None, opt_levels=("all",)) + (runtime_backends(None) if verify else [])
             + [JsBackend(r) for r in js_runtimes])
-        files = {f["path"]: (f["precision"], staged[f["path"]]) for f in entry["files"] if f["role"] == "model"}
         spec = art.request.spec
-        entry["accuracy"] = measure(art.model, files, art.eval_set, use, input_name=spec.input_name,
-                                    output_name=spec.output_name, progress=progress)
+        with contextlib.ExitStack() as stack:
+            files = {f["path"]: (f["precision"], stack.enter_context(onnxio.file_ref(staged, f["path"])))
+                     for f in entry["files"] if f["role"] == "model"}
+            entry["accuracy"] = measure(art.model, files, art.eval_set, use, input_name=spec.input_name,
+                                        output_name=spec.output_name, progress=progress)
         raise_for_accuracy(entry["accuracy"], art.request.name)
 
     return extra

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from .. import onnxio
 from ..errors import ProviderUnavailableError, UnknownNameError, ZooError
 from ..fsutil import sha256_file
 from ..model import count_params
-from ..spec import C_RUNTIMES, JS_RUNTIMES
+from ..spec import C_RUNTIMES, EXTERNAL_ROLE, JS_RUNTIMES
 from ..verify import c, js
 from ..verify.matrix import MatrixOptions, run_matrix
 from . import manifest as mf
@@ -60,7 +61,8 @@ def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, r
             progress(f"{tag}: {f['precision']} ...")
             data = path.read_bytes()
             _readable_onnx(data, path, name)
-            records += run_matrix(model, data, input_dim=req.effective_input_dim, seed=req.seed,
+            ref = path if _external_data_checked(artifacts, entry, f, data) else data
+            records += run_matrix(model, ref, input_dim=req.effective_input_dim, seed=req.seed,
                                   input_name=req.spec.input_name, output_name=req.spec.output_name,
                                   precision=f["precision"], options=options,
                                   progress=lambda m, tag=tag: progress(f"{tag}: {m}"))
@@ -91,6 +93,30 @@ def _readable_onnx(data: bytes, path: Path, name: str) -> None:
         onnx.load_model_from_string(data)
     except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and others
         raise ZooError(f"{name}: {path} is not a readable ONNX model ({type(e).__name__})") from None
+
+
+def _external_data_checked(artifacts: Path, entry: dict, f: dict, data: bytes) -> bool:
+    """Whether the model file ``f`` has external data, after checking that its data files are
+    listed for it, lie beside it, match their sha256, and are all the model refers to: the runtimes
+    are then given its path and read nothing else."""
+    import onnx
+
+    listed = [d for d in entry["files"] if d["role"] == EXTERNAL_ROLE and d.get("of") == f["path"]]
+    names = {PurePosixPath(d["path"]).name for d in listed}
+    refers = onnxio.locations(onnx.load_model_from_string(data))
+    stray = [loc for loc in refers if loc not in names]
+    if stray:
+        raise ZooError(f"{entry['model']}: {f['path']} refers to external data {stray[0]!r}, "
+                       "which the manifest does not list beside it; refusing to load it")
+    for d in listed:
+        p = artifacts / d["path"]
+        if PurePosixPath(d["path"]).parent != PurePosixPath(f["path"]).parent:
+            raise ZooError(f"{entry['model']}: {d['path']} is not beside {f['path']}")
+        if not p.is_file():
+            raise ZooError(f"{entry['model']}: {p} (external data of {f['path']}) is missing (pull it, or build it)")
+        if sha256_file(p) != d["sha256"]:
+            raise ZooError(f"{entry['model']}: {p} does not match the manifest's sha256; refusing to verify it")
+    return bool(refers)
 
 
 def _js_records(artifacts: Path, names, js_runtimes, precisions, explicit: bool) -> dict[str, list[dict]]:

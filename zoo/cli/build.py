@@ -16,7 +16,7 @@ from .common import (artifacts_option, compound_variant, emit_json, json_option,
 # What --check takes from the manifest it checks against: giving any of these with it is an error.
 # (--no-verify, --no-bench and --keep-going only skip or relax work that --check does not do.)
 CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_dim", "phi", "alpha", "beta", "gamma",
-                 "exporter", "precisions")
+                 "exporter", "precisions", "external_data")
 
 
 @click.command("build")
@@ -32,6 +32,9 @@ CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_d
               help="Compare every rebuilt file's sha256 with MANIFEST (rebuilt with the options it records) or with a "
                    "sha256sum-style record such as artifacts/SHA256SUMS (rebuilt as asked). Writes nothing.")
 @click.option("--no-verify", is_flag=True, help="Skip the parity matrix (the ONNX Runtime self-check still runs).")
+@click.option("--external-data", is_flag=True,
+              help="Write every model file's tensors to FILE.data beside it (role external_data in the manifest); "
+                   "without it only a model over 2 GiB, which cannot be one file, is written that way.")
 @precision_option("fp32", always_fp32=True,
                   help="Comma list of fp32, int8, fp16: also write model.int8.onnx / model.fp16.onnx, each with "
                        "parity and latency records (fp32 is always built).")
@@ -48,7 +51,7 @@ CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_d
 @click.pass_context
 def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, input_dim, phi, alpha, beta, gamma, exporter,
               check_manifest,
-              no_verify, precisions, no_bench, weights, eval_data, keep_going, as_json):
+              no_verify, external_data, precisions, no_bench, weights, eval_data, keep_going, as_json):
     """Export variants to ONNX, verify them, and write artifacts plus manifest.json.
 
     Every file is staged under a temporary name and renamed into place only when every model has
@@ -63,6 +66,7 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
       zoo build --phi 1.5 --flavor edifice
       zoo build --phi 1 --alpha 1.4 --beta 1.1 --gamma 1.1
       zoo build --all --precision fp32,int8,fp16
+      zoo build dense_b0 --external-data --artifacts /tmp/zoo-ext
       zoo build --all --check artifacts/manifest.json
       zoo build --all --precision fp32,int8 --check artifacts/SHA256SUMS
       zoo build --all --weights checkpoints --precision fp32,int8,fp16
@@ -89,7 +93,7 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
             why = "compares in memory and writes nothing" if record else "rebuilds with the options recorded in the manifest"
             raise click.UsageError(f"--check {why}; it does not take {', '.join(p.opts[0] for p in given)}")
     variants = selected_variants(names, all_, compound_variant(phi, alpha, beta, gamma))
-    spec = ExportSpec(opset=opset, exporter=exporter)
+    spec = ExportSpec(opset=opset, exporter=exporter, external_data=external_data)
     if weights is not None and len(variants) > 1 and not weights.is_dir():
         raise click.BadParameter(f"{weights} is not a folder; several models need --weights DIR with NAME.safetensors",
                                  param_hint="--weights")

@@ -5,37 +5,9 @@ from __future__ import annotations
 import posixpath
 
 from ..errors import cut
+from ..onnxio import iter_tensors
 from .config import IntegrityError, UnsafePathError, first_line
 from .paths import safe_relpath
-
-
-def iter_tensors(proto):
-    """Every tensor of the model: initializers, sparse ones, node attributes, subgraphs, functions."""
-    def graph(g):
-        yield from g.initializer
-        for s in g.sparse_initializer:
-            yield s.values
-            yield s.indices
-        for n in g.node:
-            yield from node(n)
-
-    def node(n):
-        for a in n.attribute:
-            if a.HasField("t"):
-                yield a.t
-            yield from a.tensors
-            if a.HasField("sparse_tensor"):
-                yield a.sparse_tensor.values
-                yield a.sparse_tensor.indices
-            if a.HasField("g"):
-                yield from graph(a.g)
-            for g in a.graphs:
-                yield from graph(g)
-
-    yield from graph(proto.graph)
-    for f in proto.functions:
-        for n in f.node:
-            yield from node(n)
 
 
 def parse_model(data: bytes, what: str):
