@@ -197,3 +197,16 @@ def test_a_model_over_the_limit_is_written_with_external_data_without_asking(tmp
     assert roles["dense_b0/model.onnx.data"] == "external_data" and "dense_b0/model.int8.onnx.data" not in roles
     assert {r["backend"] for r in res.entry["parity"] if r["verdict"] == "pass"} >= {
         "onnxruntime:CPUExecutionProvider:all", "reference", "tract"}
+
+
+def test_zoo_bench_measures_the_external_data_model(ext_build, tmp_path):
+    import shutil
+
+    art = tmp_path / "art"
+    shutil.copytree(ext_build, art)
+    proc = subprocess.run(zoo_cmd("bench", "dense_b0", "--artifacts", str(art), "--batch-sizes", "1", "--runs", "3",
+                                  "--time-budget", "0.2", "--warmup", "1", "--threads", "1", "--json"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    recs = json.loads(proc.stdout)["records"]
+    assert {r["precision"] for r in recs if r["p50_ms"] > 0} == {"fp32", "int8"}

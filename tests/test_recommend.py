@@ -125,7 +125,7 @@ def test_the_reference_of_a_trained_model_is_its_weights_file(tmp_path):
 
     from zoo.builder.artifact import request_for
     from zoo.builder.pipeline import build
-    from zoo.builder.recommend import _torch_model
+    from zoo.builder.verification import reference_model
 
     trained = request_for("dense_b0", input_dim=64, seed=7).create()  # stands in for trained weights
     wfile = tmp_path / "dense_b0.safetensors"
@@ -133,7 +133,7 @@ def test_the_reference_of_a_trained_model_is_its_weights_file(tmp_path):
     out = tmp_path / "art"
     assert [r.status for r in build([request_for("dense_b0", input_dim=64, weights=str(wfile))], out)] == ["ok"]
     entry = mf.entry(mf.load(out / "manifest.json"), "dense_b0")
-    model = _torch_model(out, entry)
+    model = reference_model(out, entry)[1]  # what zoo bench, --recommend and zoo verify compare with
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((4, 64), dtype=np.float32))
     with torch.no_grad():
         assert torch.equal(model(x), trained.eval()(x))  # not the seed-0 network the entry's seed names

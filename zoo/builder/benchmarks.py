@@ -17,12 +17,12 @@ from ..errors import (
     ProviderUnavailableError,
     ZooError,
 )
-from ..fsutil import sha256_bytes, sha256_file
+from ..fsutil import sha256_file
 from ..spec import resolve_provider
 from ..verify.backends import OrtBackend
 from . import manifest as mf
-from .artifact import ModelRequest
 from .lock import artifacts_lock
+from .verification import model_input, reference_model
 
 
 def bench_artifacts(root, names=None, *, precisions=None, providers=None, options: LatencyOptions = LatencyOptions(),
@@ -69,17 +69,13 @@ def bench_artifacts(root, names=None, *, precisions=None, providers=None, option
     for i, (entry, files) in enumerate(plan, 1):
         name = entry["model"]
         tag = f"[{i}/{len(plan)}] {name}"
-        torch_model = ModelRequest.from_entry(entry).create() if options.torch else None
+        # PyTorch with the weights the model was built from (a seeded stand-in would time another network's
+        # numbers; the cost is the same, but a trained build is compared with its own model).
+        torch_model = reference_model(root, entry)[1] if options.torch else None
         cache: dict = {}
         recs: list[dict] = []
         for f in files:
-            fpath = root / f["path"]
-            try:
-                data = fpath.read_bytes()
-            except OSError as e:
-                raise ZooError(f"cannot read {fpath}: {e.strerror}") from None
-            if sha256_bytes(data) != f["sha256"]:
-                raise ZooError(f"{fpath} differs from its manifest record (sha256); rebuild it with `zoo build`")
+            data = model_input(root, entry, f)  # sha256 checked again: the file may have changed meanwhile
             measured[(name, f["precision"])] = f["sha256"]
             recs += measure_model(data, precision=f["precision"], flops=entry["flops"],
                                   input_dim=entry["scaling"]["input_dim"], torch_model=torch_model,

@@ -17,8 +17,8 @@ from ..errors import CalibrationError, ManifestError, ZooError
 from ..fsutil import atomic_write_bytes, sha256_bytes, sha256_file
 from ..spec import STATIC_INT8
 from . import manifest as mf
-from .artifact import ModelRequest
 from .lock import artifacts_lock
+from .verification import model_input, reference_model
 
 STATIC = STATIC_INT8
 # Fields a recommendation keeps from the winning record.
@@ -82,10 +82,7 @@ def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time
     for f in entry["files"]:
         if f["role"] != "model" or f["precision"] == STATIC:
             continue
-        blob = (root / f["path"]).read_bytes()
-        if sha256_bytes(blob) != f["sha256"]:
-            raise ZooError(f"{root / f['path']} differs from its manifest record (sha256); rebuild it with `zoo build`")
-        files.append((f["precision"], f["path"], blob))
+        files.append((f["precision"], f["path"], model_input(root, entry, f, inline=True)))
     files.sort(key=lambda t: t[0] != "fp32")
     dataset, train_x = data if data is not None else (None, None)
     static = None
@@ -97,7 +94,7 @@ def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time
         static = (STATIC, variant_path(name, "fp32").replace("model.onnx", f"model.{STATIC}.onnx"),
                   quantize_int8_static(files[0][2], train_x, input_name=input_name, what=name))
         files.append(static)
-    model = _torch_model(root, entry) if (torch or accuracy) else None
+    model = reference_model(root, entry)[1] if (torch or accuracy) else None
     cands = contenders(files, model if torch else None, input_name=input_name)
     records = measure_peers(cands, input_dim=entry["scaling"]["input_dim"], flops=entry["flops"],
                             batch_sizes=batch_sizes, threads=threads, time_budget_s=time_budget_s,
@@ -113,22 +110,6 @@ def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time
         r["model"] = name
     return {"records": records, "static": static, "dataset": dataset.describe() if dataset else None,
             "recommended": recommend(records) if accuracy else None}
-
-
-def _torch_model(root: Path, entry: dict):
-    """The PyTorch network of the entry: with the weights file the build shipped (role ``weights``)
-    when it was built from one, else seeded. A seeded stand-in for a trained model would make every
-    accuracy comparison meaningless."""
-    if (entry.get("weights") or {}).get("source") != "file":
-        return ModelRequest.from_entry(entry).create()
-    rec = next((f for f in entry["files"] if f["role"] == "weights"), None)
-    if rec is None:
-        raise ZooError(f"{entry['model']} was built from a weights file that is not in the artifacts; rebuild it")
-    path = root / rec["path"]
-    blob = path.read_bytes()
-    if sha256_bytes(blob) != entry["weights"]["sha256"]:
-        raise ZooError(f"{path} differs from the weights the model was built from (sha256)")
-    return ModelRequest.from_entry(entry, weights=str(path)).create(blob)
 
 
 def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), threads=None, time_budget_s=10.0,

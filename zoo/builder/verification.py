@@ -6,7 +6,7 @@ from pathlib import Path, PurePosixPath
 
 from .. import onnxio
 from ..errors import ProviderUnavailableError, UnknownNameError, ZooError
-from ..fsutil import sha256_file
+from ..fsutil import sha256_bytes, sha256_file
 from ..model import count_params
 from ..spec import C_RUNTIMES, EXTERNAL_ROLE, JS_RUNTIMES
 from ..verify import c, js
@@ -47,7 +47,7 @@ def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, r
     for i, name in enumerate(names, 1):
         tag = f"[{i}/{len(names)}] {name}"
         entry = mf.entry(manifest, name)
-        req, model = _reference_model(artifacts, entry)
+        req, model = reference_model(artifacts, entry)
         params = count_params(model)
         if params != entry["params"]:
             raise ZooError(f"{name}: rebuilt PyTorch model has {params} parameters, the manifest says {entry['params']}")
@@ -95,10 +95,10 @@ def _readable_onnx(data: bytes, path: Path, name: str) -> None:
         raise ZooError(f"{name}: {path} is not a readable ONNX model ({type(e).__name__})") from None
 
 
-def _external_data_checked(artifacts: Path, entry: dict, f: dict, data: bytes) -> bool:
-    """Whether the model file ``f`` has external data, after checking that its data files are
-    listed for it, lie beside it, match their sha256, and are all the model refers to: the runtimes
-    are then given its path and read nothing else."""
+def _external_data_checked(artifacts: Path, entry: dict, f: dict, data: bytes) -> list[str]:
+    """The model file ``f``'s external-data files (relative paths; none: it is self-contained),
+    after checking that they are listed for it, lie beside it, match their sha256, and are all the
+    model refers to: the runtimes are then given its path and read nothing else."""
     import onnx
 
     listed = [d for d in entry["files"] if d["role"] == EXTERNAL_ROLE and d.get("of") == f["path"]]
@@ -116,7 +116,31 @@ def _external_data_checked(artifacts: Path, entry: dict, f: dict, data: bytes) -
             raise ZooError(f"{entry['model']}: {p} (external data of {f['path']}) is missing (pull it, or build it)")
         if sha256_file(p) != d["sha256"]:
             raise ZooError(f"{entry['model']}: {p} does not match the manifest's sha256; refusing to verify it")
-    return bool(refers)
+    return [d["path"] for d in listed] if refers else []
+
+
+def model_input(artifacts: Path, entry: dict, f: dict, *, inline: bool = False) -> onnxio.ModelRef:
+    """The model file ``f`` of ``entry`` as the in-process runtimes take it, after checking its
+    sha256 (and its external data's): its bytes; with external data, the inline bytes when
+    ``inline`` or the model fits one message, else its path (the runtimes read the data beside it)."""
+    path = artifacts / f["path"]
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ZooError(f"{entry['model']}: cannot read {path} ({e.strerror}; pull it, or build it)") from None
+    if sha256_bytes(data) != f["sha256"]:
+        raise ZooError(f"{entry['model']}: {path} does not match the manifest's sha256; rebuild it with `zoo build`")
+    _readable_onnx(data, path, entry["model"])
+    external = _external_data_checked(artifacts, entry, f, data)
+    if not external:
+        return data
+    blob = (artifacts / external[0]).read_bytes() if len(external) == 1 else None
+    if blob is not None and (inline or len(data) + len(blob) < onnxio.INLINE_LIMIT):
+        try:
+            return onnxio.inline(data, blob)
+        except ValueError as e:
+            raise ZooError(f"{entry['model']}: {path}: {e}") from None
+    return path
 
 
 def _js_records(artifacts: Path, names, js_runtimes, precisions, explicit: bool) -> dict[str, list[dict]]:
@@ -144,13 +168,12 @@ def merge_parity(entry: dict, records: list[dict]) -> dict:
     return out
 
 
-def _reference_model(artifacts: Path, entry: dict):
+def reference_model(artifacts: Path, entry: dict):
     """The PyTorch model an entry was built from: seeded, or its published weights file (whose
     sha256 must match the manifest's)."""
     if entry.get("weights", {}).get("source") != "file":
         req = ModelRequest.from_entry(entry)
         return req, req.create()
-    from ..fsutil import sha256_bytes
     from ..model.weights import read_bytes
 
     rec = next((f for f in entry["files"] if f["role"] == "weights"), None)
