@@ -92,12 +92,12 @@ def _openvino(variant: str, path: str, data: bytes, input_name: str) -> Contende
     def setup(threads):
         import openvino as ov
 
-        from ..verify.backends import _model_file
+        from .. import onnxio
 
         core = ov.Core()
         config = dict(c.settings, INFERENCE_NUM_THREADS=threads, PERFORMANCE_HINT="LATENCY")
         t = time.perf_counter()
-        with _model_file(data) as p:
+        with onnxio.as_path(data, "zoo-peers-") as p:
             compiled = core.compile_model(core.read_model(str(p)), "CPU", config)
         ms = (time.perf_counter() - t) * 1e3
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # what it really runs at
