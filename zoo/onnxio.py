@@ -76,12 +76,6 @@ def needs_external(proto) -> bool:
     return proto.ByteSize() >= INLINE_LIMIT
 
 
-def has_external(proto) -> bool:
-    import onnx
-
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in iter_tensors(proto))
-
-
 def split_external(proto, location: str) -> tuple[bytes, bytes]:
     """``(model bytes, data bytes)``: a copy of ``proto`` whose tensors of ``EXTERNAL_MIN_BYTES`` or
     more refer to ``location`` (a file name beside the model), and that file's contents."""
@@ -138,15 +132,6 @@ def ort_source(ref: ModelRef):
     return bytes(ref) if isinstance(ref, (bytes, bytearray, memoryview)) else os.fspath(ref)
 
 
-def size(ref: ModelRef) -> int:
-    """Bytes of the model, its external data included."""
-    if isinstance(ref, (bytes, bytearray, memoryview)):
-        return len(ref)
-    p = Path(ref)
-    extra = p.with_name(p.name + DATA_SUFFIX)
-    return p.stat().st_size + (extra.stat().st_size if extra.is_file() else 0)
-
-
 @contextlib.contextmanager
 def as_path(ref: ModelRef, prefix: str = "zoo-model-"):
     """A path to the model: ``ref`` itself, or its bytes in a private temporary folder (removed
@@ -200,10 +185,6 @@ def inline(model: bytes, data: bytes) -> bytes:
         t.raw_data = data[offset:offset + length]
         t.ClearField("data_location")  # proto2: a field set to its default is still written
         del t.external_data[:]
-    return serialize_inline(proto)
-
-
-def serialize_inline(proto) -> bytes:
     if needs_external(proto):
         raise ValueError("the model is over 2 GiB: it can only be run from its files")
     return proto.SerializeToString(deterministic=True)

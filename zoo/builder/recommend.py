@@ -82,7 +82,7 @@ def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time
     for f in entry["files"]:
         if f["role"] != "model" or f["precision"] == STATIC:
             continue
-        files.append((f["precision"], f["path"], model_input(root, entry, f, inline=True)))
+        files.append((f["precision"], f["path"], model_input(root, entry, f, external_as="inline")))
     files.sort(key=lambda t: t[0] != "fp32")
     dataset, train_x = data if data is not None else (None, None)
     static = None

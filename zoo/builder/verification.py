@@ -53,15 +53,9 @@ def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, r
             raise ZooError(f"{name}: rebuilt PyTorch model has {params} parameters, the manifest says {entry['params']}")
         records = []
         for f in [f for f in entry["files"] if f["role"] == "model" and (precisions is None or f["precision"] in precisions)]:
-            path = artifacts / f["path"]
-            if not path.is_file():
-                raise ZooError(f"{name}: {path} is missing (pull it, or build it)")
-            if sha256_file(path) != f["sha256"]:
-                raise ZooError(f"{name}: {path} does not match the manifest's sha256; refusing to verify it")
+            # With external data the runtimes get the model's path: what users do, and what is tested.
+            ref = model_input(artifacts, entry, f, external_as="path")
             progress(f"{tag}: {f['precision']} ...")
-            data = path.read_bytes()
-            _readable_onnx(data, path, name)
-            ref = path if _external_data_checked(artifacts, entry, f, data) else data
             records += run_matrix(model, ref, input_dim=req.effective_input_dim, seed=req.seed,
                                   input_name=req.spec.input_name, output_name=req.spec.output_name,
                                   precision=f["precision"], options=options,
@@ -83,27 +77,26 @@ def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, r
     return results
 
 
-def _readable_onnx(data: bytes, path: Path, name: str) -> None:
-    """A model file whose sha256 matches but which is not ONNX is one line, not a DecodeError."""
+def _readable_onnx(data: bytes, path: Path, name: str):
+    """The model's proto; a model file whose sha256 matches but which is not ONNX is one line, not a
+    DecodeError."""
     import onnx
 
     if not data:
         raise ZooError(f"{name}: {path} is empty (0 bytes); not an ONNX model")
     try:
-        onnx.load_model_from_string(data)
+        return onnx.load_model_from_string(data)
     except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and others
         raise ZooError(f"{name}: {path} is not a readable ONNX model ({type(e).__name__})") from None
 
 
-def _external_data_checked(artifacts: Path, entry: dict, f: dict, data: bytes) -> list[str]:
+def _external_data_checked(artifacts: Path, entry: dict, f: dict, proto) -> list[str]:
     """The model file ``f``'s external-data files (relative paths; none: it is self-contained),
     after checking that they are listed for it, lie beside it, match their sha256, and are all the
     model refers to: the runtimes are then given its path and read nothing else."""
-    import onnx
-
     listed = [d for d in entry["files"] if d["role"] == EXTERNAL_ROLE and d.get("of") == f["path"]]
     names = {PurePosixPath(d["path"]).name for d in listed}
-    refers = onnxio.locations(onnx.load_model_from_string(data))
+    refers = onnxio.locations(proto)
     stray = [loc for loc in refers if loc not in names]
     if stray:
         raise ZooError(f"{entry['model']}: {f['path']} refers to external data {stray[0]!r}, "
@@ -119,23 +112,25 @@ def _external_data_checked(artifacts: Path, entry: dict, f: dict, data: bytes) -
     return [d["path"] for d in listed] if refers else []
 
 
-def model_input(artifacts: Path, entry: dict, f: dict, *, inline: bool = False) -> onnxio.ModelRef:
+def model_input(artifacts: Path, entry: dict, f: dict, *, external_as: str = "auto") -> onnxio.ModelRef:
     """The model file ``f`` of ``entry`` as the in-process runtimes take it, after checking its
-    sha256 (and its external data's): its bytes; with external data, the inline bytes when
-    ``inline`` or the model fits one message, else its path (the runtimes read the data beside it)."""
+    sha256 (and its external data's): its bytes. With external data, ``external_as`` says how:
+    ``"path"`` its path (the runtimes read the data beside it), ``"inline"`` self-contained bytes,
+    ``"auto"`` inline while the model fits one protobuf message, else its path."""
     path = artifacts / f["path"]
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise ZooError(f"{entry['model']}: cannot read {path} ({e.strerror}; pull it, or build it)") from None
+        why = "is missing" if isinstance(e, FileNotFoundError) else f"cannot be read ({e.strerror})"
+        raise ZooError(f"{entry['model']}: {path} {why} (pull it, or build it)") from None
     if sha256_bytes(data) != f["sha256"]:
-        raise ZooError(f"{entry['model']}: {path} does not match the manifest's sha256; rebuild it with `zoo build`")
-    _readable_onnx(data, path, entry["model"])
-    external = _external_data_checked(artifacts, entry, f, data)
-    if not external:
-        return data
+        raise ZooError(f"{entry['model']}: {path} does not match the manifest's sha256; refusing to use it "
+                       "(rebuild it with `zoo build`, or pull it)")
+    external = _external_data_checked(artifacts, entry, f, _readable_onnx(data, path, entry["model"]))
+    if not external or external_as == "path":
+        return path if external else data
     blob = (artifacts / external[0]).read_bytes() if len(external) == 1 else None
-    if blob is not None and (inline or len(data) + len(blob) < onnxio.INLINE_LIMIT):
+    if blob is not None and (external_as == "inline" or len(data) + len(blob) < onnxio.INLINE_LIMIT):
         try:
             return onnxio.inline(data, blob)
         except ValueError as e:
