@@ -62,13 +62,40 @@ def test_rounds_interleave_every_contender_and_rotate_who_goes_first(monkeypatch
 
     cands = [fake(n) for n in "abc"]
     recs = measure_peers(cands, input_dim=4, flops=1, batch_sizes=(1,), warmup_runs=1, max_rounds=3,
-                         time_budget_s=100.0)
+                         time_budget_s=100.0, warm_s=0.0, burst_s=0.0)
     rounds = calls[3:]  # one warm-up call each first
-    # Each turn: an untimed call (caches), the timed one, a pause long enough for spinning threads to park.
+    # Each turn: an untimed call (at least one), the timed one, a pause long enough for spinning threads to park.
     turn = lambda n: [n, n, f"pause {pe.PARK_S}"]  # noqa: E731
     assert rounds == [c for n in "abcbcacab" for c in turn(n)]
     assert pe.PARK_S >= 0.03  # ONNX Runtime's idle threads spin about 30 ms after a run
-    assert all(r["runs"] == 3 for r in recs)
+    assert all(r["runs"] == 3 and r["timing"]["rounds"] == 3 for r in recs)
+
+
+def test_a_turn_is_a_burst_warm_calls_until_warm_s_then_timed_calls(monkeypatch):
+    # A fake clock: every call of a contender takes 10 ms, nothing else takes time.
+    now = [0.0]
+    monkeypatch.setattr(pe.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(pe.time, "sleep", lambda s: None)
+    calls = []
+
+    def run(x):
+        calls.append(1)
+        now[0] += 0.010
+
+    c = Contender("a", "a", "fp32", None, _setup=lambda t: (run, 0.0, {}))
+    recs = measure_peers([c], input_dim=4, flops=1, batch_sizes=(1,), warmup_runs=1, max_rounds=2,
+                         min_rounds=1, time_budget_s=100.0, warm_s=0.05, burst_s=1.0, burst_calls=4)
+    # Per turn: 5 warm calls (50 ms of them) and 4 timed ones (the burst's count ends it), two rounds.
+    assert len(calls) == 1 + 2 * (5 + 4)
+    assert recs[0]["runs"] == 8 and recs[0]["p50_ms"] == pytest.approx(10.0)
+    calls.clear()
+    recs = measure_peers([c], input_dim=4, flops=1, batch_sizes=(1,), warmup_runs=1, max_rounds=1,
+                         time_budget_s=100.0, warm_s=0.0, burst_s=0.025, burst_calls=10)
+    assert recs[0]["runs"] == 3  # 30 ms of timed calls passed the 25 ms burst
+    # The budget counts timed calls, but the rounds go on to min_rounds even when it is spent.
+    recs = measure_peers([c], input_dim=4, flops=1, batch_sizes=(1,), warmup_runs=1, max_rounds=50,
+                         time_budget_s=0.001, warm_s=0.0, burst_s=0.0, min_rounds=3)
+    assert recs[0]["runs"] == 3 and recs[0]["timing"]["rounds"] == 3
 
 
 @pytest.mark.parametrize("precision,peak", [("bf16", 300.0), ("fp32", 150.0)])

@@ -85,6 +85,13 @@ def test_recommend_writes_the_manifest_and_the_hub_opens_the_file(small_build, t
     entry = mf.entry(manifest, "dense_b0")
     static = [f for f in entry["files"] if f["precision"] == "int8_static"]
     assert len(static) == 1 and (root / static[0]["path"]).stat().st_size == static[0]["bytes"]
+    int4 = [f for f in entry["files"] if f["precision"] == "int4"]
+    assert len(int4) == 1 and (root / int4[0]["path"]).stat().st_size == int4[0]["bytes"]
+    # every candidate file was measured and judged by the gate, whatever the verdict
+    for precision in ("int8_static", "int4"):
+        rec = next(p for p in entry["peers"] if p["backend"] == f"onnxruntime:{precision}")
+        assert rec["verdict"] == "measured" and rec["accuracy"]["verdict"] in ("pass", "fail")
+        assert rec["timing"]["method"] == "interleaved bursts" and rec["timing"]["rounds"] >= 1
     best = entry["recommended"]["by_batch"][0]
     assert best == {k: v for k, v in out["recommended"]["dense_b0"][0].items()}
     assert best["batch_size"] == 1 and best["backend"] in {p["backend"] for p in entry["peers"]}
@@ -107,6 +114,31 @@ def test_recommend_writes_the_manifest_and_the_hub_opens_the_file(small_build, t
     assert sess.run(None, {"input": np.zeros((1, 64), np.float32)})[0].shape == (1, 10)
     assert onnx.load(str(path)).metadata_props and path.name == (static[0]["path"].split("/")[-1]
                                                                  if want == "int8_static" else path.name)
+
+
+def test_zoo_verify_after_recommend_checks_the_made_files_are_intact_not_their_parity(small_build, tmp_path):
+    # The files --recommend adds have no parity tolerance (their check is the accuracy gate); zoo
+    # verify checks they are intact and runs the matrix, node included, on the built precisions.
+    root = tmp_path / "art"
+    shutil.copytree(small_build, root)
+    data = tmp_path / "mnist1d_64.npz"
+    ds.write_npz(ds.generate(ds.DatasetParams(64, samples=400)), data)
+    r = CliRunner().invoke(cli, ["bench", "dense_b0", "--recommend", "--artifacts", str(root), "--data", str(data),
+                                 "--batch-sizes", "1", "--runs", "1", "--time-budget", "0.1", "--no-torch"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["verify", "dense_b0", "--artifacts", str(root), "--runtimes", "node", "--json"])
+    assert r.exit_code == 0, r.output
+    recs = json.loads(r.stdout)["dense_b0"]
+    assert "int4: intact" in r.stderr and "int8_static: intact" in r.stderr
+    assert {x["precision"] for x in recs} == {"fp32"} and all(x["verdict"] == "pass" for x in recs)
+    assert "node" in {x["backend"] for x in recs}
+    entry = mf.entry(mf.load(root / "manifest.json"), "dense_b0")
+    assert {p["precision"] for p in entry["parity"]} == {"fp32"}
+    # a tampered made file is caught like any other
+    f = next(f for f in entry["files"] if f["precision"] == "int4")
+    (root / f["path"]).write_bytes((root / f["path"]).read_bytes()[:-1] + b"\0")
+    r = CliRunner().invoke(cli, ["verify", "dense_b0", "--artifacts", str(root), "--runtimes", "node"])
+    assert r.exit_code != 0 and "Traceback" not in r.output and "int4" in r.output
 
 
 def test_recommended_precision_reads_only_onnxruntime_rows():

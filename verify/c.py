@@ -224,7 +224,7 @@ def run_c(artifacts_dir: str | os.PathLike, manifest: dict, names: Iterable[str]
     """Check the artifacts in ``artifacts_dir`` (a folder with ``manifest.json``, already loaded and
     validated by the caller as ``manifest``) in C / C++.
 
-    Every ``role == "model"`` file of each model (every precision, or only ``precisions``) with
+    Every ``role == "model"`` file of each model (every built precision, or only ``precisions``) with
     every runtime of ``runtimes`` ("c": examples/c/classify, "cpp": examples/cpp/classify), on the
     model's test data (``test_data.sets``), against the PyTorch-computed ``output_*.pb``.
 

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..errors import InputError, ZooError
-from ..spec import JS_RUNTIMES
+from ..spec import JS_RUNTIMES, PRECISIONS
 from .parity import DEFAULT_TOLERANCES, Tolerance
 from .records import parity_record
 from .testdata import (
@@ -159,7 +159,7 @@ def run_js(artifacts_dir: str | os.PathLike, manifest: dict, names: Iterable[str
     validated by the caller as ``manifest``) in JavaScript.
 
     Runs ``verify/node/verify.mjs --json`` as a subprocess: every ``role == "model"`` file of each
-    model (every precision, or only ``precisions``) with every runtime of ``runtimes`` ("node":
+    model (every built precision, or only ``precisions``) with every runtime of ``runtimes`` ("node":
     onnxruntime-node, "web": onnxruntime-web's wasm backend), on the model's test data
     (``test_data.sets``), against the PyTorch-computed ``output_*.pb``.
 
@@ -189,7 +189,7 @@ def run_js(artifacts_dir: str | os.PathLike, manifest: dict, names: Iterable[str
     results: dict[str, list[dict]] = {n: [] for n in selected}
     script: dict[str, list[dict]] = {}
     if usable and any(wanted.values()):
-        script = _run_script(root, selected, usable, precisions, tolerances)
+        script = _run_script(root, selected, usable, PRECISIONS if precisions is None else precisions, tolerances)
     for n in selected:
         got = iter(script.get(n, []))
         for f in wanted[n]:
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 3
-    cmd = script_command(args.artifacts, split(args.models), split(args.runtimes), split(args.precisions),
+    cmd = script_command(args.artifacts, split(args.models), split(args.runtimes), split(args.precisions) or PRECISIONS,
                          json_output=args.json)
     return subprocess.run(cmd, cwd=NODE_DIR).returncode
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from ..errors import InputError, UnknownNameError
+from ..spec import PRECISIONS
 from .parity import DEFAULT_TOLERANCES, Tolerance
 
 Tolerances = Mapping[str, "Tolerance | tuple[float, float]"]
@@ -47,9 +48,11 @@ def model_files(manifest: dict, names: Iterable[str] | None, precisions: Iterabl
     unknown = [n for n in selected if n not in by_name]
     if unknown:
         raise UnknownNameError(f"not in the manifest: {', '.join(unknown)} (it has: {', '.join(by_name) or 'none'})")
-    precisions = None if precisions is None else set(precisions)
-    wanted = {n: [f for f in by_name[n]["files"] if f["role"] == "model"
-                  and (precisions is None or f["precision"] in precisions)] for n in selected}
+    # Default: the built precisions. The files zoo bench --recommend adds (static int8, int4) have no
+    # parity tolerance: their check is the accuracy gate on the reference task, made there.
+    precisions = set(PRECISIONS) if precisions is None else set(precisions)
+    wanted = {n: [f for f in by_name[n]["files"] if f["role"] == "model" and f["precision"] in precisions]
+              for n in selected}
     for files in wanted.values():
         for f in files:
             tolerance(tolerances, f["precision"])

@@ -9,7 +9,9 @@ from .errors import InputError
 
 PRECISIONS = ("fp32", "int8", "fp16")  # what zoo build makes from a model alone
 STATIC_INT8 = "int8_static"  # made by zoo bench --recommend: its activation scales need the training split
-FILE_PRECISIONS = PRECISIONS + (STATIC_INT8,)  # every precision a published model file may have
+INT4 = "int4"  # weight-only 4-bit (ONNX Runtime's MatMulNBits), made by zoo bench --recommend, gated there
+RECOMMEND_PRECISIONS = (STATIC_INT8, INT4)  # candidates zoo bench makes beside the built files
+FILE_PRECISIONS = PRECISIONS + RECOMMEND_PRECISIONS  # every precision a published model file may have
 # What each file of a manifest entry is; the manifest schema lists the same roles.
 FILE_ROLES = ("model", "external_data", "test_input", "test_output", "weights", "train_record")
 EXTERNAL_ROLE = "external_data"  # a model file's tensors, ``<model file>.data`` beside it (zoo.onnxio)

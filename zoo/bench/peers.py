@@ -6,9 +6,11 @@ apart, never in the latency), OpenVINO at f32 and at its default inference preci
 with AVX-512 BF16 or AMX: recorded as its own backend, ``openvino:default``), and tract. One that
 is not installed is *named* with the reason, never dropped.
 
-Interleaved (:func:`measure_peers`): after each contender's warm-up, every round times one call of
-each contender, starting one further along each round, so that drift of a shared machine (other
-jobs, clock, thermals) hits all of them alike; the median over rounds is the latency. Records say
+Interleaved (:func:`measure_peers`): every round gives each contender one turn, starting one
+further along each round, so that drift of a shared machine (other jobs, clock, thermals) hits all
+of them alike. A turn is a burst, as a user's loop of calls runs: back-to-back untimed calls until
+the contender is in its steady state (:data:`WARM_S`), then timed calls, then a pause so that its
+spinning threads park. The median over all timed calls is the latency. Records say
 runtime, precision, file and settings, the ratio to ONNX Runtime fp32 on ``model.onnx``, and, with
 a :class:`Roofline`, the fraction of this machine's limits reached (fp32 or bf16 GEMM peak, read
 bandwidth at the file's size).
@@ -70,7 +72,7 @@ def _ort(label: str, precision: str, path: str, data: bytes, input_name: str) ->
         opts.log_severity_level = 3
         # ONNX Runtime's default (what zoo.hub.session gives): idle intra-op threads spin for a while
         # before they sleep. Turned off, B7 int8 at batch 1 took twice as long; the rounds below leave
-        # a pause after every timed call instead, so spinning threads park before the next contender.
+        # a pause after every turn instead, so spinning threads park before the next contender.
         t = time.perf_counter()
         sess = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
         ms = (time.perf_counter() - t) * 1e3
@@ -238,13 +240,13 @@ def measure_roofline(threads: int) -> Roofline:
 
 
 def _roof(rec: dict, flops: int, roofline: Roofline) -> dict:
-    """Fractions of the limits. int8 has no measured integer GEMM peak here: its compute fraction
-    is left out (None) rather than set against the fp32 peak, and its limit is the weight stream."""
+    """Fractions of the limits. int8 and int4 have no measured integer GEMM peak here: their compute
+    fraction is left out (None) rather than set against the fp32 peak, and their limit is the weight stream."""
     p50_s = rec["p50_ms"] / 1e3
     wbytes = rec["weight_bytes"] // 2 if rec["precision"] == "bf16" else rec["weight_bytes"]
     bw = roofline.bandwidth_for(wbytes) * 1e9
     t_m = wbytes / bw
-    if rec["precision"].startswith("int8"):
+    if rec["precision"].startswith("int"):
         return {"peak_gflops": None, "frac_gemm_peak": None, "read_bw_gb_per_s": bw / 1e9,
                 "frac_read_bw": t_m / p50_s, "bound": "memory", "frac_roofline": t_m / p50_s}
     peak = roofline.peak(rec["precision"]) * 1e9
@@ -254,18 +256,47 @@ def _roof(rec: dict, flops: int, roofline: Roofline) -> dict:
             "frac_roofline": max(t_c, t_m) / p50_s}
 
 
-# After each timed call: longer than a runtime's threads spin before they sleep (measured: ONNX
+# A turn's back-to-back untimed calls before its timed ones. Measured (B7 int8, batch 1, ONNX Runtime,
+# this CPU): after the 50 ms pause the first call took 1.6x the steady state and the 12th still 1.1x
+# (the model's weights are back in the caches, shared with the other contenders and other tenants,
+# only after many calls); one untimed call, the method before, reported 0.55x of fp32 where a loop
+# of calls gets 0.36x. Time, not a count: a small model needs many calls, a large batch one.
+WARM_S = 0.2
+WARM_MAX_CALLS = 200
+# Timed calls per turn: until BURST_S of timed calls, at most BURST_CALLS, at least one.
+BURST_S = 0.05
+BURST_CALLS = 10
+# After each turn: longer than a runtime's threads spin before they sleep (measured: ONNX
 # Runtime's idle threads burn about 30 ms of CPU after a run).
 PARK_S = 0.05
+MIN_ROUNDS = 3
+
+
+def _turn(fn, x, warm_s: float, burst_s: float, burst_calls: int) -> list[float]:
+    """One contender's turn: warm calls (at least one) until ``warm_s``, then the timed ones (ms)."""
+    start, calls = time.perf_counter(), 0
+    while True:
+        fn(x)
+        calls += 1
+        if time.perf_counter() - start >= warm_s or calls >= WARM_MAX_CALLS:
+            break
+    out: list[float] = []
+    while not out or (len(out) < burst_calls and sum(out) < burst_s * 1e3):
+        t = time.perf_counter()
+        fn(x)
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
 
 
 def measure_peers(cands: list[Contender], *, input_dim: int, flops: int, batch_sizes=(1, 32, 256),
                   threads: int | None = None, warmup_runs: int = 3, max_rounds: int = 50,
                   time_budget_s: float = 10.0, roofline: Roofline | None = None, seed: int = 0,
-                  progress: Callable[[str], None] = lambda m: None) -> list[dict]:
+                  warm_s: float = WARM_S, burst_s: float = BURST_S, burst_calls: int = BURST_CALLS,
+                  min_rounds: int = MIN_ROUNDS, progress: Callable[[str], None] = lambda m: None) -> list[dict]:
     """One record per contender and batch size; unavailable contenders get one record per batch
     with ``verdict: "unavailable"`` and the reason. ``time_budget_s`` bounds each batch size's
-    interleaved rounds (the timed calls of all contenders together; warm calls and pauses not counted)."""
+    interleaved rounds (the timed calls of all contenders together; warm calls and pauses not
+    counted), after at least ``min_rounds`` rounds (fewer only when ``max_rounds`` says so)."""
     threads = threads or default_threads()
     records = []
     for batch in batch_sizes:
@@ -288,19 +319,16 @@ def measure_peers(cands: list[Contender], *, input_dim: int, flops: int, batch_s
             records.append(dict(base, verdict="unavailable", reason=c.reason))
             progress(f"batch {batch}: {c.backend}: unavailable ({c.reason})")
         timed = 0.0  # the budget counts timed calls only, not the warm calls and pauses around them
+        rounds = 0
         for r in range(max_rounds):
+            rounds += 1
             k = r % max(1, len(live))
             for c, fn, _ in live[k:] + live[:k]:  # a different one goes first each round
-                # Steady state: one untimed call first (the previous contender evicted this one's
-                # weights from the caches), then the timed one, then a pause so that this runtime's
-                # spinning threads (ONNX Runtime's, OpenVINO's) park before the next is timed.
-                fn(x)
-                t = time.perf_counter()
-                fn(x)
-                runs[c.backend].append((time.perf_counter() - t) * 1e3)
-                timed += runs[c.backend][-1] / 1e3
+                ms = _turn(fn, x, warm_s, burst_s, burst_calls)
+                runs[c.backend].extend(ms)
+                timed += sum(ms) / 1e3
                 time.sleep(PARK_S)
-            if timed >= time_budget_s:
+            if timed >= time_budget_s and r + 1 >= min_rounds:
                 break
         load = _load_avg()
         for c, fn, setup_ms in live:
@@ -308,7 +336,9 @@ def measure_peers(cands: list[Contender], *, input_dim: int, flops: int, batch_s
                    "settings": dict(c.settings), "version": c.version, "batch_size": int(batch),
                    "threads": int(threads), "weight_bytes": int(c.weight_bytes), "verdict": "measured",
                    "reason": None, "setup_ms": float(setup_ms), "runs": len(runs[c.backend]),
-                   **summarize(runs[c.backend]), "load_avg_1m": load}
+                   **summarize(runs[c.backend]), "load_avg_1m": load,
+                   "timing": {"method": "interleaved bursts", "rounds": rounds, "warm_s": warm_s,
+                              "burst_calls": burst_calls, "burst_s": burst_s, "pause_s": PARK_S}}
             compile_s = getattr(fn, "compile_s", None)
             if compile_s is not None:
                 rec["compile_s"] = float(compile_s.get(x.shape, 0.0))

@@ -4,8 +4,9 @@ each one's accuracy on the reference task, and pick per batch size the fastest t
 A candidate is eligible only with an accuracy record whose verdict is ``pass`` (the accuracy gate
 of :mod:`zoo.verify.accuracy`: fp32 within 0.1 point of PyTorch, lower precisions losing at most
 1.0 point). A failed, unavailable or unmeasured candidate is never recommended, however fast.
-The static int8 file is made here (it needs the training split to calibrate) and, with
-``--recommend``, written beside the model and listed in the manifest like every file.
+Two candidate files are made here: static int8 (it needs the training split to calibrate) and
+int4 weight-only (a new precision class, so it is published only through this gate); with
+``--recommend`` they are written beside the model and listed in the manifest like every file.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from pathlib import Path
 
 from ..errors import CalibrationError, ManifestError, ZooError
 from ..fsutil import atomic_write_bytes, sha256_bytes, sha256_file
-from ..spec import STATIC_INT8
+from ..spec import INT4, RECOMMEND_PRECISIONS, STATIC_INT8 as STATIC
 from . import manifest as mf
 from .lock import artifacts_lock
 from .verification import model_input, reference_model
 
-STATIC = STATIC_INT8
 # Fields a recommendation keeps from the winning record.
 KEEP = ("runtime", "backend", "precision", "file", "settings", "p50_ms", "ratio_vs_ort_fp32")
 
@@ -71,29 +71,36 @@ def load_data(entry: dict, data_file: str | None):
 
 def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time_budget_s,
                     max_rounds: int = 50, roofline=None, accuracy: bool = True, static_int8: bool = True,
-                    torch: bool = True, progress: Callable[[str], None] = lambda m: None) -> dict:
-    """Measure the peers of one built model; returns records, the static int8 file (when made) and
-    the recommendation (when accuracy was measured)."""
+                    int4: bool = True, torch: bool = True, progress: Callable[[str], None] = lambda m: None) -> dict:
+    """Measure the peers of one built model; returns records, the files made here (``derived``:
+    ``(precision, relpath, bytes)``, static int8 and int4) and the recommendation (when accuracy
+    was measured)."""
     from ..bench.peers import add_accuracy, contenders, measure_peers
     from ..spec import variant_path
 
     name = entry["model"]
     files = []
     for f in entry["files"]:
-        if f["role"] != "model" or f["precision"] == STATIC:
+        if f["role"] != "model" or f["precision"] in RECOMMEND_PRECISIONS:  # made afresh below
             continue
         files.append((f["precision"], f["path"], model_input(root, entry, f, external_as="inline")))
     files.sort(key=lambda t: t[0] != "fp32")
     dataset, train_x = data if data is not None else (None, None)
-    static = None
+    derived = []
     input_name = entry["metadata"]["io_ports"]["inputs"][0]["name"]
+    here = variant_path(name, "fp32")
     if static_int8:
         from ..exporters.int8_static import quantize_int8_static
 
         progress(f"{name}: static int8, calibrated on {min(len(train_x), 512)} training samples ...")
-        static = (STATIC, variant_path(name, "fp32").replace("model.onnx", f"model.{STATIC}.onnx"),
-                  quantize_int8_static(files[0][2], train_x, input_name=input_name, what=name))
-        files.append(static)
+        derived.append((STATIC, here.replace("model.onnx", f"model.{STATIC}.onnx"),
+                        quantize_int8_static(files[0][2], train_x, input_name=input_name, what=name)))
+    if int4:
+        from ..exporters.int4 import quantize_int4
+
+        progress(f"{name}: int4 weight-only ...")
+        derived.append((INT4, here.replace("model.onnx", f"model.{INT4}.onnx"), quantize_int4(files[0][2])))
+    files.extend(derived)
     model = reference_model(root, entry)[1] if (torch or accuracy) else None
     cands = contenders(files, model if torch else None, input_name=input_name)
     records = measure_peers(cands, input_dim=entry["scaling"]["input_dim"], flops=entry["flops"],
@@ -108,7 +115,7 @@ def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time
                          f"{acc['torch_top1']:.2%}), agreement {acc['agreement']:.2%}: {acc['verdict']}")
     for r in records:
         r["model"] = name
-    return {"records": records, "static": static, "dataset": dataset.describe() if dataset else None,
+    return {"records": records, "derived": derived, "dataset": dataset.describe() if dataset else None,
             "recommended": recommend(records) if accuracy else None}
 
 
@@ -116,7 +123,7 @@ def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), thread
                 max_rounds: int = 50, roofline=None, recommend_: bool = False, save: bool = True, torch: bool = True,
                 progress: Callable[[str], None] = lambda m: None) -> dict:
     """Peers of each named model of a built zoo; with ``recommend_``, accuracy on the reference
-    task decides eligibility and the manifest gains the static int8 file, ``peers`` records and
+    task decides eligibility and the manifest gains the static int8 and int4 files, ``peers`` records and
     ``recommended`` per batch size (the manifest is re-read just before writing)."""
     from ..bench.latency import default_threads
     from ..bench.peers import environment
@@ -149,10 +156,11 @@ def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), thread
                 if sha256_file(root / fp32["path"]) != fp32["sha256"]:
                     progress(f"{name} was rebuilt while it was measured; nothing saved for it")
                     continue
-                _, rel, data = res["static"]
-                atomic_write_bytes(root / rel, data)
-                entry["files"] = [f for f in entry["files"] if f["path"] != rel] + [
-                    {"path": rel, "bytes": len(data), "sha256": sha256_bytes(data), "role": "model", "precision": STATIC}]
+                for precision, rel, data in res["derived"]:
+                    atomic_write_bytes(root / rel, data)
+                    entry["files"] = [f for f in entry["files"] if f["path"] != rel] + [
+                        {"path": rel, "bytes": len(data), "sha256": sha256_bytes(data), "role": "model",
+                         "precision": precision}]
                 entry["peers"] = [_slim(r) for r in res["records"]]
                 entry["recommended"] = {"threads": int(threads), "machine": env["machine"]["cpu"],
                                         "isa": env["machine"]["isa"], "load_avg_1m": env["load_avg_1m"],

@@ -35,11 +35,13 @@ def _short(provider: str | None) -> str:
 @no_record_option
 @json_option
 @click.option("--peers", is_flag=True,
-              help="Every way to run each model, in one interleaved run: ONNX Runtime on each file, PyTorch eager, "
-                   "torch.compile, OpenVINO f32 and default precision, tract (ratios to ONNX Runtime fp32).")
+              help="Every way to run each model, in one interleaved run: ONNX Runtime on each file (and on an "
+                   "int4 weight-only file made here), PyTorch eager, torch.compile, OpenVINO f32 and default "
+                   "precision, tract (ratios to ONNX Runtime fp32).")
 @click.option("--recommend", is_flag=True,
               help="--peers plus static int8 and accuracy on the reference task; writes the fastest passing "
-                   "(runtime, file, settings) per batch size into the manifest as `recommended`.")
+                   "(runtime, file, settings) per batch size into the manifest as `recommended`, and the "
+                   "static int8 and int4 files beside the model.")
 @click.option("--data", "data_file", type=click.Path(dir_okay=False), default=None,
               help="A .npz from `zoo data` (x, y, x_test, y_test): the training split calibrates static int8, "
                    "the test split checks accuracy [default: the build's regenerable data set].")
