@@ -134,6 +134,13 @@ def test_zoo_verify_after_recommend_checks_the_made_files_are_intact_not_their_p
     assert "node" in {x["backend"] for x in recs}
     entry = mf.entry(mf.load(root / "manifest.json"), "dense_b0")
     assert {p["precision"] for p in entry["parity"]} == {"fp32"}
+    # the made files can be pulled like the built ones
+    r = CliRunner().invoke(cli, ["pull", "dense_b0", "--from", str(root), "--precision", "int4,int8_static",
+                                 "--cache-dir", str(tmp_path / "cache"), "--json"])
+    assert r.exit_code == 0, r.output
+    pulled = {x["precision"]: x for x in json.loads(r.stdout)}
+    assert set(pulled) == {"int4", "int8_static"} and all(x["status"] == "downloaded" for x in pulled.values())
+    assert pulled["int4"]["path"].endswith("model.int4.onnx")
     # a tampered made file is caught like any other
     f = next(f for f in entry["files"] if f["precision"] == "int4")
     (root / f["path"]).write_bytes((root / f["path"]).read_bytes()[:-1] + b"\0")

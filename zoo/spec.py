@@ -30,21 +30,23 @@ C_RUNTIMES = ("c", "cpp")  # examples/c and examples/cpp, when built
 RUNTIMES = PY_RUNTIMES + JS_RUNTIMES + C_RUNTIMES
 
 
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+def check_precision(precision: str, valid: tuple[str, ...] = PRECISIONS) -> str:
+    if precision not in valid:
+        raise InputError(f"unknown precision {precision!r}; valid precisions: {', '.join(valid)}")
     return precision
 
 
-def parse_precisions(text: str | list[str] | tuple[str, ...], always_fp32: bool = True) -> tuple[str, ...]:
-    """``"fp32,int8"`` -> ``("fp32", "int8")`` in table order, duplicates dropped, unknown names rejected."""
+def parse_precisions(text: str | list[str] | tuple[str, ...], always_fp32: bool = True,
+                     valid: tuple[str, ...] = PRECISIONS) -> tuple[str, ...]:
+    """``"fp32,int8"`` -> ``("fp32", "int8")`` in table order, duplicates dropped, unknown names rejected
+    (``valid``: what zoo build makes, or FILE_PRECISIONS where published files are chosen)."""
     items = text.split(",") if isinstance(text, str) else list(text)
-    asked = {check_precision(p.strip().lower()) for p in items if p.strip()}
+    asked = {check_precision(p.strip().lower(), valid) for p in items if p.strip()}
     if not asked:
-        raise InputError("give at least one precision (fp32, int8, fp16)")
+        raise InputError(f"give at least one precision ({', '.join(valid)})")
     if always_fp32:
         asked.add("fp32")
-    return tuple(p for p in PRECISIONS if p in asked)
+    return tuple(p for p in valid if p in asked)
 
 
 def variant_path(name: str, precision: str) -> str:

@@ -254,11 +254,14 @@ def batch_sizes_option(default: str | None = None, help: str = "Comma list of ba
                         show_default=default is not None, help=help)
 
 
-def precision_option(default: str | None = "fp32", always_fp32: bool = False, help: str | None = None):
-    """``--precision`` is a comma list of fp32, int8, fp16 in every command that has it."""
-    return click.option("--precision", "precisions", callback=_parsed(lambda t: parse_precisions(t, always_fp32)),
+def precision_option(default: str | None = "fp32", always_fp32: bool = False, help: str | None = None,
+                     valid: tuple[str, ...] = PRECISIONS):
+    """``--precision`` is a comma list of fp32, int8, fp16 in every command that has it (``zoo pull``
+    also takes the precisions zoo bench --recommend adds)."""
+    return click.option("--precision", "precisions",
+                        callback=_parsed(lambda t: parse_precisions(t, always_fp32, valid)),
                         default=default, show_default=default is not None, metavar="P,...",
-                        help=help or f"Comma list of {', '.join(PRECISIONS)}.")
+                        help=help or f"Comma list of {', '.join(valid)}.")
 
 
 def json_option(f):

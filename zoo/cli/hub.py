@@ -10,6 +10,7 @@ import click
 from .. import hub
 from .common import ZooGroup, emit_json, json_option, names_or_all, precision_option, progress, table
 from ..errors import ZooError
+from ..spec import FILE_PRECISIONS
 
 SOURCE_HELP = ("Where to pull from: an http(s):// base URL, a file:// URL or a folder holding manifest.json "
                f"[default: ${hub.SOURCE_ENV}, else {hub.DEFAULT_SOURCE}/].")
@@ -64,7 +65,9 @@ def publish_cmd(names, to, artifacts, as_json):
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Pull every model the source offers.")
 @source_option
-@precision_option("fp32", help="Comma list of fp32, int8, fp16: the model files to pull.")
+@precision_option("fp32", valid=FILE_PRECISIONS,
+                  help=f"Comma list of {', '.join(FILE_PRECISIONS)}: the model files to pull (int8_static and int4 "
+                       "where zoo bench --recommend made them).")
 @click.option("--with-test-data", is_flag=True,
               help="Also pull test_data_set_0 (so that `zoo verify --artifacts VIEW` can run on the view).")
 @click.option("--with-weights", is_flag=True,
