@@ -72,14 +72,20 @@ def test_a_damaged_candidate_fails_the_real_gate_and_is_never_picked(small_build
     assert not eligible(by["onnxruntime:int8"])
 
 
-def test_recommend_writes_the_manifest_and_the_hub_opens_the_file(small_build, tmp_path):
+def _recommended(small_build, tmp_path, runs: str = "3"):
+    """A copy of the small build after ``zoo bench dense_b0 --recommend``: (root, the CLI result)."""
     root = tmp_path / "art"
     shutil.copytree(small_build, root)
     data = tmp_path / "mnist1d_64.npz"
     ds.write_npz(ds.generate(ds.DatasetParams(64, samples=400)), data)
     r = CliRunner().invoke(cli, ["bench", "dense_b0", "--recommend", "--artifacts", str(root), "--data", str(data),
-                                 "--batch-sizes", "1", "--runs", "3", "--time-budget", "0.5", "--no-torch", "--json"])
+                                 "--batch-sizes", "1", "--runs", runs, "--time-budget", "0.5", "--no-torch", "--json"])
     assert r.exit_code == 0, r.output
+    return root, r
+
+
+def test_recommend_writes_the_manifest_and_the_hub_opens_the_file(small_build, tmp_path):
+    root, r = _recommended(small_build, tmp_path)
     out = json.loads(r.stdout)
     manifest = mf.load(root / "manifest.json")  # schema-valid
     entry = mf.entry(manifest, "dense_b0")
@@ -119,13 +125,7 @@ def test_recommend_writes_the_manifest_and_the_hub_opens_the_file(small_build, t
 def test_zoo_verify_after_recommend_checks_the_made_files_are_intact_not_their_parity(small_build, tmp_path):
     # The files --recommend adds have no parity tolerance (their check is the accuracy gate); zoo
     # verify checks they are intact and runs the matrix, node included, on the built precisions.
-    root = tmp_path / "art"
-    shutil.copytree(small_build, root)
-    data = tmp_path / "mnist1d_64.npz"
-    ds.write_npz(ds.generate(ds.DatasetParams(64, samples=400)), data)
-    r = CliRunner().invoke(cli, ["bench", "dense_b0", "--recommend", "--artifacts", str(root), "--data", str(data),
-                                 "--batch-sizes", "1", "--runs", "1", "--time-budget", "0.1", "--no-torch"])
-    assert r.exit_code == 0, r.output
+    root, _ = _recommended(small_build, tmp_path, runs="1")
     r = CliRunner().invoke(cli, ["verify", "dense_b0", "--artifacts", str(root), "--runtimes", "node", "--json"])
     assert r.exit_code == 0, r.output
     recs = json.loads(r.stdout)["dense_b0"]
