@@ -154,8 +154,20 @@ def test_recommended_precision_reads_only_onnxruntime_rows():
              "recommended": {"by_batch": [{"batch_size": 256, "runtime": "openvino", "file": "m/model.onnx"},
                                           {"batch_size": 1, "runtime": "onnxruntime", "file": "m/model.int8_static.onnx"}]}}
     assert hub.recommended_precision(entry) == "int8_static"
-    assert hub.recommended_precision(entry, 256) is None
+    assert hub.recommended_precision(entry, 256) is None  # OpenVINO won and no peers are on record
     assert hub.recommended_precision({"files": []}) is None
+    # With the peers on record: the fastest ONNX Runtime file at that batch that passed the gate
+    peer = lambda path, p50, verdict="pass", batch=256: {  # noqa: E731
+        "runtime": "onnxruntime", "file": path, "batch_size": batch, "p50_ms": p50, "verdict": "measured",
+        "accuracy": {"verdict": verdict}}
+    entry["files"].append({"path": "m/model.int4.onnx", "role": "model", "precision": "int4"})
+    entry["peers"] = [peer("m/model.onnx", 10.0), peer("m/model.int8_static.onnx", 4.0),
+                      peer("m/model.int4.onnx", 3.0, verdict="fail"),  # fastest, but failed the gate
+                      peer("m/model.int4.onnx", 1.0, batch=1),  # another batch size
+                      {"runtime": "openvino", "file": "m/model.onnx", "batch_size": 256, "p50_ms": 2.0,
+                       "verdict": "measured", "accuracy": {"verdict": "pass"}}]
+    assert hub.recommended_precision(entry, 256) == "int8_static"
+    assert hub.recommended_precision(entry) == "int8_static"  # batch 1: ONNX Runtime won, its file
 
 
 def test_the_reference_of_a_trained_model_is_its_weights_file(tmp_path):

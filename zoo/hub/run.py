@@ -17,8 +17,9 @@ def session(name: str, source: str | os.PathLike | None = None, providers: Itera
             progress: Progress = quiet):
     """An ``onnxruntime.InferenceSession`` on the verified model (CPU unless ``providers`` says).
 
-    ``precision`` None: the file ``zoo bench --recommend`` recommends for ONNX Runtime at
-    ``batch_size`` (the smallest measured batch when None), else fp32.
+    ``precision`` None: the file ``zoo bench --recommend`` recommends at ``batch_size`` (the
+    smallest measured batch when None); where another runtime won there, the fastest ONNX Runtime
+    file that passed the same accuracy gate; else fp32.
 
     A provider that is asked for and not available raises ``ProviderUnavailableError`` (before any
     download); it is never silently replaced by the CPU.
@@ -45,14 +46,23 @@ def session(name: str, source: str | os.PathLike | None = None, providers: Itera
 
 
 def recommended_precision(entry: dict, batch_size: int | None = None) -> str | None:
-    """The precision of the ONNX Runtime file an entry's ``recommended`` block names for
-    ``batch_size`` (smallest batch when None); None when it recommends another runtime or nothing."""
+    """The precision of the ONNX Runtime file to open for ``batch_size`` (smallest recommended batch
+    when None): the recommended one when ONNX Runtime won, else the fastest ONNX Runtime record of
+    ``peers`` at that batch that passed the accuracy gate (OpenVINO winning at batch 256 does not
+    leave an ONNX Runtime user with fp32 when an int8 file passed); None when there is none."""
     rows = sorted((entry.get("recommended") or {}).get("by_batch") or [], key=lambda r: r["batch_size"])
     if batch_size is not None:
         rows = [r for r in rows if r["batch_size"] == batch_size]
-    if not rows or rows[0].get("runtime") != "onnxruntime":
+    if not rows:
         return None
-    rec = next((f for f in entry["files"] if f["role"] == "model" and f["path"] == rows[0]["file"]), None)
+    path = rows[0].get("file") if rows[0].get("runtime") == "onnxruntime" else None
+    if path is None:
+        ort = [r for r in entry.get("peers") or []
+               if r.get("runtime") == "onnxruntime" and r.get("batch_size") == rows[0]["batch_size"]
+               and r.get("verdict") == "measured" and (r.get("accuracy") or {}).get("verdict") == "pass"
+               and isinstance(r.get("p50_ms"), (int, float))]
+        path = min(ort, key=lambda r: r["p50_ms"])["file"] if ort else None
+    rec = next((f for f in entry["files"] if f["role"] == "model" and f["path"] == path), None)
     return rec["precision"] if rec and rec["precision"] in PRECISIONS else None
 
 
