@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from zoo.bench import peers as pe
+from zoo.bench import roofline as rl
 from zoo.bench.peers import PEER_RUNTIMES, Contender, contenders, measure_peers
 from zoo.cli import cli
 from zoo.versions import dist_version
@@ -100,9 +101,9 @@ def test_a_turn_is_a_burst_warm_calls_until_warm_s_then_timed_calls(monkeypatch)
 
 @pytest.mark.parametrize("precision,peak", [("bf16", 300.0), ("fp32", 150.0)])
 def test_roofline_uses_the_precision_s_peak(precision, peak):
-    roof = pe.Roofline(150.0, 300.0, lambda nbytes: 20.0)
+    roof = rl.Roofline(150.0, 300.0, lambda nbytes: 20.0)
     rec = {"p50_ms": 1.0, "precision": precision, "batch_size": 1, "weight_bytes": 40_000_000}
-    row = pe._roof(rec, 1_000_000_000, roof)
+    row = rl.peer_fractions(rec, 1_000_000_000, roof)
     assert row["peak_gflops"] == peak
     assert row["frac_gemm_peak"] == pytest.approx(1e9 / (peak * 1e9) / 1e-3)
     wbytes = 20_000_000 if precision == "bf16" else 40_000_000
@@ -110,8 +111,8 @@ def test_roofline_uses_the_precision_s_peak(precision, peak):
 
 
 def test_int8_is_held_to_the_weight_stream_not_to_the_fp32_peak():
-    roof = pe.Roofline(150.0, None, lambda nbytes: 25.0)
-    row = pe._roof({"p50_ms": 4.0, "precision": "int8_static", "batch_size": 1, "weight_bytes": 62_500_000},
+    roof = rl.Roofline(150.0, None, lambda nbytes: 25.0)
+    row = rl.peer_fractions({"p50_ms": 4.0, "precision": "int8_static", "batch_size": 1, "weight_bytes": 62_500_000},
                    10**9, roof)
     assert row["frac_gemm_peak"] is None and row["bound"] == "memory"
     assert row["frac_roofline"] == pytest.approx(62.5e6 / 25e9 / 4e-3)  # 2.5 ms floor / 4 ms = 62.5 %

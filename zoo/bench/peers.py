@@ -32,8 +32,8 @@ from .latency import (
     default_threads,
     machine_info,
     summarize,
-    torch_threads,
 )
+from .roofline import Roofline, peer_fractions
 
 ORT = "onnxruntime"
 # ``runtime:variant`` of the contenders, in table order (files add one ORT row per precision).
@@ -204,58 +204,6 @@ def contenders(files: list[tuple[str, str, bytes]], torch_model=None, *, input_n
     return out
 
 
-@dataclass
-class Roofline:
-    """This machine's limits: fp32 (and bf16, when measurable) GEMM peaks and read bandwidth."""
-
-    fp32_gflops: float
-    bf16_gflops: float | None
-    bandwidth_for: Callable[[int], float]  # working-set bytes -> GB/s
-
-    def peak(self, precision: str) -> float:
-        return self.bf16_gflops if precision == "bf16" and self.bf16_gflops else self.fp32_gflops
-
-
-def bf16_gemm_peak(threads: int, n: int = 1024, time_budget_s: float = 1.0) -> float | None:
-    """bf16 GEMM rate (PyTorch ``mm``, oneDNN) in GFLOP/s, or None when this CPU has no native bf16
-    (emulated bf16 would be a meaningless peak)."""
-    import torch
-
-    if "avx512_bf16" not in machine_info()["isa"] and "amx_bf16" not in machine_info()["isa"]:
-        return None
-    from .latency import time_runs
-
-    g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(n, n, generator=g).to(torch.bfloat16) for _ in range(2))
-    with torch_threads(threads):
-        t = time_runs(lambda: torch.mm(a, b), warmup_runs=2, max_runs=20, time_budget_s=time_budget_s)
-    return float(2 * n**3 / (min(t.samples_ms) / 1e3) / 1e9)
-
-
-def measure_roofline(threads: int) -> Roofline:
-    from .roofline import measure_machine
-
-    m = measure_machine(threads)
-    return Roofline(m.gemm["gflops"], bf16_gemm_peak(threads), m.bandwidth_for)
-
-
-def _roof(rec: dict, flops: int, roofline: Roofline) -> dict:
-    """Fractions of the limits. int8 and int4 have no measured integer GEMM peak here: their compute
-    fraction is left out (None) rather than set against the fp32 peak, and their limit is the weight stream."""
-    p50_s = rec["p50_ms"] / 1e3
-    wbytes = rec["weight_bytes"] // 2 if rec["precision"] == "bf16" else rec["weight_bytes"]
-    bw = roofline.bandwidth_for(wbytes) * 1e9
-    t_m = wbytes / bw
-    if rec["precision"].startswith("int"):
-        return {"peak_gflops": None, "frac_gemm_peak": None, "read_bw_gb_per_s": bw / 1e9,
-                "frac_read_bw": t_m / p50_s, "bound": "memory", "frac_roofline": t_m / p50_s}
-    peak = roofline.peak(rec["precision"]) * 1e9
-    t_c = flops * rec["batch_size"] / peak
-    return {"peak_gflops": peak / 1e9, "frac_gemm_peak": t_c / p50_s, "read_bw_gb_per_s": bw / 1e9,
-            "frac_read_bw": t_m / p50_s, "bound": "compute" if t_c >= t_m else "memory",
-            "frac_roofline": max(t_c, t_m) / p50_s}
-
-
 # A turn's back-to-back untimed calls before its timed ones. Measured (B7 int8, batch 1, ONNX Runtime,
 # this CPU): after the 50 ms pause the first call took 1.6x the steady state and the 12th still 1.1x
 # (the model's weights are back in the caches, shared with the other contenders and other tenants,
@@ -288,6 +236,13 @@ def _turn(fn, x, warm_s: float, burst_s: float, burst_calls: int) -> list[float]
     return out
 
 
+def _identity(c: Contender, batch: int, threads: int) -> dict:
+    """What a record of ``c`` at ``batch`` is about: runtime, file, settings, size."""
+    return {"runtime": c.runtime, "backend": c.backend, "precision": c.precision, "file": c.file,
+            "settings": dict(c.settings), "version": c.version, "batch_size": int(batch),
+            "threads": int(threads), "weight_bytes": int(c.weight_bytes)}
+
+
 def measure_peers(cands: list[Contender], *, input_dim: int, flops: int, batch_sizes=(1, 32, 256),
                   threads: int | None = None, warmup_runs: int = 3, max_rounds: int = 50,
                   time_budget_s: float = 10.0, roofline: Roofline | None = None, seed: int = 0,
@@ -303,9 +258,7 @@ def measure_peers(cands: list[Contender], *, input_dim: int, flops: int, batch_s
         x = bench_input(input_dim, batch, seed)
         live, runs = [], {}
         for c in cands:
-            base = {"runtime": c.runtime, "backend": c.backend, "precision": c.precision, "file": c.file,
-                    "settings": dict(c.settings), "version": c.version, "batch_size": int(batch),
-                    "threads": int(threads), "weight_bytes": int(c.weight_bytes)}
+            before = _identity(c, batch, threads)  # as it was asked for, if setting it up fails
             if c.reason is None:
                 try:
                     fn, setup_ms, _ = c.ready(threads)
@@ -316,25 +269,23 @@ def measure_peers(cands: list[Contender], *, input_dim: int, flops: int, batch_s
                     continue
                 except Exception as e:  # noqa: BLE001 - a runtime that cannot run this model is named, not fatal
                     c.reason = f"{c.backend} cannot run the model: {type(e).__name__}: {str(e).strip()[:200]}"
-            records.append(dict(base, verdict="unavailable", reason=c.reason))
+            records.append(dict(before, verdict="unavailable", reason=c.reason))
             progress(f"batch {batch}: {c.backend}: unavailable ({c.reason})")
         timed = 0.0  # the budget counts timed calls only, not the warm calls and pauses around them
         rounds = 0
-        for r in range(max_rounds):
-            rounds += 1
-            k = r % max(1, len(live))
+        for rounds in range(1, max_rounds + 1):
+            k = (rounds - 1) % max(1, len(live))
             for c, fn, _ in live[k:] + live[:k]:  # a different one goes first each round
                 ms = _turn(fn, x, warm_s, burst_s, burst_calls)
                 runs[c.backend].extend(ms)
                 timed += sum(ms) / 1e3
                 time.sleep(PARK_S)
-            if timed >= time_budget_s and r + 1 >= min_rounds:
+            if timed >= time_budget_s and rounds >= min_rounds:
                 break
         load = _load_avg()
         for c, fn, setup_ms in live:
-            rec = {"runtime": c.runtime, "backend": c.backend, "precision": c.precision, "file": c.file,
-                   "settings": dict(c.settings), "version": c.version, "batch_size": int(batch),
-                   "threads": int(threads), "weight_bytes": int(c.weight_bytes), "verdict": "measured",
+            # After setup: OpenVINO's contender learns there which precision it really runs at.
+            rec = {**_identity(c, batch, threads), "verdict": "measured",
                    "reason": None, "setup_ms": float(setup_ms), "runs": len(runs[c.backend]),
                    **summarize(runs[c.backend]), "load_avg_1m": load,
                    "timing": {"method": "interleaved bursts", "rounds": rounds, "warm_s": warm_s,
@@ -345,7 +296,7 @@ def measure_peers(cands: list[Contender], *, input_dim: int, flops: int, batch_s
             p50_s = rec["p50_ms"] / 1e3
             rec["gflops_per_s"] = float(flops * batch / p50_s / 1e9) if p50_s > 0 else 0.0
             if roofline is not None:
-                rec.update(_roof(rec, flops, roofline))
+                rec.update(peer_fractions(rec, flops, roofline))
             records.append(rec)
         base = next((r for r in records if r["batch_size"] == batch and (r["runtime"], r["precision"]) == BASELINE
                      and r["verdict"] == "measured"), None)

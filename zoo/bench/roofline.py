@@ -1,12 +1,14 @@
-"""This machine's limits: fp32 GEMM peak and memory read bandwidth, and how close a record gets."""
+"""This machine's limits: fp32 GEMM peak (and bf16's, for the peers), memory read bandwidth, and how
+close a latency record (:func:`roofline_row`) or a peers record (:func:`peer_fractions`) gets."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .latency import _available_cpus, default_threads, time_runs, torch_threads
+from .latency import _available_cpus, default_threads, machine_info, time_runs, torch_threads
 
 
 def gemm_peak(threads: int, sizes: tuple[int, ...] = (1024, 2048), time_budget_s: float = 4.0) -> dict:
@@ -103,3 +105,49 @@ def roofline_row(rec: dict, *, flops: int, weight_bytes: int, machine: Machine) 
     }
 
 
+@dataclass
+class Roofline:
+    """This machine's limits: fp32 (and bf16, when measurable) GEMM peaks and read bandwidth."""
+
+    fp32_gflops: float
+    bf16_gflops: float | None
+    bandwidth_for: Callable[[int], float]  # working-set bytes -> GB/s
+
+    def peak(self, precision: str) -> float:
+        return self.bf16_gflops if precision == "bf16" and self.bf16_gflops else self.fp32_gflops
+
+
+def bf16_gemm_peak(threads: int, n: int = 1024, time_budget_s: float = 1.0) -> float | None:
+    """bf16 GEMM rate (PyTorch ``mm``, oneDNN) in GFLOP/s, or None when this CPU has no native bf16
+    (emulated bf16 would be a meaningless peak)."""
+    import torch
+
+    if "avx512_bf16" not in machine_info()["isa"] and "amx_bf16" not in machine_info()["isa"]:
+        return None
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(torch.bfloat16) for _ in range(2))
+    with torch_threads(threads):
+        t = time_runs(lambda: torch.mm(a, b), warmup_runs=2, max_runs=20, time_budget_s=time_budget_s)
+    return float(2 * n**3 / (min(t.samples_ms) / 1e3) / 1e9)
+
+
+def measure_roofline(threads: int) -> Roofline:
+    m = measure_machine(threads)
+    return Roofline(m.gemm["gflops"], bf16_gemm_peak(threads), m.bandwidth_for)
+
+
+def peer_fractions(rec: dict, flops: int, roofline: Roofline) -> dict:
+    """A peers record's fractions of the limits. int8 and int4 have no measured integer GEMM peak here: their compute
+    fraction is left out (None) rather than set against the fp32 peak, and their limit is the weight stream."""
+    p50_s = rec["p50_ms"] / 1e3
+    wbytes = rec["weight_bytes"] // 2 if rec["precision"] == "bf16" else rec["weight_bytes"]
+    bw = roofline.bandwidth_for(wbytes) * 1e9
+    t_m = wbytes / bw
+    if rec["precision"].startswith("int"):
+        return {"peak_gflops": None, "frac_gemm_peak": None, "read_bw_gb_per_s": bw / 1e9,
+                "frac_read_bw": t_m / p50_s, "bound": "memory", "frac_roofline": t_m / p50_s}
+    peak = roofline.peak(rec["precision"]) * 1e9
+    t_c = flops * rec["batch_size"] / peak
+    return {"peak_gflops": peak / 1e9, "frac_gemm_peak": t_c / p50_s, "read_bw_gb_per_s": bw / 1e9,
+            "frac_read_bw": t_m / p50_s, "bound": "compute" if t_c >= t_m else "memory",
+            "frac_roofline": max(t_c, t_m) / p50_s}

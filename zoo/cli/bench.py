@@ -131,7 +131,7 @@ def _peers(names, all_, artifacts, batch_sizes, threads, runs, time_budget, no_t
     threads = threads or default_threads()
     roof = None
     if roofline:
-        from ..bench.peers import measure_roofline
+        from ..bench.roofline import measure_roofline
 
         progress("measuring this machine: fp32 and bf16 GEMM peaks, memory read bandwidth ...")
         roof = measure_roofline(threads)
