@@ -57,7 +57,8 @@ def quantize_int4(model_bytes: onnxio.ModelRef, *, block_size: int = BLOCK_SIZE,
     nodes = int8_nodes(prepared, min_elements)
     if not nodes:
         raise ExportError("int4: the model has no MatMul/Gemm with a constant weight to quantise")
-    keep = [n.name for n in prepared.graph.node if n.op_type == "MatMul" and n.name not in set(nodes)]
+    chosen = set(nodes)
+    keep = [n.name for n in prepared.graph.node if n.op_type == "MatMul" and n.name not in chosen]
     with _root_logging_kept(), quiet("", "onnxruntime.quantization.matmul_nbits_quantizer"):
         try:
             from onnxruntime.quantization.matmul_nbits_quantizer import (

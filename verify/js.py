@@ -135,8 +135,8 @@ def script_command(artifacts_dir: str | os.PathLike, names: Iterable[str] | None
     cmd += ["--runtimes", ",".join(runtimes)]
     if names is not None:
         cmd += ["--models", ",".join(names)]
-    if precisions is not None:
-        cmd += ["--precisions", ",".join(precisions)]
+    # Default: the built precisions; the files zoo bench --recommend adds have no parity tolerance.
+    cmd += ["--precisions", ",".join(PRECISIONS if precisions is None else precisions)]
     if json_output:
         cmd.append("--json")
     return cmd
@@ -189,7 +189,7 @@ def run_js(artifacts_dir: str | os.PathLike, manifest: dict, names: Iterable[str
     results: dict[str, list[dict]] = {n: [] for n in selected}
     script: dict[str, list[dict]] = {}
     if usable and any(wanted.values()):
-        script = _run_script(root, selected, usable, PRECISIONS if precisions is None else precisions, tolerances)
+        script = _run_script(root, selected, usable, precisions, tolerances)
     for n in selected:
         got = iter(script.get(n, []))
         for f in wanted[n]:
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 3
-    cmd = script_command(args.artifacts, split(args.models), split(args.runtimes), split(args.precisions) or PRECISIONS,
+    cmd = script_command(args.artifacts, split(args.models), split(args.runtimes), split(args.precisions),
                          json_output=args.json)
     return subprocess.run(cmd, cwd=NODE_DIR).returncode
 

@@ -50,8 +50,9 @@ def parse_precisions(text: str | list[str] | tuple[str, ...], always_fp32: bool 
 
 
 def variant_path(name: str, precision: str) -> str:
-    """The file of ``name`` at ``precision``: ``<name>/model.onnx`` for fp32, else ``model.<p>.onnx``."""
-    check_precision(precision)
+    """The file of ``name`` at ``precision`` (any of FILE_PRECISIONS): ``<name>/model.onnx`` for
+    fp32, else ``model.<p>.onnx``."""
+    check_precision(precision, FILE_PRECISIONS)
     return f"{name}/{MODEL_FILE}" if precision == "fp32" else f"{name}/model.{precision}.onnx"
 
 

@@ -88,18 +88,17 @@ def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time
     dataset, train_x = data if data is not None else (None, None)
     derived = []
     input_name = entry["metadata"]["io_ports"]["inputs"][0]["name"]
-    here = variant_path(name, "fp32")
     if static_int8:
         from ..exporters.int8_static import quantize_int8_static
 
         progress(f"{name}: static int8, calibrated on {min(len(train_x), 512)} training samples ...")
-        derived.append((STATIC, here.replace("model.onnx", f"model.{STATIC}.onnx"),
+        derived.append((STATIC, variant_path(name, STATIC),
                         quantize_int8_static(files[0][2], train_x, input_name=input_name, what=name)))
     if int4:
         from ..exporters.int4 import quantize_int4
 
         progress(f"{name}: int4 weight-only ...")
-        derived.append((INT4, here.replace("model.onnx", f"model.{INT4}.onnx"), quantize_int4(files[0][2])))
+        derived.append((INT4, variant_path(name, INT4), quantize_int4(files[0][2])))
     files.extend(derived)
     model = reference_model(root, entry)[1] if (torch or accuracy) else None
     cands = contenders(files, model if torch else None, input_name=input_name)
