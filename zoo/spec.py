@@ -30,6 +30,13 @@ C_RUNTIMES = ("c", "cpp")  # examples/c and examples/cpp, when built
 RUNTIMES = PY_RUNTIMES + JS_RUNTIMES + C_RUNTIMES
 
 
+def eligible(rec: dict) -> bool:
+    """Whether a peers record (``zoo bench --recommend``) may be recommended: measured, and its
+    accuracy passed the gate. The builder's recommendation and the hub's choice of file both ask."""
+    acc = rec.get("accuracy") or {}
+    return rec.get("verdict") == "measured" and acc.get("verdict") == "pass"
+
+
 def check_precision(precision: str, valid: tuple[str, ...] = PRECISIONS) -> str:
     if precision not in valid:
         raise InputError(f"unknown precision {precision!r}; valid precisions: {', '.join(valid)}")

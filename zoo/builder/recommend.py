@@ -16,18 +16,14 @@ from pathlib import Path
 
 from ..errors import CalibrationError, ManifestError, ZooError
 from ..fsutil import atomic_write_bytes, sha256_bytes, sha256_file
-from ..spec import INT4, RECOMMEND_PRECISIONS, STATIC_INT8 as STATIC
+from ..spec import INT4, RECOMMEND_PRECISIONS, eligible
+from ..spec import STATIC_INT8 as STATIC
 from . import manifest as mf
 from .lock import artifacts_lock
 from .verification import model_input, reference_model
 
 # Fields a recommendation keeps from the winning record.
 KEEP = ("runtime", "backend", "precision", "file", "settings", "p50_ms", "ratio_vs_ort_fp32")
-
-
-def eligible(rec: dict) -> bool:
-    acc = rec.get("accuracy") or {}
-    return rec.get("verdict") == "measured" and acc.get("verdict") == "pass"
 
 
 def recommend(records: list[dict]) -> list[dict]:

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable
 
 from ..errors import ProviderUnavailableError
+from ..spec import eligible
 from .cache import Cache
 from .config import Deadline, HubError, Progress, first_line, quiet
 from .pull import PRECISIONS, _manifest, find_entry, load
@@ -58,8 +59,7 @@ def recommended_precision(entry: dict, batch_size: int | None = None) -> str | N
     path = rows[0].get("file") if rows[0].get("runtime") == "onnxruntime" else None
     if path is None:
         ort = [r for r in entry.get("peers") or []
-               if r.get("runtime") == "onnxruntime" and r.get("batch_size") == rows[0]["batch_size"]
-               and r.get("verdict") == "measured" and (r.get("accuracy") or {}).get("verdict") == "pass"
+               if r.get("runtime") == "onnxruntime" and r.get("batch_size") == rows[0]["batch_size"] and eligible(r)
                and isinstance(r.get("p50_ms"), (int, float))]
         path = min(ort, key=lambda r: r["p50_ms"])["file"] if ort else None
     rec = next((f for f in entry["files"] if f["role"] == "model" and f["path"] == path), None)
