@@ -34,6 +34,8 @@ from zoo.builder import manifest as mf
 from zoo.builder.artifact import read_tensor, request_for
 from zoo.builder.pipeline import build
 
+from tamper import change_one_weight_byte, recompute_manifest
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGE_DIR = ROOT / "examples" / "browser"
 ORT_DIST = js.NODE_DIR / "node_modules" / "onnxruntime-web" / "dist"
@@ -151,6 +153,7 @@ class Chromium:
                      "summary: document.getElementById('summary').textContent,"
                      "model: document.getElementById('model').textContent,"
                      "ort: document.getElementById('ort-version').textContent,"
+                     "pin: document.getElementById('pin').textContent,"
                      "rows: [...document.querySelectorAll('tr.row')].map(tr => [...tr.cells].map(c => c.textContent))"
                      "} : null)")
             while True:
@@ -308,3 +311,43 @@ def test_page_tolerances_are_the_python_verifier_s():
     m = re.search(r"const TOLERANCES = (\{[^}]*\});", text)
     page = json.loads(re.sub(r"(\w+):", r'"\1":', m[1]))
     assert page == {p: [t.atol, t.rtol] for p, t in DEFAULT_TOLERANCES.items()}
+
+
+# --- a pinned sha256 (?sha256=HEX): the page refuses other bytes, whatever the manifest says -------
+
+
+def test_browser_example_runs_the_model_it_is_pinned_to(browser, site, mirror):
+    base, _ = site
+    sha = mf.file_record(mf.load(mirror), "dense_b0", "model", "int8")["sha256"]
+    dom = browser.open(f"{base}/page/index.html?mirror={base}/mirror/&precision=int8&sha256={sha.upper()}")
+    assert dom["status"] == "pass", dom
+    assert dom["pin"] == sha and [int(r[1]) for r in dom["rows"]] == expected_rows(mirror)[1]
+
+
+def test_browser_example_refuses_bytes_other_than_the_pinned_ones(browser, mirror, tmp_path):
+    """A compromised mirror: one byte of model.onnx changed and the manifest recomputed to match."""
+    pinned = mf.file_record(mf.load(mirror), "dense_b0")["sha256"]
+    bad = tmp_path / "bad"
+    shutil.copytree(mirror, bad)
+    change_one_weight_byte(bad / "dense_b0" / "model.onnx")
+    recompute_manifest(bad)
+    served = mf.file_record(mf.load(bad), "dense_b0")["sha256"]
+    assert served != pinned
+    routes = {"/mirror/": bad, "/page/ort/": ORT_DIST, "/page/": PAGE_DIR}
+    with serve(routes) as (base, _):  # without a pin the page cannot tell: it runs the served model
+        assert browser.open(f"{base}/page/index.html?mirror={base}/mirror/")["status"] == "pass"
+    with serve(routes) as (base, log):
+        dom = browser.open(f"{base}/page/index.html?mirror={base}/mirror/&sha256={pinned}")
+    assert dom["status"] == "error" and dom["rows"] == [], dom
+    assert dom["summary"] == f"dense_b0/model.onnx: sha256 {served} differs from the pinned {pinned}; not loaded"
+    # nothing ran: the test data was never fetched, and no session was made (no wasm loaded)
+    assert any(line.startswith("GET /mirror/dense_b0/model.onnx -> 200") for line in log), log
+    assert not any("test_data_set_0" in line or ".wasm" in line for line in log), log
+
+
+def test_browser_example_refuses_a_malformed_pin_before_fetching_anything(browser, site):
+    base, log = site
+    before = len(log)
+    dom = browser.open(f"{base}/page/index.html?mirror={base}/mirror/&sha256=abc123")
+    assert dom["status"] == "error" and dom["summary"] == "sha256=abc123: expected 64 hex digits"
+    assert not any(line.startswith("GET /mirror/") for line in log[before:]), log[before:]
