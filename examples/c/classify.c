@@ -6,17 +6,20 @@
  *   classify MODEL.onnx INPUT.pb --expect OUTPUT.pb --atol 1e-4 --rtol 1e-3 [--json]
  *                                            ... and compare with the expected output:
  *                                            |actual - expected| <= atol + rtol * |expected|
+ *   classify MODEL.onnx INPUT.pb --sha256 HEX
+ *                                            ... only if the model file's sha256 is HEX (a pin)
  *
- * C11 and ONNX Runtime's C API only. INPUT.pb / OUTPUT.pb are ONNX TensorProto files, as in the
+ * C11, ONNX Runtime's C API, and OpenSSL's libcrypto (EVP) for the sha256 of --sha256. INPUT.pb / OUTPUT.pb are ONNX TensorProto files, as in the
  * zoo's test_data_set_N folders, read by the small protobuf reader below (float32 tensors only;
  * anything else is refused, never guessed at).
  *
  * Exit status (the same meanings as verify/node/verify.mjs): 0 ran (and every check passed),
- * 1 a check failed, 2 bad input (usage, a missing or unreadable file, a .pb this reader refuses,
+ * 1 a check failed (or the model's sha256 differs from --sha256), 2 bad input (usage, a missing or unreadable file, a .pb this reader refuses,
  * an input that does not fit the model), 3 ONNX Runtime unavailable (too old for these headers,
  * cannot start), 4 internal error. Every error is one line on stderr.
  */
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -27,6 +30,7 @@
 #include <string.h>
 
 #include <onnxruntime_c_api.h>
+#include <openssl/evp.h>
 
 enum { EXIT_PASS = 0, EXIT_CHECK = 1, EXIT_USAGE = 2, EXIT_UNAVAILABLE = 3, EXIT_INTERNAL = 4 };
 
@@ -46,11 +50,14 @@ static const char USAGE[] =
     "                      names, then shapes, then |actual - expected| <= atol + rtol * |expected|\n"
     "  --atol X, --rtol X  the tolerances (required with --expect; no defaults)\n"
     "  --threads N         intra-op threads (default 1)\n"
+    "  --sha256 HEX        load the model only if its file's sha256 is HEX (64 hex digits);\n"
+    "                      other bytes are refused (exit 1) before ONNX Runtime reads them.\n"
+    "                      With external data, this pins the .onnx file, not FILE.data\n"
     "  --json              print one JSON line on stdout instead of text\n"
     "  --version           print the ONNX Runtime version and exit\n"
     "  -h, --help          show this help\n"
     "\n"
-    "exit status: 0 ran / all checks passed, 1 a check failed, 2 bad input,\n"
+    "exit status: 0 ran / all checks passed, 1 a check failed or the sha256 differs, 2 bad input,\n"
     "3 ONNX Runtime unavailable, 4 internal error\n";
 
 static const OrtApi *ort;
@@ -547,6 +554,7 @@ typedef struct {
     size_t nexpect;
     double atol, rtol;
     int has_atol, has_rtol, json, version, threads;
+    char sha256[65]; /* the pinned sha256 in lowercase hex, "" when not pinned */
 } Options;
 
 static int parse_number(const char *opt, const char *s, double *out) {
@@ -556,6 +564,17 @@ static int parse_number(const char *opt, const char *s, double *out) {
     if (*s == '\0' || *end != '\0' || errno != 0 || !isfinite(v) || v < 0)
         return fail(EXIT_USAGE, "%s %s: expected a number >= 0", opt, s);
     *out = v;
+    return EXIT_PASS;
+}
+
+static int parse_sha256(const char *s, char out[65]) {
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n && n == 64; i++) {
+        if (!isxdigit((unsigned char)s[i])) n = 0;
+    }
+    if (n != 64) return fail(EXIT_USAGE, "--sha256 %s: expected 64 hex digits", s);
+    for (size_t i = 0; i < 64; i++) out[i] = (char)tolower((unsigned char)s[i]);
+    out[64] = '\0';
     return EXIT_PASS;
 }
 
@@ -585,10 +604,10 @@ static int parse_args(int argc, char **argv, Options *o) {
             continue;
         }
         /* Options with a value: --opt VALUE or --opt=VALUE. */
-        const char *names[] = {"--expect", "--atol", "--rtol", "--threads"};
+        const char *names[] = {"--expect", "--atol", "--rtol", "--threads", "--sha256"};
         const char *value = NULL;
         size_t k;
-        for (k = 0; k < 4; k++) {
+        for (k = 0; k < 5; k++) {
             size_t len = strlen(names[k]);
             if (strncmp(a, names[k], len) == 0 && (a[len] == '\0' || a[len] == '=')) {
                 if (a[len] == '=') value = a + len + 1;
@@ -597,11 +616,12 @@ static int parse_args(int argc, char **argv, Options *o) {
                 break;
             }
         }
-        if (k == 4) return fail(EXIT_USAGE, "unknown option %s (see --help)", a);
+        if (k == 5) return fail(EXIT_USAGE, "unknown option %s (see --help)", a);
         int rc = EXIT_PASS;
         if (k == 0) o->expect[o->nexpect++] = value;
         else if (k == 1) { rc = parse_number("--atol", value, &o->atol); o->has_atol = 1; }
         else if (k == 2) { rc = parse_number("--rtol", value, &o->rtol); o->has_rtol = 1; }
+        else if (k == 4) { rc = parse_sha256(value, o->sha256); }
         else {
             char *end;
             errno = 0;
@@ -619,6 +639,28 @@ static int parse_args(int argc, char **argv, Options *o) {
     if (o->nexpect && o->input == NULL) return fail(EXIT_USAGE, "--expect needs INPUT.pb");
     if (o->nexpect && !(o->has_atol && o->has_rtol)) return fail(EXIT_USAGE, "--expect needs --atol and --rtol");
     return -1;
+}
+
+/* ---- the pin: the model file's sha256, read in a stream (any size) with OpenSSL's EVP API ---- */
+
+static int sha256_file(const char *path, char hex[65]) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) return fail(EXIT_USAGE, "cannot open %s: %s", path, strerror(errno));
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+    unsigned char buf[1 << 16];
+    size_t n;
+    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0) ok = EVP_DigestUpdate(ctx, buf, n) == 1;
+    int read_error = ferror(f);
+    fclose(f);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (ok && !read_error) ok = EVP_DigestFinal_ex(ctx, md, &len) == 1 && len == 32;
+    EVP_MD_CTX_free(ctx);
+    if (read_error) return fail(EXIT_USAGE, "cannot read %s", path);
+    if (!ok) return fail(EXIT_INTERNAL, "OpenSSL cannot compute the sha256 of %s", path);
+    for (unsigned int i = 0; i < len; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return EXIT_PASS;
 }
 
 /* ---- the program ---------------------------------------------------------------------------- */
@@ -757,7 +799,15 @@ static int run(const Options *o, App *a) {
     size_t *ranks = NULL;
     float **data = NULL;
 
-    /* Bad input is found before ONNX Runtime starts: the files, the tensors. */
+    /* Bad input is found before ONNX Runtime starts: the files, the tensors. A pinned model whose
+     * bytes differ is refused first, so that ONNX Runtime's parser never sees them. */
+    if (o->sha256[0] != '\0') {
+        char got[65];
+        if ((rc = sha256_file(o->model, got)) != EXIT_PASS) return rc;
+        if (strcmp(got, o->sha256) != 0)
+            return fail(EXIT_CHECK, "%s: sha256 %s differs from the pinned %s; not loaded", o->model, got,
+                        o->sha256);
+    }
     FILE *f = fopen(o->model, "rb");
     if (f == NULL) return fail(EXIT_USAGE, "cannot open %s: %s", o->model, strerror(errno));
     fclose(f);
