@@ -32,7 +32,7 @@ from zoo.verify import c
 from zoo.verify.parity import DEFAULT_TOLERANCES, error_metrics
 
 from conftest import zoo_cmd
-from tamper import change_one_weight_byte, sha256_file
+from tamper import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -364,46 +364,3 @@ def test_a_model_saved_with_external_data_loads(artifacts, programs, runtime, tm
     proc = run(programs[runtime], model, *args)
     assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith("error: ONNX Runtime cannot load ")
-
-
-# --- a pinned sha256 (--sha256 HEX): other bytes are refused before ONNX Runtime reads them ---------
-
-
-@pytest.mark.parametrize("runtime", RUNTIMES)
-def test_runs_the_model_it_is_pinned_to(artifacts, programs, runtime):
-    x_path, _ = data_set(artifacts)
-    for p in ("fp32", "int8"):
-        model = files(artifacts)[p]
-        plain = run(programs[runtime], model, x_path)
-        pinned = run(programs[runtime], model, x_path, "--sha256", sha256_file(model).upper())
-        assert pinned.returncode == 0 and pinned.stderr == "", pinned.stderr
-        assert pinned.stdout == plain.stdout and len(pinned.stdout.splitlines()) == 6
-
-
-@pytest.mark.parametrize("runtime", RUNTIMES)
-def test_refuses_bytes_other_than_the_pinned_ones(artifacts, programs, runtime, tmp_path):
-    pin = sha256_file(files(artifacts)["fp32"])
-    model = tmp_path / "model.onnx"
-    shutil.copyfile(files(artifacts)["fp32"], model)
-    change_one_weight_byte(model)
-    x_path, y_path = data_set(artifacts)
-    assert run(programs[runtime], model, x_path).returncode == 0  # a valid model: unpinned, it runs
-    proc = run(programs[runtime], model, x_path, "--expect", y_path, "--atol", "1e-4", "--rtol", "1e-3",
-               "--json", "--sha256", pin)
-    assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr == f"error: {model}: sha256 {sha256_file(model)} differs from the pinned {pin}; not loaded\n"
-    # refused before anything else is read: a missing input file is not even noticed
-    proc = run(programs[runtime], model, tmp_path / "nope.pb", "--sha256", pin)
-    assert proc.returncode == 1 and "differs from the pinned" in proc.stderr
-
-
-@pytest.mark.parametrize("runtime", RUNTIMES)
-def test_hashes_any_size_in_a_stream(programs, runtime, tmp_path):
-    """The digest it reports is hashlib's, across the 64 KiB read-chunk boundaries."""
-    for size in (0, 65535, 65536, 65537 + 3 * 65536):
-        blob = tmp_path / f"{size}.onnx"
-        blob.write_bytes(np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes())
-        proc = run(programs[runtime], blob, "--sha256", "0" * 64)
-        assert proc.returncode == 1 and f"sha256 {sha256_file(blob)} differs" in proc.stderr, proc.stderr
-    proc = run(programs[runtime], tmp_path, "--sha256", "0" * 64)  # a folder: cannot read, bad input
-    assert proc.returncode == 2 and proc.stderr.startswith("error: cannot "), proc.stderr

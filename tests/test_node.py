@@ -38,8 +38,6 @@ from zoo.builder.pipeline import build
 from zoo.errors import ManifestError, ZooError
 from zoo.model.scaling import VARIANTS
 
-from tamper import change_one_weight_byte, sha256_file
-
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "node"
 SMALL = {"input_dim": 16, "num_classes": 10}
@@ -347,87 +345,3 @@ def test_missing_node_gives_unavailable_records(artifacts, monkeypatch):
     for rec in records:
         parity_validator().validate(rec)
         assert "Node.js not found" in rec["reason"]
-
-
-# --- the Node.js example ------------------------------------------------------------------------
-
-
-def test_example_lockfile_is_the_verifiers_packages():
-    """examples/node/package-lock.json (what `npm ci` installs) locks onnxruntime-node at the pinned
-    version, with exactly the versions and hashes of verify/node's lock that CI installs and tests."""
-    example = json.loads((EXAMPLE / "package.json").read_text())
-    lock = json.loads((EXAMPLE / "package-lock.json").read_text())
-    verifier = json.loads((js.NODE_DIR / "package-lock.json").read_text())["packages"]
-    assert lock["lockfileVersion"] == 3 and lock["packages"][""]["dependencies"] == example["dependencies"]
-    assert lock["packages"]["node_modules/onnxruntime-node"]["version"] == example["dependencies"]["onnxruntime-node"]
-    for path, pkg in lock["packages"].items():
-        if path:
-            assert (pkg["version"], pkg["integrity"]) == (verifier[path]["version"], verifier[path]["integrity"]), path
-            assert "resolved" not in pkg, path  # no registry host in the repository
-
-
-@pytest.fixture
-def example(tmp_path) -> Path:
-    """examples/node, copied as a user would, with the packages of verify/node as its node_modules."""
-    for f in ("classify.mjs", "package.json", "package-lock.json"):
-        shutil.copy(EXAMPLE / f, tmp_path / f)
-    (tmp_path / "node_modules").symlink_to(js.NODE_DIR / "node_modules", target_is_directory=True)
-    return tmp_path
-
-
-def run_example(example: Path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([js.node_executable(), "classify.mjs", *map(str, args)], capture_output=True, text=True,
-                          cwd=example, timeout=120)
-
-
-def test_node_example_prints_the_top_class(artifacts, example):
-    model = artifacts / "dense_b0" / "model.onnx"
-    proc = run_example(example, model, "5")
-    assert proc.returncode == 0, proc.stderr
-
-    dim = SMALL["input_dim"]
-    x = np.sin(np.arange(1, 5 * dim + 1, dtype=np.float64)).astype(np.float32).reshape(5, dim)
-    logits = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    lines = proc.stdout.splitlines()
-    assert len(lines) == 5
-    for row, line in enumerate(lines):
-        top = int(np.argmax(logits[row]))
-        head, logit = line.rsplit(" (logit ", 1)
-        assert head == f"row {row}: class {top}"
-        assert float(logit.rstrip(")")) == pytest.approx(float(logits[row, top]), abs=1e-3)
-
-    bad = run_example(example)
-    assert bad.returncode == 2 and "usage: node classify.mjs" in bad.stderr
-    missing = run_example(example, artifacts / "nope.onnx")
-    assert (missing.returncode, missing.stderr) == (2, f"error: cannot open {artifacts / 'nope.onnx'}: ENOENT\n")
-
-
-def test_node_example_runs_the_model_it_is_pinned_to(artifacts, example):
-    model = artifacts / "dense_b0" / "model.onnx"
-    plain = run_example(example, model, "3")
-    pinned = run_example(example, model, "3", "--sha256", sha256_file(model).upper())
-    assert pinned.returncode == 0 and pinned.stderr == "", pinned.stderr
-    assert pinned.stdout == plain.stdout and len(pinned.stdout.splitlines()) == 3
-
-
-def test_node_example_refuses_bytes_other_than_the_pinned_ones(artifacts, example, tmp_path):
-    pin = sha256_file(artifacts / "dense_b0" / "model.onnx")
-    model = tmp_path / "model.onnx"
-    shutil.copyfile(artifacts / "dense_b0" / "model.onnx", model)
-    change_one_weight_byte(model)
-    assert run_example(example, model, "3").returncode == 0  # a valid model: unpinned, it runs
-    proc = run_example(example, model, "3", "--sha256", pin)
-    assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr == f"error: {model}: sha256 {sha256_file(model)} differs from the pinned {pin}; not loaded\n"
-
-    proc = run_example(example, model, "--sha256", "abc")
-    assert (proc.returncode, proc.stderr) == (2, "error: --sha256 abc: expected 64 hex digits\n")
-
-
-@pytest.mark.parametrize("size", [0, 65536, 65537 + 3 * 65536])
-def test_node_example_hashes_any_size_in_a_stream(example, tmp_path, size):
-    """The digest it reports is hashlib's, across read-chunk boundaries."""
-    blob = tmp_path / "blob.onnx"
-    blob.write_bytes(np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes())
-    proc = run_example(example, blob, "--sha256", "0" * 64)
-    assert proc.returncode == 1 and f"sha256 {sha256_file(blob)} differs" in proc.stderr, proc.stderr
