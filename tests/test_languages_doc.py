@@ -119,3 +119,8 @@ def test_the_browser_page_shows_what_the_page_shows(repo, tmp_path):
     finally:
         chrome.close()
     assert f"Status: {dom['text']} {dom['summary']}" == status[2:], dom
+
+
+def test_the_tolerances_the_page_quotes_are_the_verifiers():
+    text = re.sub(r"\s+", " ", DOC.read_text())
+    assert f"`node verify/node/verify.mjs ARTIFACTS {' '.join(js.tolerance_args())}`" in text
