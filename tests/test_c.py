@@ -2,7 +2,7 @@
 (its C++ API), and ``c`` / ``cpp`` in the parity matrix (verify/c.py).
 
 Nothing here is skipped: a C11 and a C++17 compiler, make, apt-get (for the headers, see
-examples/ort.mk) and valgrind are required; CI installs them and builds both examples with
+examples/ort.mk), OpenSSL's libcrypto (Debian's libssl-dev, for --sha256) and valgrind are required; CI installs them and builds both examples with
 ``make -C examples/c`` and ``make -C examples/cpp``. The module fixture runs the same make commands
 (nothing to do when CI has built them), so the programs tested are those of the sources.
 """
