@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ...errors import EXIT_FAILED, EXIT_INTERNAL, InputError, ZooError
-from .check import DEFAULT_MODELS, PRECISIONS, TIMING_BATCHES, CheckOptions, run_check
+from .check import DEFAULT_MODELS, PRECISIONS, TIMING_BATCHES, CheckOptions, build_only, run_check
 
 EXAMPLES = """examples:
   python -m zoo.verify.gpu --out gpu-out                       # B0-B7 on CUDA (the GPU machine)
@@ -35,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
                                  description="Build the zoo's models here, check their parity on ONNX Runtime's "
                                              "CUDA provider against PyTorch (CUDA and CPU), time them against "
                                              "PyTorch eager and torch.compile, and write the records.")
-    ap.add_argument("--out", type=Path, required=True, help="folder for the records and summary.md")
+    ap.add_argument("--out", type=Path, default=None, help="folder for the records and summary.md (required)")
     ap.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME")
     ap.add_argument("--provider", default="cuda", choices=("cuda", "cpu"),
                     help="cuda (default); cpu is a dry run that says loudly that no GPU was used")
@@ -46,13 +46,20 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--compile", default="inductor", metavar="BACKEND",
                     help="torch.compile backend: inductor (default), eager (cheap, for dry runs), none")
     ap.add_argument("--jobs", type=int, default=None, help="build processes (default: min(8, CPUs))")
-    ap.add_argument("--time-limit-s", type=float, default=270.0,
+    ap.add_argument("--cache", default=None, metavar="DIR",
+                    help="keep built models here and reuse them (a later run on the same machine skips the build)")
+    ap.add_argument("--build-only", action="store_true",
+                    help="only build the models into --cache (needs no onnxruntime-gpu yet)")
+    ap.add_argument("--time-limit-s", type=float, default=240.0,
                     help="after this many seconds, optional work (torch.compile, TensorRT) is skipped, saying so")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parser().parse_args(argv)
+    ap = parser()
+    a = ap.parse_args(argv)
+    if a.out is None and not a.build_only:
+        ap.error("--out is required (except with --build-only)")
     try:
         from ...spec import parse_precisions
 
@@ -62,9 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         opts = CheckOptions(out=a.out, models=tuple(a.models), provider=a.provider, input_dim=a.input_dim,
                             precisions=precisions, timing_batches=a.timing_batches,
                             compile_backend=None if a.compile == "none" else a.compile,
-                            jobs=a.jobs or min(8, os.cpu_count() or 1), time_limit_s=a.time_limit_s)
+                            jobs=a.jobs or min(8, os.cpu_count() or 1), cache=a.cache,
+                            time_limit_s=a.time_limit_s)
         if a.parity_batches:
             opts.parity_batches = a.parity_batches
+        if a.build_only:
+            build_only(opts)
+            return 0
         result = run_check(opts)
     except (InputError, ZooError) as e:
         print(f"Error: zoo verify gpu: {e}", file=sys.stderr)

@@ -8,12 +8,17 @@ only (the model files and the PyTorch state dict), never live tensors.
 from __future__ import annotations
 
 import io
+import json
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 from ...builder.artifact import ModelRequest, request_for
+from ...fsutil import atomic_write_bytes, atomic_write_json, sha256_bytes
+
+CACHE_META = "meta.json"
 
 
 @dataclass
@@ -32,9 +37,48 @@ class Built:
         return self.request.effective_input_dim
 
 
-def _build_bytes(name: str, input_dim: int | None, precisions: tuple[str, ...]) -> dict:
-    """In a worker: everything about one model as picklable bytes and numbers."""
+def _cache_key(name: str, input_dim: int | None, precisions: tuple[str, ...]) -> dict:
     import torch
+
+    from ... import __version__
+
+    return {"name": name, "input_dim": input_dim, "precisions": list(precisions), "torch": torch.__version__,
+            "zoo": __version__}
+
+
+def _from_cache(folder: Path, key: dict) -> dict | None:
+    """A model an earlier run of the check built on this machine (``--cache``), if it is the same."""
+    try:
+        meta = json.loads((folder / CACHE_META).read_text())
+        if meta.get("key") != key:
+            return None
+        files = {p: (folder / f"{p}.onnx").read_bytes() for p in key["precisions"]}
+        state = (folder / "state.pt").read_bytes()
+    except (OSError, ValueError):
+        return None
+    if any(sha256_bytes(files[p]) != meta["sha256"].get(p) for p in files):
+        return None
+    return {**meta["info"], "files": files, "state": state, "seconds": 0.0, "cached": True}
+
+
+def _to_cache(folder: Path, key: dict, d: dict) -> None:
+    for p, data in d["files"].items():
+        atomic_write_bytes(folder / f"{p}.onnx", data)
+    atomic_write_bytes(folder / "state.pt", d["state"])
+    info = {k: d[k] for k in ("name", "flops", "params", "timings_s")}
+    atomic_write_json(folder / CACHE_META, {"key": key, "info": info,  # last: it vouches for the rest
+                                            "sha256": {p: sha256_bytes(b) for p, b in d["files"].items()}})
+
+
+def _build_bytes(name: str, input_dim: int | None, precisions: tuple[str, ...], cache: str | None = None) -> dict:
+    """In a worker: everything about one model as picklable bytes and numbers (from ``cache`` when
+    an earlier run left it there; into it otherwise)."""
+    import torch
+
+    folder = Path(cache) / f"{name}-{input_dim or 'default'}" if cache else None
+    key = _cache_key(name, input_dim, precisions)
+    if folder is not None and (hit := _from_cache(folder, key)) is not None:
+        return hit
 
     from ...builder.artifact import make_artifact
     from ...exporters.variants import variant_bytes
@@ -52,8 +96,11 @@ def _build_bytes(name: str, input_dim: int | None, precisions: tuple[str, ...]) 
         timings[p] = time.perf_counter() - t1
     buf = io.BytesIO()
     torch.save(art.model.state_dict(), buf)
-    return {"name": name, "files": files, "state": buf.getvalue(), "flops": art.flops, "params": art.params,
-            "seconds": time.perf_counter() - t, "timings_s": timings}
+    out = {"name": name, "files": files, "state": buf.getvalue(), "flops": art.flops, "params": art.params,
+           "seconds": time.perf_counter() - t, "timings_s": timings, "cached": False}
+    if folder is not None:
+        _to_cache(folder, key, out)
+    return out
 
 
 def _unpack(d: dict, input_dim: int | None) -> Built:
@@ -68,23 +115,28 @@ def _unpack(d: dict, input_dim: int | None) -> Built:
 
 
 def build_models(names: list[str], *, input_dim: int | None, precisions: tuple[str, ...] = ("fp32", "fp16"),
-                 jobs: int = 1, progress: Callable[[str], None] = lambda m: None) -> Iterator[Built]:
+                 jobs: int = 1, cache: str | None = None,
+                 progress: Callable[[str], None] = lambda m: None) -> Iterator[Built]:
     """Every model of ``names``, yielded as each is built: in order with one job; with more, the
     biggest are started first and each comes as it is done."""
     for n in names:
         request_for(n, input_dim=input_dim)  # unknown names and bad widths fail before any work
     if jobs <= 1 or len(names) == 1:
         for n in names:
-            d = _build_bytes(n, input_dim, precisions)
-            progress(f"built {n} in {d['seconds']:.1f} s")
+            d = _build_bytes(n, input_dim, precisions, cache)
+            progress(_built_line(d))
             yield _unpack(d, input_dim)
         return
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=ctx) as pool:
-        futures = [pool.submit(_build_bytes, n, input_dim, precisions) for n in reversed(names)]
+        futures = [pool.submit(_build_bytes, n, input_dim, precisions, cache) for n in reversed(names)]
         for fut in as_completed(futures):
             d = fut.result()
-            progress(f"built {d['name']} in {d['seconds']:.1f} s")
+            progress(_built_line(d))
             yield _unpack(d, input_dim)
+
+
+def _built_line(d: dict) -> str:
+    return f"{d['name']}: from the cache" if d.get("cached") else f"built {d['name']} in {d['seconds']:.1f} s"

@@ -118,6 +118,7 @@ def preflight(provider: str) -> dict:
             "install onnxruntime-gpu first on PYTHONPATH (docs/gpu.md)")
     if not torch.cuda.is_available():
         raise ProviderUnavailableError("PyTorch sees no CUDA GPU: the GPU check needs one (or --provider cpu)")
+    torch.set_float32_matmul_precision("highest")  # PyTorch's reference in strict float32, never TF32
     sess = make_session(tiny_model(), provider, CUDA_OPTIONS if provider == CUDA else {})
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     if not np.array_equal(sess.run(None, {"x": x})[0], x + x):

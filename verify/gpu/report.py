@@ -31,6 +31,7 @@ def options_record(opts) -> dict:
 
 def model_record(b: Built) -> dict:
     return {"input_dim": b.input_dim, "params": b.params, "flops": b.flops, "build_s": round(b.seconds, 2),
+            "build_timings_s": {k: round(v, 2) for k, v in b.timings_s.items()},
             "file_bytes": {p: len(d) for p, d in b.files.items()}, "parity": [], "latency": [], "not_measured": []}
 
 
