@@ -230,3 +230,20 @@ def test_gpu_check_on_cuda(tmp_path):
     assert result["gpu_used"] and result["machine"]["gpu"]
     assert {(r["precision"], r["reference"]) for r in parity if r["verdict"] == "pass"} >= {
         ("fp32", "torch-cpu"), ("fp32", "torch-cuda"), ("fp16", "torch-cpu"), ("fp16", "torch-cuda")}
+
+
+def test_runs_bound_to_fixed_buffers_as_cuda_graphs_need_them():
+    """The CUDA-graph path's binding (buffers allocated once, output read back), on the CPU."""
+    import numpy as np
+
+    from zoo.bench.latency import LatencyOptions
+    from zoo.verify.gpu.env import make_session, tiny_model
+    from zoo.verify.gpu.timing import fixed_buffers
+
+    sess = make_session(tiny_model(), "CPUExecutionProvider")
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    fast = LatencyOptions(warmup_runs=1, max_runs=3, time_budget_s=0.05)
+    m = fixed_buffers(sess, x, x + x, device="cpu", input_name="x", output_name="y", options=fast)
+    assert m.matches_plain is True and m.runs >= 1 and m.summary["p50_ms"] > 0
+    assert fixed_buffers(sess, x, x * 3, device="cpu", input_name="x", output_name="y",
+                         options=fast).matches_plain is False

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from ...errors import EXIT_FAILED, EXIT_INTERNAL, InputError, ZooError
+from ...errors import EXIT_FAILED, EXIT_INTERNAL, EXIT_UNAVAILABLE, InputError, ZooError
 from .check import DEFAULT_MODELS, PRECISIONS, TIMING_BATCHES, CheckOptions, build_only, run_check
 
 EXAMPLES = """examples:
@@ -88,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"Error: zoo verify gpu: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_INTERNAL
+    if result["build_failed"]:
+        print(f"Error: zoo verify gpu: build failed: {result['build_failed'][0]}", file=sys.stderr)
+        return EXIT_FAILED
+    if result["refused"]:
+        print(f"Error: zoo verify gpu: refused (the session left the provider): {result['refused'][0]}",
+              file=sys.stderr)
+        return EXIT_UNAVAILABLE
     failed = [f"{n} {r['precision']} {r['backend']} vs {r['reference']}" for n, m in result["models"].items()
               for r in m["parity"] if r["verdict"] == "fail"]
     if failed:

@@ -115,15 +115,26 @@ def _unpack(d: dict, input_dim: int | None) -> Built:
 
 
 def build_models(names: list[str], *, input_dim: int | None, precisions: tuple[str, ...] = ("fp32", "fp16"),
-                 jobs: int = 1, cache: str | None = None,
+                 jobs: int = 1, cache: str | None = None, failed: list[str] | None = None,
                  progress: Callable[[str], None] = lambda m: None) -> Iterator[Built]:
     """Every model of ``names``, yielded as each is built: in order with one job; with more, the
-    biggest are started first and each comes as it is done."""
+    biggest are started first and each comes as it is done. A model whose build fails is named in
+    ``failed`` (with why) and the others go on: a GPU window is too short to start again."""
+    failed = [] if failed is None else failed
     for n in names:
         request_for(n, input_dim=input_dim)  # unknown names and bad widths fail before any work
+
+    def fail(name: str, e: BaseException):
+        failed.append(f"{name}: {type(e).__name__}: {str(e).strip()[:300]}")
+        progress(f"{name}: build FAILED: {failed[-1]}")
+
     if jobs <= 1 or len(names) == 1:
         for n in names:
-            d = _build_bytes(n, input_dim, precisions, cache)
+            try:
+                d = _build_bytes(n, input_dim, precisions, cache)
+            except Exception as e:
+                fail(n, e)
+                continue
             progress(_built_line(d))
             yield _unpack(d, input_dim)
         return
@@ -131,9 +142,13 @@ def build_models(names: list[str], *, input_dim: int | None, precisions: tuple[s
 
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=ctx) as pool:
-        futures = [pool.submit(_build_bytes, n, input_dim, precisions, cache) for n in reversed(names)]
+        futures = {pool.submit(_build_bytes, n, input_dim, precisions, cache): n for n in reversed(names)}
         for fut in as_completed(futures):
-            d = fut.result()
+            try:
+                d = fut.result()
+            except Exception as e:
+                fail(futures[fut], e)
+                continue
             progress(_built_line(d))
             yield _unpack(d, input_dim)
 

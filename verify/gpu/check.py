@@ -13,12 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...errors import ProviderUnavailableError
 from ...model.scaling import VARIANTS
 from ...spec import resolve_provider
 from ..matrix import DEFAULT_BATCH_SIZES, MatrixOptions, run_matrix
 from . import env, report
 from .build import Built, build_models
-from .timing import FAST, ort_modes, torch_modes
+from .timing import FAST, MODES, Measured, ort_modes, torch_modes
 
 DEFAULT_MODELS = tuple(v.name for v in (VARIANTS.values() if isinstance(VARIANTS, dict) else VARIANTS))
 TIMING_BATCHES = (1, 256)
@@ -80,7 +81,7 @@ def run_check(opts: CheckOptions) -> dict:
     notes: list[str] = [trt_line]
     result = {"provider": provider, "gpu_used": provider != env.CPU, "preflight": preflight, "tensorrt": trt_line,
               "machine": machine, "options": report.options_record(opts), "stages_s": stages.seconds,
-              "notes": notes, "models": {}}
+              "notes": notes, "refused": [], "build_failed": [], "models": {}}
 
     # Build (in parallel processes) and, as each model arrives, its parity (in this process).
     t = time.perf_counter()
@@ -96,7 +97,8 @@ def run_check(opts: CheckOptions) -> dict:
     with ThreadPoolExecutor(max_workers=1) as parity_worker:  # one model's parity at a time, in order
         pending = []
         for b in build_models(list(opts.models), input_dim=opts.input_dim, precisions=opts.precisions,
-                              jobs=opts.jobs, cache=opts.cache, progress=lambda m: env.say(f"[gpu-check] {m}")):
+                              jobs=opts.jobs, cache=opts.cache, failed=result["build_failed"],
+                              progress=lambda m: env.say(f"[gpu-check] {m}")):
             built.append(b)
             pending.append(parity_worker.submit(on_built, b))
         for p in pending:
@@ -112,9 +114,15 @@ def run_check(opts: CheckOptions) -> dict:
     for b in built:
         for precision in opts.precisions:
             xs = report.timing_inputs(b, opts.timing_batches)
-            ort_times[(b.name, precision)] = ort_modes(b.files[precision], xs, provider=provider,
-                                                       input_name=b.request.spec.input_name,
-                                                       output_name=b.request.spec.output_name, options=opts.timing)
+            try:
+                ort_times[(b.name, precision)] = ort_modes(b.files[precision], xs, provider=provider,
+                                                           input_name=b.request.spec.input_name,
+                                                           output_name=b.request.spec.output_name,
+                                                           options=opts.timing)
+            except ProviderUnavailableError as e:  # the session left the provider: nothing of it is reported
+                result["refused"].append(f"{b.name} {precision}: {e}")
+                ort_times[(b.name, precision)] = {(n, mode): Measured(reason=f"refused: {e}")
+                                                  for n in xs for mode in MODES}
         env.say(f"[gpu-check] timed {b.name} on {provider} ({time.perf_counter() - t:.1f} s)")
     stages.done("onnxruntime timing", t)
 
@@ -160,10 +168,15 @@ def build_only(opts: CheckOptions) -> list[str]:
         raise InputError("--build-only needs --cache DIR (where the check finds the models later)")
     stages = Stages()
     t = time.perf_counter()
+    failed: list[str] = []
     names = [b.name for b in build_models(list(opts.models), input_dim=opts.input_dim, precisions=opts.precisions,
-                                          jobs=opts.jobs, cache=opts.cache,
+                                          jobs=opts.jobs, cache=opts.cache, failed=failed,
                                           progress=lambda m: env.say(f"[gpu-check] {m}"))]
     stages.done("build", t)
+    if failed:
+        from ...errors import ZooError
+
+        raise ZooError(f"{len(failed)} of {len(opts.models)} builds failed: {failed[0]}")
     return names
 
 

@@ -182,7 +182,9 @@ def summary(result: dict) -> str:
             lines.append(f"| {name} | {precision} | {batch} | {_ms(c.get('all', {}).get('p50_ms'))} | "
                          f"{_ms(c.get('iobinding', {}).get('p50_ms'))} | {_ms(c.get('cudagraph', {}).get('p50_ms'))} | "
                          f"{_ms(eager)} | {_ms(any_rec.get('torch_compile_p50_ms'))} | {ratio} |")
-    notes = list(result["notes"])
+    notes = [f"**REFUSED** (the session left the provider; nothing of it is reported): {r}"
+             for r in result.get("refused", [])] + [f"**BUILD FAILED**: {f}" for f in result.get("build_failed", [])] \
+        + list(result["notes"])
     for name, mod in result["models"].items():
         reasons = sorted({s["reason"] for s in mod["not_measured"]})
         notes += [f"{name}: not measured: {r}" for r in reasons]
