@@ -26,6 +26,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from ...errors import InputError, ZooError
@@ -120,8 +121,12 @@ def join(folder: Path, out_dir: Path) -> Path:
 
 
 def fetch(out: Path, download_dir: Path | None = None, max_part_bytes: int = MAX_PART_MIB << 20) -> dict:
-    """Download the wheel with pip (no dependencies: the machine has them) and split it."""
-    download_dir = Path(download_dir or out / "download")
+    """Download the wheel with pip (no dependencies: the machine has them) and split it; the
+    download itself goes into a temporary folder unless ``download_dir`` is given."""
+    if download_dir is None:
+        with tempfile.TemporaryDirectory(prefix="zoo-gpu-wheel-") as tmp:
+            return fetch(out, Path(tmp), max_part_bytes)
+    download_dir = Path(download_dir)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", PYTHON,
            "--implementation", "cp", *[a for p in PLATFORMS for a in ("--platform", p)],
            "-d", str(download_dir), f"{PACKAGE}=={VERSION}"]
