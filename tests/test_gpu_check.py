@@ -39,6 +39,7 @@ def dry_run(tmp_path_factory):
     res = run_gpu_check("--build-only", "--cache", str(cache), *DRY_ARGS)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "built dense_b0 in" in res.stderr and not list(out.iterdir())
+    assert json.loads((cache / "build-done.json").read_text()) == {"built": ["dense_b0"], "failed": []}
     res = run_gpu_check("--out", str(out), "--cache", str(cache), *DRY_ARGS)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "dense_b0: from the cache" in res.stderr

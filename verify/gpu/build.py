@@ -46,6 +46,10 @@ def _cache_key(name: str, input_dim: int | None, precisions: tuple[str, ...]) ->
             "zoo": __version__}
 
 
+def _cache_folder(cache: str, name: str, input_dim: int | None) -> Path:
+    return Path(cache) / f"{name}-{input_dim or 'default'}"
+
+
 def _from_cache(folder: Path, key: dict) -> dict | None:
     """A model an earlier run of the check built on this machine (``--cache``), if it is the same."""
     try:
@@ -75,7 +79,7 @@ def _build_bytes(name: str, input_dim: int | None, precisions: tuple[str, ...], 
     an earlier run left it there; into it otherwise)."""
     import torch
 
-    folder = Path(cache) / f"{name}-{input_dim or 'default'}" if cache else None
+    folder = _cache_folder(cache, name, input_dim) if cache else None
     key = _cache_key(name, input_dim, precisions)
     if folder is not None and (hit := _from_cache(folder, key)) is not None:
         return hit
@@ -128,6 +132,17 @@ def build_models(names: list[str], *, input_dim: int | None, precisions: tuple[s
         failed.append(f"{name}: {type(e).__name__}: {str(e).strip()[:300]}")
         progress(f"{name}: build FAILED: {failed[-1]}")
 
+    todo = []
+    for n in names:  # cached models are read here: no process is spawned (and torch imported) for them
+        hit = _from_cache(_cache_folder(cache, n, input_dim), _cache_key(n, input_dim, precisions)) if cache else None
+        if hit is None:
+            todo.append(n)
+            continue
+        progress(_built_line(hit))
+        yield _unpack(hit, input_dim)
+    names = todo
+    if not names:
+        return
     if jobs <= 1 or len(names) == 1:
         for n in names:
             try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import ProviderUnavailableError
+from ...fsutil import atomic_write_json
 from ...model.scaling import VARIANTS
 from ...spec import resolve_provider
 from ..matrix import DEFAULT_BATCH_SIZES, MatrixOptions, run_matrix
@@ -23,6 +24,7 @@ from .timing import FAST, MODES, Measured, ort_modes, torch_modes
 
 DEFAULT_MODELS = tuple(v.name for v in (VARIANTS.values() if isinstance(VARIANTS, dict) else VARIANTS))
 TIMING_BATCHES = (1, 256)
+BUILD_DONE = "build-done.json"  # written into --cache when a --build-only run ends
 PRECISIONS = ("fp32", "fp16")
 
 
@@ -169,9 +171,13 @@ def build_only(opts: CheckOptions) -> list[str]:
     stages = Stages()
     t = time.perf_counter()
     failed: list[str] = []
-    names = [b.name for b in build_models(list(opts.models), input_dim=opts.input_dim, precisions=opts.precisions,
-                                          jobs=opts.jobs, cache=opts.cache, failed=failed,
-                                          progress=lambda m: env.say(f"[gpu-check] {m}"))]
+    names: list[str] = []
+    try:
+        names = [b.name for b in build_models(list(opts.models), input_dim=opts.input_dim, precisions=opts.precisions,
+                                              jobs=opts.jobs, cache=opts.cache, failed=failed,
+                                              progress=lambda m: env.say(f"[gpu-check] {m}"))]
+    finally:  # what a later run waits for, whatever happened (docs/gpu.md, command C)
+        atomic_write_json(Path(opts.cache) / BUILD_DONE, {"built": names, "failed": failed})
     stages.done("build", t)
     if failed:
         from ...errors import ZooError
