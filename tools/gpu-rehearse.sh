@@ -30,10 +30,11 @@ A=$(grep '^export PYTHONSAFEPATH=1; mkdir -p /tmp/ort-parts' $D)
 B=$(grep '^export PYTHONSAFEPATH=1; cp .gpu-wheel' $D)
 C=$(grep '^export PYTHONSAFEPATH=1; set -o pipefail' $D)
 [ -n "$A" ] && [ -n "$B" ] && [ -n "$C" ] || { echo "commands A, B, C not found in $D"; exit 2; }
-# Smaller work, and no GPU to name: the only changes to the documented commands.
+# Smaller work, and no GPU to name: the only changes to the documented commands (no & in a
+# replacement: bash 5.2 puts the matched text there).
 A=${A//torch.cuda.get_device_name(0)/torch.cuda.is_available()}
 A=${A//--build-only --cache \/tmp\/zoo-gpu-cache/--build-only --cache /tmp/zoo-gpu-cache --models dense_b0 --input-dim 64 --jobs 1}
-C=${C//--cache \/tmp\/zoo-gpu-cache 2>&1/--cache /tmp/zoo-gpu-cache --models dense_b0 --input-dim 64 --compile none 2>&1}
+C=${C//--out \$OUT\/gpu --cache/--out \$OUT/gpu --models dense_b0 --input-dim 64 --compile none --cache}
 PARTLIST=("$PARTS"/*.part[0-9][0-9])
 [ ${#PARTLIST[@]} = 5 ] || { echo "expected 5 parts in $PARTS, found ${#PARTLIST[@]}"; exit 2; }
 i=0; rcs=()
