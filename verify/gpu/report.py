@@ -15,7 +15,7 @@ import numpy as np
 from ...bench.latency import bench_input, default_threads
 from ...fsutil import atomic_write_bytes, atomic_write_json
 from .build import Built
-from .env import CPU, CUDA, CUDA_OPTIONS, NO_GPU_BANNER
+from .env import CUDA, CUDA_OPTIONS, NO_GPU_BANNER
 from .timing import MODES, SUFFIX
 
 STRICT_FP32 = "strict float32 (use_tf32=0, as PyTorch's default), not ONNX Runtime's default TF32"

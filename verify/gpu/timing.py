@@ -18,7 +18,7 @@ import numpy as np
 from ... import onnxio
 from ...bench.latency import LatencyOptions, summarize, time_runs
 from ...errors import ProviderUnavailableError
-from .env import CPU, CUDA, CUDA_OPTIONS, make_session
+from .env import CUDA, CUDA_OPTIONS, make_session
 
 # Warm-up runs, then timed runs up to max_runs or the time cap: ~0.2 s per measurement.
 FAST = LatencyOptions(batch_sizes=(1, 256), warmup_runs=5, max_runs=100, time_budget_s=0.2)

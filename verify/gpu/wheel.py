@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -77,7 +76,9 @@ def read_index(folder: Path) -> dict:
     try:
         index = json.loads(path.read_text())
         names = [p["name"] for p in index["parts"]]
-        index["wheel"], index["bytes"], index["sha256"]  # noqa: B018 - present, or KeyError below
+        missing = [k for k in ("wheel", "bytes", "sha256") if k not in index]
+        if missing:
+            raise KeyError(missing[0])
     except FileNotFoundError:
         raise InputError(f"{path}: no such file (run `fetch` where a network is, and carry the folder)") from None
     except (ValueError, KeyError, TypeError) as e:
