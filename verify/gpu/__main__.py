@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"Error: zoo verify gpu: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_INTERNAL
-    if result["build_failed"]:
-        print(f"Error: zoo verify gpu: build failed: {result['build_failed'][0]}", file=sys.stderr)
+    if result["failed"]:
+        print(f"Error: zoo verify gpu: {result['failed'][0]}", file=sys.stderr)
         return EXIT_FAILED
     if result["refused"]:
         print(f"Error: zoo verify gpu: refused (the session left the provider): {result['refused'][0]}",

@@ -129,8 +129,8 @@ def build_models(names: list[str], *, input_dim: int | None, precisions: tuple[s
         request_for(n, input_dim=input_dim)  # unknown names and bad widths fail before any work
 
     def fail(name: str, e: BaseException):
-        failed.append(f"{name}: {type(e).__name__}: {str(e).strip()[:300]}")
-        progress(f"{name}: build FAILED: {failed[-1]}")
+        failed.append(f"{name}: build failed: {type(e).__name__}: {str(e).strip()[:300]}")
+        progress(failed[-1])
 
     todo = []
     for n in names:  # cached models are read here: no process is spawned (and torch imported) for them

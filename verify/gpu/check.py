@@ -83,7 +83,7 @@ def run_check(opts: CheckOptions) -> dict:
     notes: list[str] = [trt_line]
     result = {"provider": provider, "gpu_used": provider != env.CPU, "preflight": preflight, "tensorrt": trt_line,
               "machine": machine, "options": report.options_record(opts), "stages_s": stages.seconds,
-              "notes": notes, "refused": [], "build_failed": [], "models": {}}
+              "notes": notes, "refused": [], "failed": [], "models": {}}
 
     # Build (in parallel processes) and, as each model arrives, its parity (in this process).
     t = time.perf_counter()
@@ -93,13 +93,17 @@ def run_check(opts: CheckOptions) -> dict:
     def on_built(b: Built):
         t1 = time.perf_counter()
         result["models"][b.name] = report.model_record(b)
-        result["models"][b.name]["parity"] = parity(b, backends, opts, trt_ok, stages, notes)
+        try:
+            result["models"][b.name]["parity"] = parity(b, backends, opts, trt_ok, stages, notes)
+        except Exception as e:  # one model's crash (a CUDA error, say) must not lose the others' results
+            result["failed"].append(f"{b.name}: parity crashed: {type(e).__name__}: {str(e).strip()[:300]}")
+            env.say(f"[gpu-check] {result['failed'][-1]}")
         parity_s[0] += time.perf_counter() - t1
 
     with ThreadPoolExecutor(max_workers=1) as parity_worker:  # one model's parity at a time, in order
         pending = []
         for b in build_models(list(opts.models), input_dim=opts.input_dim, precisions=opts.precisions,
-                              jobs=opts.jobs, cache=opts.cache, failed=result["build_failed"],
+                              jobs=opts.jobs, cache=opts.cache, failed=result["failed"],
                               progress=lambda m: env.say(f"[gpu-check] {m}")):
             built.append(b)
             pending.append(parity_worker.submit(on_built, b))

@@ -183,7 +183,7 @@ def summary(result: dict) -> str:
                          f"{_ms(c.get('iobinding', {}).get('p50_ms'))} | {_ms(c.get('cudagraph', {}).get('p50_ms'))} | "
                          f"{_ms(eager)} | {_ms(any_rec.get('torch_compile_p50_ms'))} | {ratio} |")
     notes = [f"**REFUSED** (the session left the provider; nothing of it is reported): {r}"
-             for r in result.get("refused", [])] + [f"**BUILD FAILED**: {f}" for f in result.get("build_failed", [])] \
+             for r in result.get("refused", [])] + [f"**FAILED**: {f}" for f in result.get("failed", [])] \
         + list(result["notes"])
     for name, mod in result["models"].items():
         reasons = sorted({s["reason"] for s in mod["not_measured"]})
