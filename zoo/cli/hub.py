@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .. import hub
+from .bars import with_bars
 from .common import ZooGroup, emit_json, json_option, names_or_all, precision_option, progress, table
 from ..errors import ZooError
 from ..spec import FILE_PRECISIONS
@@ -96,7 +97,7 @@ def pull_cmd(names, all_, source, precisions, with_test_data, with_weights, cach
     names_or_all(names, all_)
     results = [r for p in precisions for r in hub.pull(None if all_ else names, source, p, with_test_data=with_test_data,
                                                        with_weights=with_weights, cache_dir=cache_dir,
-                                                       progress=progress)]
+                                                       progress=with_bars(progress))]
     if as_json:
         emit_json([r.summary() for r in results])
         return
