@@ -18,10 +18,13 @@ class _WithBars:
 
     @staticmethod
     def bar(total: int, what: str):
+        import shutil
+
         from tqdm import tqdm
 
+        width = min(shutil.get_terminal_size().columns, 120)  # 80 where the terminal does not say
         return tqdm(total=total, desc=what, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                    leave=True, dynamic_ncols=True, mininterval=0.2)
+                    leave=True, ncols=width, mininterval=0.2)
 
 
 def with_bars(lines: Callable[[str], None]) -> Callable[[str], None]:

@@ -312,7 +312,11 @@ class _Pull:
                     with f:
                         self.src.fetch_into(rec, f, self.progress, self.budget)  # checks size and sha256
                         os.fsync(f.fileno())
-                    bd.rename(tmp, name)
+                    try:
+                        bd.rename(tmp, name)
+                    except FileNotFoundError:  # `zoo cache clear` removed the folder meanwhile
+                        raise IntegrityError(f"the cached copy of {rec['path']} disappeared while it was pulled; "
+                                             "pull again") from None
                 except BaseException:
                     bd.discard(tmp)
                     raise
