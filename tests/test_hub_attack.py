@@ -27,7 +27,6 @@ from hub_server import (  # noqa: F401 - fixtures
     server,
     serving,
     snapshot,
-    tree,
 )
 
 from zoo import hub

@@ -17,8 +17,6 @@ from hub_server import (  # noqa: F401 - fixtures
     MODEL,
     MODEL_PATH,
     TEST_IN,
-    TEST_OUT,
-    MirrorServer,
     RawServer,
     built,
     canary,
@@ -26,7 +24,6 @@ from hub_server import (  # noqa: F401 - fixtures
     hub_env,
     mirror,
     server,
-    serving,
 )
 
 from zoo import hub

@@ -7,7 +7,6 @@ import datetime
 import fcntl
 import hashlib
 import ipaddress
-import json
 import os
 import pty
 import select
@@ -30,7 +29,6 @@ from hub_server import (  # noqa: F401 - fixtures
     hub_env,
     mirror,
     server,
-    serving,
 )
 from test_hub_promises import BOUND_S, manifest_of, no_locks_and_no_leftovers, one_line_error, write_manifest, zoo
 

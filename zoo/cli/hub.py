@@ -83,7 +83,8 @@ def pull_cmd(names, all_, source, precisions, with_test_data, with_weights, cach
     CACHE/models/NAME/manifest.json and NAME/model.onnx). Cached files are re-verified on every
     pull; with ZOO_OFFLINE=1 nothing is downloaded and only verified cached files are used.
     A transfer slower than ZOO_SPEED_LIMIT bytes/s (1024) over ZOO_SPEED_TIME seconds (30) is
-    abandoned and retried; the whole pull ends within ZOO_DEADLINE seconds (3600).
+    abandoned and retried; the whole pull ends within ZOO_DEADLINE seconds (3600). A redirect
+    from https to http is refused unless ZOO_ALLOW_HTTP=1. A bar shows each file on a terminal.
 
     \b
     Examples:

@@ -110,7 +110,9 @@ class Cache:
     def __enter__(self) -> Cache:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None:
+            self.take_back_folders()  # a failed first pull leaves no cache folder behind
         self.close()
 
     def sub(self, rel: str, create: bool = False) -> Dir | None:

@@ -128,36 +128,27 @@ def pull(names: Iterable[str] | None = None, source: str | os.PathLike | None = 
     src = resolve_source(source)
     budget = Deadline()
     with Cache(cache_dir) as cache:
-        try:
-            return _pull(src, cache, names, precision, with_test_data, with_weights, progress, budget)
-        except BaseException:
-            cache.take_back_folders()  # a failed first pull leaves no cache folder behind
-            raise
-
-
-def _pull(src: Source, cache: Cache, names, precision: str, with_test_data: bool, with_weights: bool,
-          progress: Progress, budget: Deadline) -> list[PullResult]:
-    manifest = _manifest(src, cache, progress, budget)
-    if isinstance(names, str):
-        names = [names]
-    if names is not None:
-        names = list(dict.fromkeys(names))
-        if not names:
-            raise InputError("no model names given (pass None for every model the source offers)")
-    else:
-        names = [m["model"] for m in manifest["models"]]
-        if not names:
-            raise UnknownModelError(f"{src} offers no models")
-    plans = []
-    for name in names:
-        entry = find_entry(manifest, name, src)
-        plans.append((entry, _model_record(entry, precision, src)))
-    results = []
-    with file_errors(f"cannot pull into the cache {cache.root}"):
-        for entry, model_rec in plans:
-            results.append(_Pull(src, cache, manifest, entry, model_rec, progress, budget).run(with_test_data, with_weights))
-            if src.remote and not offline():  # what ZOO_OFFLINE=1 will work from
-                cache.save_source_record(src.key, (strict_json(manifest) + "\n").encode())
+        manifest = _manifest(src, cache, progress, budget)
+        if isinstance(names, str):
+            names = [names]
+        if names is not None:
+            names = list(dict.fromkeys(names))
+            if not names:
+                raise InputError("no model names given (pass None for every model the source offers)")
+        else:
+            names = [m["model"] for m in manifest["models"]]
+            if not names:
+                raise UnknownModelError(f"{src} offers no models")
+        plans = []
+        for name in names:
+            entry = find_entry(manifest, name, src)
+            plans.append((entry, _model_record(entry, precision, src)))
+        results = []
+        with file_errors(f"cannot pull into the cache {cache.root}"):
+            for entry, model_rec in plans:
+                results.append(_Pull(src, cache, manifest, entry, model_rec, progress, budget).run(with_test_data, with_weights))
+                if src.remote and not offline():  # what ZOO_OFFLINE=1 will work from
+                    cache.save_source_record(src.key, (strict_json(manifest) + "\n").encode())
     return results
 
 
@@ -247,14 +238,11 @@ class _Pull:
         return wanted + [r for r in extra if r not in wanted]
 
     def _open(self, origin: str, rec: dict):
-        f = None
-        if origin == "view":
-            vd = self._view_dir()
-            if vd is not None:
-                with vd:
-                    f = vd.open_read(rec["path"], single_link=True)
-        else:
-            f = self.cache.open_blob(rec["sha256"])
+        vd = self._view_dir() if origin == "view" else None
+        if vd is not None:
+            with vd:
+                return vd.open_read(rec["path"], single_link=True)
+        f = self.cache.open_blob(rec["sha256"]) if origin == "blob" else None
         if f is None:  # e.g. `zoo cache clear` ran meanwhile
             raise IntegrityError(f"the cached copy of {rec['path']} disappeared while it was pulled; pull again")
         return f
