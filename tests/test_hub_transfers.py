@@ -126,10 +126,9 @@ def test_a_failed_pull_into_an_existing_cache_leaves_no_lock_files(server, tmp_p
 
 
 def test_a_host_and_port_without_a_scheme_gets_a_hint_and_an_unknown_host_is_named(tmp_path):
-    os.chdir(tmp_path)
-    r = zoo("pull", MODEL, "--from", "127.0.0.1:8000")
+    r = zoo("pull", MODEL, "--from", "127.0.0.1:8000", cwd=tmp_path)  # no such folder there
     one_line_error(r, 2, "http://127.0.0.1:8000")
-    r = zoo("models", "--from", "localhost:8000/zoo")
+    r = zoo("models", "--from", "localhost:8000/zoo", cwd=tmp_path)
     one_line_error(r, 2, "http://localhost:8000/zoo")
     r = zoo("pull", MODEL, "--from", "http://nonexistent.invalid:8000/", "--cache-dir", tmp_path / "cache")
     one_line_error(r, 1, "cannot resolve host nonexistent.invalid")
