@@ -3,14 +3,15 @@
 Transfers have a floor rate over a window (curl's ``--speed-limit``/``--speed-time``) and share a
 pull's deadline; transient failures are retried with exponential back-off. Redirects are followed
 only from http(s) to http(s) (no other scheme is even given a handler), credentials in a URL are
-sent as Basic authentication to that host only and never appear in a message or record.
+sent as Basic authentication to that host only and never appear in a message or record. One
+request's mechanics (its deadline watchdog, redirect policy, retries) live in ``transport``.
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
 import hashlib
+import http.client
 import os
 import re
 import urllib.error
@@ -36,6 +37,7 @@ from .paths import Dir, hash_stream, safe_relpath
 from .transport import SCHEMES as _SCHEMES
 from .transport import Transient as _Transient
 from .transport import Watch, bar, classify, opener, stream, with_retries
+
 
 @dataclass(frozen=True)
 class Source:
