@@ -14,6 +14,7 @@ Per path, a queue of behaviours can be set for the next requests (then ``then`` 
     status:CODE      answer with that HTTP status
     trickle:BPS      announce the full length, then send about BPS bytes per second
     redirect:URL     answer 302 with Location: URL
+    file:PATH        serve the bytes of PATH instead (e.g. the model's bytes for manifest.json)
 
 Every request's path is logged, so tests can count (or rule out) network calls.
 """
@@ -37,8 +38,9 @@ TEST_OUT = f"{MODEL}/test_data_set_0/output_0.pb"
 
 
 class MirrorServer:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, tls: tuple[str, str] | None = None):
         self.root = Path(root)
+        self.scheme = "https" if tls else "http"
         self.log: list[str] = []
         self.auth: list[str | None] = []  # the Authorization header of every request
         self.overrides: dict[str, bytes] = {}
@@ -47,11 +49,17 @@ class MirrorServer:
         self.stop = threading.Event()
         self.httpd = _Server(("127.0.0.1", 0), _Handler)
         self.httpd.mirror = self
+        if tls:  # (certificate file, key file)
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}/"
 
     def set(self, path: str, *behaviours: str, then: str = "ok") -> None:
         with self._lock:
@@ -100,6 +108,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if behaviour.startswith("file:"):
+            path, behaviour = behaviour.partition(":")[2], "ok"
         if path in srv.overrides:
             body = srv.overrides[path]
         else:
@@ -195,6 +205,33 @@ def hub_env(monkeypatch, tmp_path):
     monkeypatch.setattr(hub, "TIMEOUT_S", 5.0)
 
 
+def tree(folder: Path) -> dict:
+    """Everything under ``folder``: content hash, mode and mtime of files, link targets."""
+    import hashlib
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for n in dirnames + filenames:
+            p = Path(dirpath) / n
+            st = p.lstat()
+            out[str(p.relative_to(folder))] = (st.st_mode, st.st_mtime_ns, os.readlink(p) if p.is_symlink()
+                                               else hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None)
+    return out
+
+
+@pytest.fixture
+def canary(tmp_path):
+    """A folder outside the cache whose every file must survive every test untouched."""
+    out = tmp_path / "outside"
+    (out / "sub").mkdir(parents=True)
+    (out / "canary.txt").write_text("mine")
+    (out / "sub" / "keep.bin").write_bytes(b"\1" * 100)
+    before = tree(out)
+    yield out
+    assert tree(out) == before, "something outside the cache was written, renamed or deleted"
+    assert not (tmp_path / "nowhere").exists(), "a dangling link's target was created"
+
+
 def copy_tree(src: Path, dest: Path) -> Path:
     shutil.copytree(src, dest)
     return dest
@@ -235,3 +272,61 @@ def serving(root: Path):
         yield srv
     finally:
         srv.close()
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 for protocol attacks ``http.server`` cannot express. The mirror's
+    files are served plainly, except ``target``, answered by ``attack(send, body, stop)``, where
+    ``send(bytes)`` writes to the client and ``stop`` is set when the server closes."""
+
+    def __init__(self, root: Path, target: str, attack):
+        import socket
+
+        self.root, self.target, self.attack = Path(root), target, attack
+        self.stop = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.requests: list[str] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+
+    def _accept(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            path = urllib.parse.unquote(head.split(b" ", 2)[1].decode()).lstrip("/")
+            self.requests.append(path)
+            body = (self.root / path).read_bytes() if (self.root / path).is_file() else None
+            try:
+                if path == self.target:
+                    self.attack(conn.sendall, body, self.stop)
+                elif body is None:
+                    conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                else:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+            except OSError:  # the client hung up: part of the tests
+                pass
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self._thread.join(5)
+        self.sock.close()

@@ -20,6 +20,7 @@ from hub_server import (  # noqa: F401 - fixtures
     TEST_IN,
     TEST_OUT,
     built,
+    canary,
     copy_tree,
     hub_env,
     mirror,
@@ -41,31 +42,6 @@ def manifest_of(root: Path) -> dict:
 
 def rec(root: Path, path: str) -> dict:
     return next(f for f in manifest_of(root)["models"][0]["files"] if f["path"] == path)
-
-
-def tree(folder: Path) -> dict:
-    """Everything under ``folder``: content hash, mode and mtime of files, link targets."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for n in dirnames + filenames:
-            p = Path(dirpath) / n
-            st = p.lstat()
-            out[str(p.relative_to(folder))] = (st.st_mode, st.st_mtime_ns, os.readlink(p) if p.is_symlink()
-                                               else hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None)
-    return out
-
-
-@pytest.fixture
-def canary(tmp_path):
-    """A folder outside the cache whose every file must survive every test untouched."""
-    out = tmp_path / "outside"
-    (out / "sub").mkdir(parents=True)
-    (out / "canary.txt").write_text("mine")
-    (out / "sub" / "keep.bin").write_bytes(b"\1" * 100)
-    before = tree(out)
-    yield out
-    assert tree(out) == before, "something outside the cache was written, renamed or deleted"
-    assert not (tmp_path / "nowhere").exists(), "a dangling link's target was created"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .. import hub
+from .bars import with_bars
 from .common import ZooGroup, emit_json, json_option, names_or_all, precision_option, progress, table
 from ..errors import ZooError
 from ..spec import FILE_PRECISIONS
@@ -82,7 +83,8 @@ def pull_cmd(names, all_, source, precisions, with_test_data, with_weights, cach
     CACHE/models/NAME/manifest.json and NAME/model.onnx). Cached files are re-verified on every
     pull; with ZOO_OFFLINE=1 nothing is downloaded and only verified cached files are used.
     A transfer slower than ZOO_SPEED_LIMIT bytes/s (1024) over ZOO_SPEED_TIME seconds (30) is
-    abandoned and retried; the whole pull ends within ZOO_DEADLINE seconds (3600).
+    abandoned and retried; the whole pull ends within ZOO_DEADLINE seconds (3600). A redirect
+    from https to http is refused unless ZOO_ALLOW_HTTP=1. A bar shows each file on a terminal.
 
     \b
     Examples:
@@ -96,7 +98,7 @@ def pull_cmd(names, all_, source, precisions, with_test_data, with_weights, cach
     names_or_all(names, all_)
     results = [r for p in precisions for r in hub.pull(None if all_ else names, source, p, with_test_data=with_test_data,
                                                        with_weights=with_weights, cache_dir=cache_dir,
-                                                       progress=progress)]
+                                                       progress=with_bars(progress))]
     if as_json:
         emit_json([r.summary() for r in results])
         return

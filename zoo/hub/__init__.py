@@ -15,7 +15,8 @@ Cache (``--cache-dir``, else ``$ZOO_CACHE``, else ``$XDG_CACHE_HOME/zoo``, else 
 see :mod:`zoo.hub.cache` for the layout and the locking. ``ZOO_OFFLINE=1`` makes no network call.
 
 Modules: ``config`` (settings, errors), ``paths`` (safe names, the no-follow filesystem),
-``source`` (sources, transfers), ``external`` (ONNX external data), ``cache``, ``pull``,
+``source`` (sources), ``transport`` (one request: deadline, redirects, retries), ``external`` and
+``onnxwire`` (ONNX external data, read in a stream), ``cache``, ``pull``,
 ``publish``, ``admin`` (cache list/verify/clear), ``inspect`` (``zoo info``). No torch here.
 """
 
@@ -29,6 +30,7 @@ from . import config
 from .admin import cache_clear, cache_list, cache_verify
 from .cache import Cache, resolve_cache_dir
 from .config import (
+    ALLOW_HTTP_ENV,
     CACHE_ENV,
     DEADLINE_ENV,
     DEFAULT_SOURCE,
@@ -55,7 +57,7 @@ from .run import recommended_precision, session
 from .source import Source, parse_manifest, resolve_source
 
 __all__ = [
-    "PRECISIONS", "CACHE_ENV", "DEADLINE_ENV", "DEFAULT_SOURCE", "OFFLINE_ENV", "RETRY_STATUS", "SOURCE_ENV",
+    "PRECISIONS", "ALLOW_HTTP_ENV", "CACHE_ENV", "DEADLINE_ENV", "DEFAULT_SOURCE", "OFFLINE_ENV", "RETRY_STATUS", "SOURCE_ENV",
     "SPEED_LIMIT_ENV", "SPEED_TIME_ENV", "HubError", "IntegrityError", "OfflineError", "SourceError", "MissingSourceError",
     "UnknownModelError", "UnsafePathError", "Cache", "PullResult", "Source", "cache_clear", "cache_list",
     "cache_verify", "external_data_files", "list_models", "load", "offline", "parse_manifest", "publish", "pull",

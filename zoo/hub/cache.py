@@ -21,10 +21,11 @@ import errno
 import os
 import re
 import stat
+import time
 from pathlib import Path
 
 from ..builder import manifest as mf
-from ..errors import InputError, ManifestError, ZooError
+from ..errors import InputError, ManifestError, ZooError, cut
 from ..fsutil import TMP_PREFIX
 from . import config
 from .config import CACHE_ENV, HubError, Progress, UnsafePathError, first_line, quiet
@@ -43,7 +44,13 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg and os.path.isabs(xdg):
         return Path(xdg) / "zoo"
-    return Path.home() / ".cache" / "zoo"
+    home = os.environ.get("HOME", "")
+    if not os.path.isabs(home) or os.path.realpath(home) == "/":
+        # ~/.cache/zoo would be /.cache/zoo (the file system's root) or relative to the working folder
+        shown = "unset" if "HOME" not in os.environ else f"{cut(home, 80)!r}"
+        raise InputError(f"no home folder for the cache ($HOME is {shown}); choose one with ${CACHE_ENV} "
+                         "(or --cache-dir)")
+    return Path(home) / ".cache" / "zoo"
 
 
 @contextlib.contextmanager
@@ -62,6 +69,7 @@ class Cache:
         if self.root.exists() and not self.root.is_dir():
             raise InputError(f"cache dir {self.root} is not a folder")
         self._dir: Dir | None = None
+        self._made: list[Path] = []  # folders (the root and its parents) that dir(create=True) made
 
     # -- opening (lazily; a read needs no write access, a write creates what it needs)
 
@@ -69,8 +77,30 @@ class Cache:
         if self._dir is None:
             if not create and not self.root.is_dir():
                 return None
+            if create:
+                p = self.root.absolute()
+                while not os.path.lexists(p) and p != p.parent:
+                    self._made.append(p)
+                    p = p.parent
             self._dir = Dir.open_root(self.root, f"cache {self.root}", create=create)
         return self._dir
+
+    def take_back_folders(self) -> None:
+        """After a failed write: remove the cache folder (and its parents) this object created, as
+        long as they are empty, so that a failed first pull leaves no trace."""
+        if not self._made:
+            return
+        root = self.dir()
+        if root is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir("locks", dir_fd=root.fd)  # only if empty
+        self.close()
+        for p in self._made:  # deepest first; rmdir removes only empty folders, never a link's target
+            try:
+                os.rmdir(p)
+            except OSError:
+                break
+        self._made = []
 
     def close(self) -> None:
         if self._dir is not None:
@@ -80,7 +110,9 @@ class Cache:
     def __enter__(self) -> Cache:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None:
+            self.take_back_folders()  # a failed first pull leaves no cache folder behind
         self.close()
 
     def sub(self, rel: str, create: bool = False) -> Dir | None:
@@ -109,12 +141,26 @@ class Cache:
     # -- locks
 
     @contextlib.contextmanager
-    def lock(self, kind: str, key: str, progress: Progress = quiet):
-        """An exclusive flock on ``locks/<kind>-<key>.lock`` (created without following a link)."""
-        import fcntl
-
+    def lock(self, kind: str, key: str, progress: Progress = quiet, budget: config.Deadline | None = None):
+        """An exclusive flock on ``locks/<kind>-<key>.lock`` (created without following a link),
+        waited for no longer than ``budget``; the holder removes the file when it is done."""
         with self.sub("locks", create=True) as locks:
             name = f"{kind}-{key}.lock"
+            fd = self._acquire(locks, name, f"another zoo process writing {kind} {key[:16]} in the cache "
+                                            f"{self.root}", progress, budget)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=locks.fd)  # still ours: only a holder ever removes it
+                os.close(fd)  # releases the lock
+
+    @staticmethod
+    def _acquire(locks: Dir, name: str, who: str, progress: Progress, budget: config.Deadline | None) -> int:
+        import fcntl
+
+        waited = 0.0
+        while True:
             try:
                 fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644,
                              dir_fd=locks.fd)
@@ -123,17 +169,29 @@ class Cache:
                     raise UnsafePathError(f"{locks.path / name} is a link; refusing to follow it "
                                           "(it could lead outside the cache)") from None
                 raise
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise UnsafePathError(f"{self.root}/locks/{name} is not a regular file; refusing it")
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                progress(f"waiting for another zoo process writing {kind} {key[:16]} in the cache {self.root} ...")
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise UnsafePathError(f"{locks.path / name} is not a regular file; refusing it")
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if not waited:
+                            progress(f"waiting for {who} ...")
+                        if budget is not None:
+                            budget.check(f"waiting for {who}")
+                        pause = min(0.5, 0.02 + waited / 10, budget.remaining() if budget else 0.5)
+                        time.sleep(max(pause, 0.01))
+                        waited += pause
+                now = locks.lstat(name)  # the holder before us may have removed the file we locked
+                if now is not None and (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
 
     # -- blobs, views, source records
 

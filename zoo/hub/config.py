@@ -22,6 +22,7 @@ OFFLINE_ENV = "ZOO_OFFLINE"
 SPEED_LIMIT_ENV = "ZOO_SPEED_LIMIT"  # bytes per second, like curl's --speed-limit
 SPEED_TIME_ENV = "ZOO_SPEED_TIME"  # seconds, like curl's --speed-time
 DEADLINE_ENV = "ZOO_DEADLINE"  # seconds for one whole pull (every file, every retry)
+ALLOW_HTTP_ENV = "ZOO_ALLOW_HTTP"  # 1: follow a redirect from https to plain http
 
 TIMEOUT_S = 30.0  # per socket operation (connect, each read)
 RETRIES = 3  # further attempts after the first, for transient network failures only
@@ -80,8 +81,16 @@ def deadline() -> float:
     return _env_number(DEADLINE_ENV, DEADLINE_S, 0.1)
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def offline() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return _env_flag(OFFLINE_ENV)
+
+
+def allow_http() -> bool:
+    return _env_flag(ALLOW_HTTP_ENV)
 
 
 class Deadline:
@@ -96,8 +105,11 @@ class Deadline:
 
     def check(self, what: str) -> None:
         if self.remaining() <= 0:
-            raise SourceError(f"{what}: gave up, the pull took longer than its deadline of {self.seconds:g} s "
-                              f"(${DEADLINE_ENV})")
+            self.expire(what)
+
+    def expire(self, what: str):
+        raise SourceError(f"{what}: gave up, the pull took longer than its deadline of {self.seconds:g} s "
+                          f"(${DEADLINE_ENV})")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,7 +27,7 @@ from .config import (
     quiet,
 )
 from .external import external_data_files
-from .paths import copy_verified, tmp_name
+from .paths import copy_verified, hash_stream, tmp_name
 from .source import Source, parse_manifest, resolve_source
 
 
@@ -196,7 +196,7 @@ class _Pull:
         if current is None:
             try:
                 wanted = self._obtain_all(wanted)
-                with self.cache.lock("view", self.name, self.progress):
+                with self.cache.lock("view", self.name, self.progress, self.budget):
                     if self._current(wanted) is None:
                         self._build_view(wanted)
             except BaseException:
@@ -232,26 +232,31 @@ class _Pull:
         with vd:
             if not all(vd.matches(f["path"], f) for f in old["models"][0]["files"]):
                 return None
-        extra = external_data_files(self._read("view", self.model_rec), self.model_rec["path"], self.entry)
+        extra = self._external("view", self.model_rec)
         if any(r["path"] not in kept for r in extra):
             return None
         return wanted + [r for r in extra if r not in wanted]
 
     def _open(self, origin: str, rec: dict):
-        if origin == "view":
-            with self._view_dir() as vd:
+        vd = self._view_dir() if origin == "view" else None
+        if vd is not None:
+            with vd:
                 return vd.open_read(rec["path"], single_link=True)
-        f = self.cache.open_blob(rec["sha256"])
-        if f is None:
-            raise IntegrityError(f"the cached copy of {rec['path']} disappeared; pull again")
+        f = self.cache.open_blob(rec["sha256"]) if origin == "blob" else None
+        if f is None:  # e.g. `zoo cache clear` ran meanwhile
+            raise IntegrityError(f"the cached copy of {rec['path']} disappeared while it was pulled; pull again")
         return f
 
-    def _read(self, origin: str, rec: dict) -> bytes:
+    def _external(self, origin: str, rec: dict) -> list[dict]:
+        """The external-data records of the model ``rec``, from a stream of the verified file (the
+        model is never held in memory, whatever its size)."""
         with self._open(origin, rec) as f:
-            data = f.read(rec["bytes"] + 1)
-        if len(data) != rec["bytes"] or hashlib.sha256(data).hexdigest() != rec["sha256"]:
-            raise IntegrityError(f"the cached copy of {rec['path']} changed while it was read; pull again")
-        return data
+            st = os.fstat(f.fileno())
+            extra = external_data_files(f, rec["path"], self.entry)
+            f.seek(0)
+            if st.st_size != rec["bytes"] or hash_stream(f, rec["bytes"])[0] != rec["sha256"]:
+                raise IntegrityError(f"the cached copy of {rec['path']} changed while it was read; pull again")
+        return extra
 
     # -- blobs
 
@@ -265,8 +270,7 @@ class _Pull:
                 continue
             self.origin[rec["path"]] = self._obtain(rec)
             if rec is self.model_rec:
-                data = self._read(self.origin[rec["path"]], rec)
-                queue += [r for r in external_data_files(data, rec["path"], self.entry) if r not in queue]
+                queue += [r for r in self._external(self.origin[rec["path"]], rec) if r not in queue]
         return queue
 
     def _obtain(self, rec: dict) -> str:
@@ -281,7 +285,7 @@ class _Pull:
             raise OfflineError(f"{OFFLINE_ENV}=1 and {rec['path']} is not in the cache {self.cache.root} "
                                "(or its copy there fails verification)")
         sha = rec["sha256"]
-        with self.cache.lock("blob", sha, self.progress):
+        with self.cache.lock("blob", sha, self.progress, self.budget):
             if self._blob_ok(rec):  # another process fetched it while we waited
                 return "blob"
             folder, name = self.cache.blob_rel(sha)
@@ -296,7 +300,11 @@ class _Pull:
                     with f:
                         self.src.fetch_into(rec, f, self.progress, self.budget)  # checks size and sha256
                         os.fsync(f.fileno())
-                    bd.rename(tmp, name)
+                    try:
+                        bd.rename(tmp, name)
+                    except FileNotFoundError:  # `zoo cache clear` removed the folder meanwhile
+                        raise IntegrityError(f"the cached copy of {rec['path']} disappeared while it was pulled; "
+                                             "pull again") from None
                 except BaseException:
                     bd.discard(tmp)
                     raise
@@ -309,8 +317,6 @@ class _Pull:
         f = self.cache.open_blob(rec["sha256"])
         if f is None:
             return False
-        from .paths import hash_stream
-
         with f:
             return os.fstat(f.fileno()).st_size == rec["bytes"] and hash_stream(f, rec["bytes"])[0] == rec["sha256"]
 
@@ -326,15 +332,18 @@ class _Pull:
         for sha in self.created:
             folder, name = self.cache.blob_rel(sha)
             try:
-                with self.cache.lock("blob", sha), self.cache.sub(folder) as bd:
-                    bd.discard(name)
-            except (OSError, ZooError, AttributeError):
+                with self.cache.lock("blob", sha):
+                    bd = self.cache.sub(folder)
+                    if bd is not None:  # None: `zoo cache clear` removed it already
+                        with bd:
+                            bd.discard(name)
+            except (OSError, ZooError):
                 pass
         root = self.cache.dir()
-        for rel in reversed(self.new_dirs):
+        for rel in reversed(self.new_dirs if root is not None else []):
             try:
                 os.rmdir(rel, dir_fd=root.fd)  # only if empty; a link is not a folder and stays
-            except (OSError, AttributeError):
+            except OSError:
                 pass
 
     # -- the view
@@ -346,10 +355,10 @@ class _Pull:
         if old is not None:  # files of this entry an earlier pull put there (other precisions, test data)
             old_recs = {(f["path"], f["sha256"], f["bytes"]) for f in old["models"][0]["files"]}
             vd = self._view_dir()
-            with vd:
+            with vd or contextlib.nullcontext():
                 for f in self.entry["files"]:
                     if f["path"] not in keep and (f["path"], f["sha256"], f["bytes"]) in old_recs \
-                            and vd.matches(f["path"], f):
+                            and vd is not None and vd.matches(f["path"], f):
                         keep[f["path"]] = "view"
         files = [f for f in self.entry["files"] if f["path"] in keep]
         view_manifest = dict(self.header, models=[dict(self.entry, files=files)])

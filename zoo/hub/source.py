@@ -3,7 +3,8 @@
 Transfers have a floor rate over a window (curl's ``--speed-limit``/``--speed-time``) and share a
 pull's deadline; transient failures are retried with exponential back-off. Redirects are followed
 only from http(s) to http(s) (no other scheme is even given a handler), credentials in a URL are
-sent as Basic authentication to that host only and never appear in a message or record.
+sent as Basic authentication to that host only and never appear in a message or record. One
+request's mechanics (its deadline watchdog, redirect policy, retries) live in ``transport``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import base64
 import hashlib
 import http.client
 import os
-import socket
-import time
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,99 +34,9 @@ from .config import (
     strip_credentials,
 )
 from .paths import Dir, hash_stream, safe_relpath
-
-_SCHEMES = ("http", "https")
-
-
-class _Transient(Exception):
-    """A failure worth another attempt (connection refused or reset, timeout, 5xx, short body)."""
-
-
-def _reason(e: BaseException) -> str:
-    if isinstance(e, urllib.error.URLError) and not isinstance(e, urllib.error.HTTPError):
-        e = e.reason if isinstance(e.reason, BaseException) else e
-    if isinstance(e, (socket.timeout, TimeoutError)):
-        return "timed out"
-    if isinstance(e, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(e, http.client.RemoteDisconnected):
-        return "the server closed the connection without answering"
-    if isinstance(e, http.client.IncompleteRead):
-        return "the server closed the connection mid-body"
-    if isinstance(e, ConnectionError):
-        return f"connection lost ({first_line(e)})"
-    if isinstance(e, urllib.error.URLError):
-        return first_line(e.reason) if isinstance(e.reason, str) else first_line(e)
-    return first_line(e)
-
-
-class _RedirectPolicy(urllib.request.HTTPRedirectHandler):
-    """Follow a redirect only to http(s), and only a few times."""
-
-    max_redirections = config.MAX_REDIRECTS
-
-    @staticmethod
-    def _check(req, newurl):
-        target = urllib.parse.urljoin(req.full_url, newurl or "")
-        if urllib.parse.urlsplit(target).scheme.lower() not in _SCHEMES:
-            raise SourceError(f"{redact(req.full_url)}: the server redirects to {cut(redact(target), 120)}; "
-                              "only http(s) redirects are followed")
-        return target
-
-    def http_error_302(self, req, fp, code, msg, headers):
-        self._check(req, headers.get("location") or headers.get("uri"))
-        return super().http_error_302(req, fp, code, msg, headers)
-
-    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return super().redirect_request(req, fp, code, msg, headers, self._check(req, newurl))
-
-
-def _opener() -> urllib.request.OpenerDirector:
-    # Only the handlers http(s) needs: no ftp, file or data handler exists to be redirected to.
-    op = urllib.request.OpenerDirector()
-    for h in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
-              _RedirectPolicy(), urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor()):
-        op.add_handler(h)
-    return op
-
-
-def with_retries(what: str, attempt, progress: Progress, budget: config.Deadline):
-    delay = config.BACKOFF_S
-    last = "no attempt"
-    for i in range(config.RETRIES + 1):
-        budget.check(what)
-        try:
-            return attempt()
-        except _Transient as e:
-            last = str(e)
-            if i == config.RETRIES:
-                break
-            wait = min(delay, max(budget.remaining(), 0))
-            progress(f"{what}: {last}; retrying in {wait:g}s ({i + 1}/{config.RETRIES})")
-            config.sleep(wait)
-            delay = min(delay * 2, config.BACKOFF_MAX_S)
-    raise SourceError(f"cannot fetch {what}: {last} (gave up after {config.RETRIES + 1} attempts)")
-
-
-def _stream(read, sink, budget: config.Deadline, what: str) -> None:
-    """Feed ``sink`` until ``read`` returns nothing; abandon a transfer under the floor rate."""
-    limit, window = config.speed_limit(), config.speed_time()
-    start, got = time.monotonic(), 0
-    while True:
-        budget.check(what)
-        block = read()
-        if not block:
-            return
-        sink(block)
-        got += len(block)
-        elapsed = time.monotonic() - start
-        if elapsed >= window:
-            if got < limit * elapsed:
-                raise _Transient(f"the transfer ran at {got / elapsed:,.0f} B/s, under the floor of {limit:,.0f} B/s "
-                                 f"over {window:g} s (${config.SPEED_LIMIT_ENV}, ${config.SPEED_TIME_ENV})")
-            start, got = time.monotonic(), 0
+from .transport import SCHEMES as _SCHEMES
+from .transport import Transient as _Transient
+from .transport import Watch, bar, classify, opener, stream, with_retries
 
 
 @dataclass(frozen=True)
@@ -181,22 +91,31 @@ class Source:
             token = base64.b64encode(":".join(self.credentials).encode()).decode()
             req.add_unredirected_header("Authorization", f"Basic {token}")
         timeout = max(0.05, min(config.TIMEOUT_S, config.speed_time(), budget.remaining()))
-        try:
-            resp = _opener().open(req, timeout=timeout)
-        except urllib.error.HTTPError as e:
-            e.close()
-            if e.code in config.RETRY_STATUS:
-                raise _Transient(f"HTTP {e.code} {cut(e.reason, 80)}") from None
-            raise SourceError(f"{where}: the source answers HTTP {e.code} {cut(e.reason, 80)}") from None
-        except (OSError, http.client.HTTPException, ValueError) as e:  # URLError is an OSError
-            raise _Transient(_reason(e)) from None
-        with resp:
-            def read():
+        with Watch(budget) as watch:  # the deadline bounds the whole request, headers included
+            try:
                 try:
-                    return resp.read1(config.CHUNK)
-                except (OSError, http.client.HTTPException, ValueError) as e:
-                    raise _Transient(_reason(e)) from None
-            return consume(resp, read)
+                    resp = opener(watch, urllib.parse.urlsplit(url).scheme).open(req, timeout=timeout)
+                except urllib.error.HTTPError as e:
+                    e.close()
+                    if e.code in config.RETRY_STATUS:
+                        raise _Transient(f"HTTP {e.code} {cut(e.reason, 80)}") from None
+                    raise SourceError(f"{where}: the source answers HTTP {e.code} {cut(e.reason, 80)}") from None
+                except (OSError, http.client.HTTPException, ValueError) as e:  # URLError is an OSError
+                    raise classify(e, where) from None
+                with resp:
+                    def read():
+                        try:
+                            return resp.read1(config.CHUNK)
+                        except (OSError, http.client.HTTPException, ValueError) as e:
+                            raise classify(e, where) from None
+                    result = consume(resp, read)
+            except (_Transient, SourceError):
+                if watch.fired:
+                    budget.expire(where)
+                raise
+            if watch.fired:  # e.g. trailer lines until the deadline: the body may be whole, the request is not
+                budget.expire(where)
+            return result
 
     def read_manifest(self, progress: Progress = quiet, budget: config.Deadline | None = None) -> dict:
         budget = budget or config.Deadline()
@@ -209,7 +128,7 @@ class Source:
                     buf.extend(block)
                     if len(buf) > limit:
                         raise ManifestError(f"{where}: larger than {limit:,} bytes; refusing it")
-                _stream(read, sink, budget, where)
+                stream(read, sink, budget, where)
                 return bytes(buf)
 
             raw = with_retries(where, lambda: self._http(mf.MANIFEST_NAME, consume, budget), progress, budget)
@@ -240,16 +159,18 @@ class Source:
             f.seek(0)
             f.truncate()
             h, n = hashlib.sha256(), 0
-
-            def sink(block):
-                nonlocal n
-                n += len(block)
-                if n > size:
-                    raise IntegrityError(f"{rel}: {self} sent more than the {size:,} bytes the manifest lists; "
-                                         "refusing a file larger than the manifest says")
-                h.update(block)
-                f.write(block)
-            _stream(read, sink, budget, where)
+            with bar(progress, size, rel) as counter:
+                def sink(block):
+                    nonlocal n
+                    n += len(block)
+                    if n > size:
+                        raise IntegrityError(f"{rel}: {self} sent more than the {size:,} bytes the manifest lists; "
+                                             "refusing a file larger than the manifest says")
+                    h.update(block)
+                    f.write(block)
+                    if counter is not None:
+                        counter.update(len(block))
+                stream(read, sink, budget, where)
             if n < size:
                 raise _Transient(f"the transfer ended after {n:,} of {size:,} bytes")
             if h.hexdigest() != sha:
@@ -301,6 +222,9 @@ def parse_manifest(raw: bytes, where: str) -> dict:
     return manifest
 
 
+VIEW_OWN = frozenset({mf.MANIFEST_NAME.casefold()})  # what a view writes beside the files it lists
+
+
 def check_entry(m: dict, where: str) -> None:
     """Names and paths of a schema-valid entry: safe, and no empty model file."""
     from .paths import safe_name
@@ -309,10 +233,23 @@ def check_entry(m: dict, where: str) -> None:
     safe_name(m["model"], f"{where}: model name")
     label = f"{where}: model {m['model']!r}"
     safe_relpath(m["model_path"], f"{label} model_path")
+    seen: dict[str, dict] = {}
     for f in m["files"]:
         safe_relpath(f["path"], f"{label} file")
         if f["role"] == "model" and f["bytes"] == 0:
             raise IntegrityError(f"{label}: {f['path']} is listed as an empty (0-byte) model; refusing it")
+        key = f["path"].casefold()  # a case-insensitive file system makes these one file
+        if key in VIEW_OWN:
+            raise UnsafePathError(f"{label} file: refusing {cut(f['path'], 120)!r}, the name of the view's own "
+                                  "manifest (a listed file must never take its place)")
+        other = seen.setdefault(key, f)
+        if other is not f and (other["path"], other["sha256"], other["bytes"]) != (f["path"], f["sha256"], f["bytes"]):
+            raise UnsafePathError(f"{label} file: {cut(f['path'], 120)!r} is listed twice with different contents")
+    folders = {k.rsplit("/", i)[0] for k in seen for i in range(1, k.count("/") + 1)}
+    clash = sorted(folders & set(seen))
+    if clash:
+        raise UnsafePathError(f"{label} file: {cut(seen[clash[0]]['path'], 120)!r} is listed both as a file and as "
+                              "the folder of another file")
     for s in m["test_data"]["sets"]:
         safe_relpath(s, f"{label} test data set")
 
@@ -335,6 +272,9 @@ def _explain_paths(raw: bytes) -> None:
         for f in m.get("files") if isinstance(m.get("files"), list) else []:
             if isinstance(f, dict) and isinstance(f.get("path"), str):
                 safe_relpath(f["path"], "manifest file")
+
+
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}(/\S*)?")  # 127.0.0.1:8000/zoo
 
 
 def resolve_source(source: str | os.PathLike | None = None) -> Source:
@@ -366,10 +306,13 @@ def resolve_source(source: str | os.PathLike | None = None) -> Source:
         if parsed.netloc not in ("", "localhost"):
             raise InputError(f"source {shown!r}: file URLs with a host are not supported")
         root = Path(urllib.request.url2pathname(parsed.path))
-    elif len(scheme) > 1:
+    elif len(scheme) > 1 and not _HOST_PORT.fullmatch(spec):
         raise InputError(f"unsupported source {shown!r}: use an http(s):// URL, a file:// URL or a folder")
     else:
         root = Path(spec)
+        if _HOST_PORT.fullmatch(spec) and not os.path.lexists(root):
+            raise InputError(f"source {shown!r} is neither a URL nor a folder here; for a server, give its URL: "
+                             f"http://{cut(redact(spec), 200)}")
     try:
         root = root.expanduser()
         if root.name == mf.MANIFEST_NAME and root.is_file():
