@@ -29,7 +29,6 @@ from .config import (
 from .external import external_data_files
 from .paths import copy_verified, tmp_name
 from .source import Source, parse_manifest, resolve_source
-from .trust import trusted_key
 from . import resolve
 
 
@@ -126,21 +125,17 @@ def pull(names: Iterable[str] | None = None, source: str | os.PathLike | None = 
     A failed model leaves the cache as it was before that model; models pulled before it stay.
     The whole pull ends within ``$ZOO_DEADLINE`` seconds. ``with_weights``: also the safetensors
     weights and training record of a model built from them (roles in :data:`WEIGHT_ROLES`).
-    ``NAME@V`` / ``NAME@sha256:...``, ``lock`` (a lockfile: its source unless ``source`` is given)
-    and ``trust`` (a public key; else ``$ZOO_TRUST`` or ``zoo trust add``) pin and verify the
-    release before anything is written: see :mod:`zoo.hub.resolve`.
+    ``NAME@V``, ``NAME@sha256:...``, ``lock`` and ``trust`` pin and verify first: :mod:`zoo.hub.resolve`.
     """
     src = resolve_source(source if source not in (None, "") or not lock else resolve.lock_source(lock))
     budget = Deadline()
-    if isinstance(names, str):
-        names = [names]
+    names = [names] if isinstance(names, str) else names
     with Cache(cache_dir) as cache:
-        key = trusted_key(src, trust)
+        key = resolve.trusted_key(src, trust)
         if resolve.wanted(names, lock, key):  # a pinned or trusted pull: through the mirror's index
             res = resolve.resolve(src, cache, names, lock=lock, key=key, progress=progress, budget=budget,
                                   root_manifest=lambda: _manifest(src, cache, progress, budget))
-            return _pull_plans(src, cache, [(p.manifest, p.entry, p.by_blob) for p in res.plans], precision,
-                               with_test_data, with_weights, progress, budget, res.commit)
+            return _pull_plans(src, cache, res.tuples(), precision, with_test_data, with_weights, progress, budget, res.commit)
         manifest = _manifest(src, cache, progress, budget)
         if names is not None:
             names = list(dict.fromkeys(names))
@@ -159,8 +154,7 @@ def _pull_plans(src, cache, plans, precision, with_test_data, with_weights, prog
     results = []
     with file_errors(f"cannot pull into the cache {cache.root}"):
         for manifest, entry, model_rec, by_blob in plans:
-            results.append(_Pull(src, cache, manifest, entry, model_rec, progress, budget, by_blob)
-                           .run(with_test_data, with_weights))
+            results.append(_Pull(src, cache, manifest, entry, model_rec, progress, budget, by_blob).run(with_test_data, with_weights))
             if commit is None and src.remote and not offline():  # what ZOO_OFFLINE=1 will work from
                 cache.save_source_record(src.key, (strict_json(manifest) + "\n").encode())
         if commit is not None:
@@ -194,8 +188,7 @@ class _Pull:
     """One model into the cache: blobs first (each under its own lock), then the view, whole."""
 
     def __init__(self, src, cache: Cache, manifest, entry, model_rec, progress, budget, by_blob: bool = False):
-        self.src, self.cache, self.entry, self.model_rec = src, cache, entry, model_rec
-        self.by_blob = by_blob  # a versioned mirror: fetch by content (blobs/sha256/...)
+        self.src, self.cache, self.entry, self.model_rec, self.by_blob = src, cache, entry, model_rec, by_blob
         self.progress, self.budget = progress, budget
         self.name = entry["model"]
         self.header = {k: v for k, v in manifest.items() if k != "models"}
@@ -312,8 +305,7 @@ class _Pull:
                 tmp, f = bd.create_temp(tag)
                 try:
                     with f:
-                        self.src.fetch_into(resolve.blob_record(rec) if self.by_blob else rec, f, self.progress,
-                                            self.budget)  # checks size and sha256
+                        self.src.fetch_into(resolve.fetched(rec, self.by_blob), f, self.progress, self.budget)  # size, sha256
                         os.fsync(f.fileno())
                     bd.rename(tmp, name)
                 except BaseException:

@@ -28,6 +28,7 @@ from . import config, lockfile, release, signing
 from .config import OFFLINE_ENV, Deadline, IntegrityError, OfflineError, Progress, SourceError, UnknownModelError, offline
 from .signing import SignatureError
 from .source import Source, parse_manifest
+from .trust import trusted_key  # noqa: F401 - pull asks for it here
 
 
 @dataclass
@@ -42,7 +43,9 @@ class Resolution:
     plans: list[Plan]
     key: str | None
     _keep: dict[str, bytes] = field(default_factory=dict)  # verified metadata to keep in the cache
-    _seen: int | None = None
+
+    def tuples(self) -> list[tuple[dict, dict, bool]]:
+        return [(p.manifest, p.entry, p.by_blob) for p in self.plans]
 
     def commit(self, cache, src: Source) -> None:
         """After a successful pull: keep what was verified (the counter for rollback checks, and
@@ -252,6 +255,11 @@ def _versioned(reader: _Reader, index: dict, name: str, spec) -> Plan:
 def blob_record(rec: dict) -> dict:
     """The record to fetch ``rec`` by content from a versioned mirror."""
     return dict(rec, path=release.blob_path(rec["sha256"]))
+
+
+def fetched(rec: dict, by_blob: bool) -> dict:
+    """What to fetch for ``rec``: its content address on a versioned mirror, else its path."""
+    return blob_record(rec) if by_blob else rec
 
 
 def summary(index: dict) -> dict[str, list[dict]]:
