@@ -6,7 +6,7 @@ Not a test (pytest does not collect it); the measurement of docs/releases.md, re
 
 Without --artifacts it builds the model first (fp32, no parity matrix, no benchmark). It publishes
 the build twice (unsigned; signed with a fresh key), then pulls from each into a fresh cache,
-interleaved round by round so both see the same machine, once from the folder and once over
+interleaved round by round (alternating which goes first) so both see the same machine, once from the folder and once over
 HTTP on 127.0.0.1; the signed pull runs with ``trust=`` (the index's signature, expiry and
 counter, the version manifest's sha256, the OpenSSF model signature, then every file's sha256).
 """
@@ -17,6 +17,7 @@ import argparse
 import functools
 import http.server
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,9 +27,13 @@ import time
 from pathlib import Path
 
 
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
 def serve(root: Path):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None
+    handler = functools.partial(_Quiet, directory=str(root))
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv, f"http://127.0.0.1:{srv.server_address[1]}/"
@@ -41,6 +46,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     from zoo import hub
+    from zoo.hub import resolve
 
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-sign-"))
     arts = args.artifacts
@@ -55,9 +61,9 @@ def main() -> None:
     size = (arts / args.model / "model.onnx").stat().st_size
     times: dict[str, list[float]] = {}
     n = 0
-    for _ in range(args.rounds):
+    for r in range(args.rounds):
         for how in ("folder", "http"):
-            for kind in ("plain", "signed"):
+            for kind in ("plain", "signed")[:: 1 if r % 2 == 0 else -1]:  # alternate who goes first
                 n += 1
                 src = str(work / kind) if how == "folder" else servers[kind][1]
                 t = time.perf_counter()
@@ -65,6 +71,11 @@ def main() -> None:
                                trust=keys["public_key"] if kind == "signed" else None)
                 times.setdefault(f"{how}/{kind}", []).append(time.perf_counter() - t)
                 assert res[0].status == "downloaded"
+                shutil.rmtree(work / f"cache{n}")
+        t = time.perf_counter()  # the trust checks alone: index, version manifest, model signature
+        with hub.Cache(work / "cache-check") as cache:
+            resolve.resolve(hub.resolve_source(servers["signed"][1]), cache, [args.model], key=keys["public_key"])
+        times.setdefault("http/trust_checks_only", []).append(time.perf_counter() - t)
     out = {"model": args.model, "model_bytes": size, "rounds": args.rounds,
            "median_s": {k: round(statistics.median(v), 4) for k, v in times.items()}}
     out["ratio_signed_over_plain"] = {how: round(out["median_s"][f"{how}/signed"] / out["median_s"][f"{how}/plain"], 3)
@@ -72,6 +83,7 @@ def main() -> None:
     print(json.dumps(out, indent=2))
     for srv, _ in servers.values():
         srv.shutdown()
+    shutil.rmtree(work)
 
 
 if __name__ == "__main__":
