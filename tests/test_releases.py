@@ -342,3 +342,17 @@ def test_keygen_makes_a_private_key_only_its_owner_reads(tmp_path):
     assert res.exit_code == 2 and "already exists" in one_line_error(res)
     res = run("pull", MODEL, "--trust", tmp_path / "k", "--from", tmp_path)
     assert res.exit_code == 2 and "public key" in one_line_error(res)
+
+
+def test_signing_an_existing_version_later_keeps_its_files_and_manifest(built, keys, tmp_path):
+    mirror = tmp_path / "mirror"
+    hub.publish(built, mirror)
+    vm = mirror / release.version_dir(MODEL, 1) / "manifest.json"
+    before = vm.read_bytes()
+    res = run("publish", "--artifacts", built, "--to", mirror, "--sign-key", keys["a"]["private_key"], "--json")
+    assert res.exit_code == 0, res.output
+    assert vm.read_bytes() == before  # the version itself is not rewritten
+    signed = json.loads((mirror / "index.json").read_text())
+    assert signed["signed"]["version"] == 2 and signed["signed"]["models"][MODEL][0]["signature"]
+    res = run("pull", MODEL, "--from", mirror, "--trust", keys["a"]["public_key"], "--cache-dir", tmp_path / "c")
+    assert res.exit_code == 0, res.output
