@@ -25,8 +25,14 @@ def test_publish_writes_the_manifest_and_exactly_the_files_it_lists(built, tmp_p
     dest = tmp_path / "mirror"
     rows = hub.publish(src, dest)
 
-    assert files_under(dest) == sorted(["manifest.json", MODEL_PATH, TEST_IN, TEST_OUT])
-    assert mf.load(dest) == mf.load(src)
+    entry = mf.entry(mf.load(src), MODEL)
+    blobs = [f"blobs/sha256/{f['sha256'][:2]}/{f['sha256']}" for f in entry["files"]]
+    assert files_under(dest) == sorted(["manifest.json", "index.json", MODEL_PATH, TEST_IN, TEST_OUT, *blobs,
+                                        f"releases/{MODEL}/1/manifest.json"])
+    published = mf.load(dest)
+    assert published["models"][0].pop("release")["version"] == 1  # the entry gains its release record
+    assert published == mf.load(src)
+    assert mf.load(dest / "releases" / MODEL / "1") == mf.load(dest)
     for f in mf.entry(mf.load(src), MODEL)["files"]:
         assert sha256_file(dest / f["path"]) == f["sha256"]
         assert stat.S_IMODE((dest / f["path"]).stat().st_mode) == 0o644  # readable by a web server

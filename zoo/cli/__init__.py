@@ -34,12 +34,13 @@ def register_commands() -> None:
     from .data import data_cmd
     from .hub import COMMANDS as hub_commands
     from .models import list_cmd, show_cmd
+    from .release import COMMANDS as release_commands
     from .train import train_cmd
     from .study import study_group
     from .verify import verify_cmd
 
     for command in (list_cmd, show_cmd, build_cmd, verify_cmd, bench_cmd, report_cmd, info_cmd, *hub_commands,
-                    train_cmd, data_cmd):
+                    *release_commands, train_cmd, data_cmd):
         cli.add_command(command)
     cli.add_command(study_group)
 

@@ -37,27 +37,46 @@ def _mb(n: int | None) -> float | None:
               help="Mirror folder to write (serve it with any static web server or object store).")
 @click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=Path(hub.DEFAULT_SOURCE),
               show_default=True, help="Build output to publish (manifest.json at its root).")
+@click.option("--sign-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Private EC key (PEM, `zoo keygen`): sign each new version (OpenSSF model signing) and the index.")
+@click.option("--license", "license_", metavar="SPDX", default=None,
+              help="SPDX license id or expression recorded in new versions (no default: without it a release "
+                   "states no license).")
+@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Class labels recorded in new versions: one per line, or a JSON list (one per class).")
+@click.option("--publisher", default=None, help="Who publishes [default: $ZOO_PUBLISHER, else user@host].")
+@click.option("--index-ttl-days", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="The index expires after this; trusted clients refuse an expired one (republish to renew).")
+@click.option("--renew-index", is_flag=True, help="Rewrite (and re-sign) the index with a fresh expiry even if "
+                                                  "nothing changed.")
 @json_option
-def publish_cmd(names, to, artifacts, as_json):
+def publish_cmd(names, to, artifacts, sign_key, license_, labels, publisher, index_ttl_days, renew_index, as_json):
     """Publish built artifacts as a static mirror: manifest.json plus the files it lists.
 
     Every file is checked against the manifest's sha256 before anything is written, and only
-    listed files are published. Publishing again changes nothing; publishing NAME... into an
-    existing mirror replaces those models and keeps the others.
+    listed files are published. A model whose files changed becomes a new version (1, 2, ...);
+    every version stays pullable (NAME@V), files are stored by sha256 and never rewritten.
+    Publishing the same files again changes nothing. Layout and signing: docs/releases.md.
 
     \b
     Examples:
       zoo publish --to /srv/www/zoo
       zoo publish dense_b0 --artifacts /tmp/zoo --to ./mirror --json
+      zoo publish --to ./mirror --sign-key zoo.key --license Apache-2.0 --labels labels.txt
       python -m http.server -d ./mirror 8000   # then: zoo pull dense_b0 --from http://localhost:8000/
     """
-    rows = hub.publish(artifacts, to, names or None, progress=progress)
+    if license_ is None:
+        progress("note: no --license given; new versions record license null (the release states none)")
+    rows = hub.publish(artifacts, to, names or None, progress=progress, sign_key=sign_key, license=license_,
+                       labels=labels, publisher=publisher, index_ttl_s=index_ttl_days * 86400.0,
+                       renew_index=renew_index)
     if as_json:
         emit_json({"to": str(to), "files": rows})
         return
     files = [r for r in rows if r["role"] != "manifest"]
     click.echo(table([dict(r, mb=_mb(r["bytes"]), sha=r["sha256"][:12]) for r in files],
-                     [("model", "model"), ("path", "file"), ("mb", "MB"), ("sha", "sha256"), ("status", "status")]))
+                     [("model", "model"), ("version", "version"), ("path", "file"), ("mb", "MB"), ("sha", "sha256"),
+                      ("status", "status")]))
     new = sum(r["status"] == "published" for r in files)
     click.echo(f"published {new} file(s), {len(files) - new} unchanged, to {to}")
 
@@ -74,9 +93,15 @@ def publish_cmd(names, to, artifacts, as_json):
 @click.option("--with-weights", is_flag=True,
               help="Also pull the safetensors weights and training record, where the model was built from them "
                    "(to fine-tune it: zoo.create(NAME, weights=PATH)).")
+@click.option("--lock", "lock", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Lockfile (zoo lock): pull exactly its versions and bytes, from its source unless --from names "
+                   "another mirror; no NAME pulls all of them.")
+@click.option("--trust", "trust", metavar="PUBLIC_KEY", default=None,
+              help=f"Public key (PEM) the release must be signed with, checked before anything is written "
+                   f"[default: ${hub.TRUST_ENV}, else `zoo trust add`].")
 @cache_option
 @json_option
-def pull_cmd(names, all_, source, precisions, with_test_data, with_weights, cache_dir, as_json):
+def pull_cmd(names, all_, source, precisions, with_test_data, with_weights, lock, trust, cache_dir, as_json):
     """Download models into the cache, verified against the source's manifest.
 
     Files are stored by sha256 and copied into a per-model view (an artifacts folder of its own:
@@ -89,16 +114,21 @@ def pull_cmd(names, all_, source, precisions, with_test_data, with_weights, cach
     \b
     Examples:
       zoo pull dense_b0 --from https://example.org/zoo/
+      zoo pull dense_b0@2 --from ./mirror                 # version 2 (dense_b0@sha256:<digest> also works)
+      zoo pull --lock zoo.lock --from https://mirror2.example.org/zoo/
+      zoo pull dense_b0 --from ./mirror --trust zoo.key.pub
       zoo pull --all --from ./mirror --with-test-data
       zoo pull dense_b3 --precision fp32,int8 --cache-dir /tmp/zoo-cache --json
       zoo pull dense_b0 --from ./mirror --with-weights
       ZOO_OFFLINE=1 zoo pull dense_b0
       ZOO_SPEED_LIMIT=10000 ZOO_SPEED_TIME=10 ZOO_DEADLINE=600 zoo pull --all
     """
-    names_or_all(names, all_)
-    results = [r for p in precisions for r in hub.pull(None if all_ else names, source, p, with_test_data=with_test_data,
-                                                       with_weights=with_weights, cache_dir=cache_dir,
-                                                       progress=with_bars(progress))]
+    if lock is None or names or all_:
+        names_or_all(names, all_)
+    results = [r for p in precisions for r in hub.pull(None if all_ or not names else names, source, p,
+                                                       with_test_data=with_test_data, with_weights=with_weights,
+                                                       cache_dir=cache_dir, progress=with_bars(progress), lock=lock,
+                                                       trust=trust)]
     if as_json:
         emit_json([r.summary() for r in results])
         return
@@ -122,6 +152,12 @@ def models_cmd(source, cache_dir, as_json):
       ZOO_OFFLINE=1 zoo models --from https://example.org/zoo/   # from the cached manifest
     """
     rows = hub.list_models(source, cache_dir=cache_dir, progress=progress)
+    try:
+        versions = hub.list_versions(source, cache_dir=cache_dir, progress=progress) or {}
+    except hub.OfflineError:
+        versions = {}
+    for r in rows:
+        r["versions"] = versions.get(r["name"], [])
     if as_json:
         emit_json(rows)
         return
@@ -129,10 +165,12 @@ def models_cmd(source, cache_dir, as_json):
         click.echo(f"{hub.resolve_source(source)} offers no models")
         return
     click.echo(table([dict(r, precisions=",".join(r["precisions"]), mb=_mb(r["model_bytes"]),
-                           sha=r["model_sha"][:12]) for r in rows],
+                           sha=r["model_sha"][:12],
+                           vers=",".join(str(v["version"]) + ("s" if v["signed"] else "") for v in r["versions"]) or "-")
+                      for r in rows],
                      [("name", "name"), ("flavor", "flavor"), ("input_dim", "input_dim"),
                       ("num_classes", "classes"), ("params", "params"), ("precisions", "precisions"),
-                      ("mb", "MB"), ("sha", "sha256")]))
+                      ("mb", "MB"), ("sha", "sha256"), ("vers", "versions (s: signed)")]))
 
 
 @click.group("cache", cls=ZooGroup)

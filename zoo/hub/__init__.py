@@ -17,7 +17,9 @@ see :mod:`zoo.hub.cache` for the layout and the locking. ``ZOO_OFFLINE=1`` makes
 Modules: ``config`` (settings, errors), ``paths`` (safe names, the no-follow filesystem),
 ``source`` (sources), ``transport`` (one request: deadline, redirects, retries), ``external`` and
 ``onnxwire`` (ONNX external data, read in a stream), ``cache``, ``pull``,
-``publish``, ``admin`` (cache list/verify/clear), ``inspect`` (``zoo info``). No torch here.
+``publish``, ``admin`` (cache list/verify/clear), ``inspect`` (``zoo info``); releases: ``release``
+(versions, the mirror's layout), ``resolve`` (pinned and trusted pulls), ``lockfile``, ``signing``,
+``trust``. No torch here.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ from .config import (
 from .external import external_data_files
 from .paths import safe_name, safe_relpath
 from .publish import publish
+from .resolve import list_versions, lock
+from .signing import SignatureError, keygen
+from .trust import TRUST_ENV, trust_add, trust_list, trust_remove
 from .pull import PullResult, list_models, load, pull
 from .run import recommended_precision, session
 from .source import Source, parse_manifest, resolve_source
@@ -62,6 +67,7 @@ __all__ = [
     "UnknownModelError", "UnsafePathError", "Cache", "PullResult", "Source", "cache_clear", "cache_list",
     "cache_verify", "external_data_files", "list_models", "load", "offline", "parse_manifest", "publish", "pull",
     "recommended_precision", "redact", "resolve_cache_dir", "resolve_source", "safe_name", "safe_relpath", "session",
+    "SignatureError", "TRUST_ENV", "keygen", "list_versions", "lock", "trust_add", "trust_list", "trust_remove",
 ]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..builder import manifest as mf
 from ..errors import InputError, ManifestError, NoManifestError
 from ..jsonio import dumps as strict_json
-from . import config
+from . import config, release
 from .cache import file_errors
 from .config import DEFAULT_SOURCE, HubError, IntegrityError, Progress, quiet
 from .external import external_data_files
@@ -24,14 +24,24 @@ from .source import Source, parse_manifest
 
 
 def publish(artifacts: str | os.PathLike = DEFAULT_SOURCE, to: str | os.PathLike | None = None,
-            names: Iterable[str] | None = None, *, progress: Progress = quiet) -> list[dict]:
+            names: Iterable[str] | None = None, *, progress: Progress = quiet, sign_key=None, license=None,
+            labels=None, publisher=None, index_ttl_s: float | None = None, renew_index: bool = False) -> list[dict]:
     """Write a static mirror of ``artifacts`` into ``to``: manifest.json plus the files it lists.
 
     Every file is checked against the manifest before anything is written; only listed files are
     published; files already there with the right content are left alone (publishing again is a
-    no-op). An existing mirror keeps its other models (entries of the same name are replaced).
+    no-op). An existing mirror keeps its other models and every earlier version of these: files
+    that changed make a new version (see :mod:`zoo.hub.release` for the layout), signed with
+    ``sign_key`` (a PEM EC private key) when given. ``license`` (SPDX), ``labels`` (a list, or a
+    file) and ``publisher`` go into the new versions' release records.
     Returns one row per file: model, path, bytes, sha256, status (published | unchanged).
     """
+    meta = {"sign_key": sign_key, "license": release.check_license(license), "publisher": publisher,
+            "labels": release.read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels,
+            "index_ttl_s": release.INDEX_TTL_S if index_ttl_s is None else float(index_ttl_s),
+            "renew_index": renew_index}
+    if not meta["index_ttl_s"] > 0:
+        raise InputError("the index's time to live must be positive")
     if to in (None, ""):
         raise InputError("publish needs a destination folder (--to DIR)")
     src_root, dest = Path(artifacts).expanduser(), Path(to).expanduser()
@@ -42,10 +52,10 @@ def publish(artifacts: str | os.PathLike = DEFAULT_SOURCE, to: str | os.PathLike
     if dest.resolve() == src_root.resolve():
         raise InputError(f"--to {dest} is the artifacts folder itself; publish into another folder")
     with file_errors(f"cannot publish {src_root} to {dest}"):
-        return _publish(src_root, dest, names, progress)
+        return _publish(src_root, dest, names, progress, meta)
 
 
-def _publish(src_root: Path, dest: Path, names, progress: Progress) -> list[dict]:
+def _publish(src_root: Path, dest: Path, names, progress: Progress, meta: dict) -> list[dict]:
     where = str(src_root / mf.MANIFEST_NAME)
     src = Source(url=src_root.resolve().as_uri() + "/", root=src_root.resolve())
     try:
@@ -73,6 +83,9 @@ def _publish(src_root: Path, dest: Path, names, progress: Progress) -> list[dict
 
     # 2. The mirror's manifest: the existing one (if any) with these entries replaced or added.
     with Dir.open_root(dest, f"--to {dest}", create=True) as out:
+        header = {k: v for k, v in manifest.items() if k != "models"}
+        pub = release.Publication(out, header, progress=progress, **meta)
+        entries = pub.stamp(entries)  # each as its latest version: a new one where its files changed
         try:
             raw = out.read_bytes(mf.MANIFEST_NAME, config.MAX_MANIFEST_BYTES)
         except FileNotFoundError:
@@ -89,19 +102,23 @@ def _publish(src_root: Path, dest: Path, names, progress: Progress) -> list[dict
         out_manifest = dict({k: v for k, v in manifest.items() if k != "models"}, models=models)
         mf.validate(out_manifest, str(dest / mf.MANIFEST_NAME))
 
-        # 3. Copy what differs (each file through a temporary name), then the manifest, last.
+        # 3. The versions (blobs, version manifests, signatures, index), then the latest files at
+        # their usual paths (each through a temporary name), then the manifest, last.
         rows = []
         with Dir.open_root(src.root, f"artifacts {src.root}") as root:
+            versions = pub.write(root)
             for e in entries:
                 for f in e["files"]:
                     if out.matches(f["path"], f):
                         status = "unchanged"
                     else:
-                        with root.open_read(f["path"]) as fh:
+                        with out.open_read(release.blob_path(f["sha256"])) as fh:  # the version's copy
                             copy_verified(fh, out, f["path"], f, tag="publish")
                         status = "published"
                     rows.append({"model": e["model"], "path": f["path"], "bytes": f["bytes"], "sha256": f["sha256"],
-                                 "role": f["role"], "precision": f["precision"], "status": status})
+                                 "role": f["role"], "precision": f["precision"], "status": status,
+                                 "version": e["release"]["version"], "digest": e["release"]["digest"],
+                                 "new_version": any(v["model"] == e["model"] for v in versions)})
         data = (strict_json(out_manifest) + "\n").encode()
         same = raw == data
         if not same:

@@ -29,6 +29,7 @@ from .config import (
 from .external import external_data_files
 from .paths import copy_verified, hash_stream, tmp_name
 from .source import Source, parse_manifest, resolve_source
+from . import resolve
 
 
 @dataclass
@@ -117,20 +118,25 @@ WEIGHT_ROLES = ("weights", "train_record")  # a trained model's safetensors file
 
 def pull(names: Iterable[str] | None = None, source: str | os.PathLike | None = None, precision: str = "fp32", *,
          with_test_data: bool = False, with_weights: bool = False, cache_dir=None,
-         progress: Progress = quiet) -> list[PullResult]:
+         progress: Progress = quiet, lock=None, trust=None) -> list[PullResult]:
     """Bring ``names`` (all models when None) into the cache, verified; return where they are.
 
     Every name and precision is checked against the source's manifest before anything is written.
     A failed model leaves the cache as it was before that model; models pulled before it stay.
     The whole pull ends within ``$ZOO_DEADLINE`` seconds. ``with_weights``: also the safetensors
     weights and training record of a model built from them (roles in :data:`WEIGHT_ROLES`).
+    ``NAME@V``, ``NAME@sha256:...``, ``lock`` and ``trust`` pin and verify first: :mod:`zoo.hub.resolve`.
     """
-    src = resolve_source(source)
+    src = resolve_source(source if source not in (None, "") or not lock else resolve.lock_source(lock))
     budget = Deadline()
+    names = [names] if isinstance(names, str) else names
     with Cache(cache_dir) as cache:
+        key = resolve.trusted_key(src, trust)
+        if resolve.wanted(names, lock, key):  # a pinned or trusted pull: through the mirror's index
+            res = resolve.resolve(src, cache, names, lock=lock, key=key, progress=progress, budget=budget,
+                                  root_manifest=lambda: _manifest(src, cache, progress, budget))
+            return _pull_plans(src, cache, res.tuples(), precision, with_test_data, with_weights, progress, budget, res.commit)
         manifest = _manifest(src, cache, progress, budget)
-        if isinstance(names, str):
-            names = [names]
         if names is not None:
             names = list(dict.fromkeys(names))
             if not names:
@@ -139,21 +145,26 @@ def pull(names: Iterable[str] | None = None, source: str | os.PathLike | None = 
             names = [m["model"] for m in manifest["models"]]
             if not names:
                 raise UnknownModelError(f"{src} offers no models")
-        plans = []
-        for name in names:
-            entry = find_entry(manifest, name, src)
-            plans.append((entry, _model_record(entry, precision, src)))
-        results = []
-        with file_errors(f"cannot pull into the cache {cache.root}"):
-            for entry, model_rec in plans:
-                results.append(_Pull(src, cache, manifest, entry, model_rec, progress, budget).run(with_test_data, with_weights))
-                if src.remote and not offline():  # what ZOO_OFFLINE=1 will work from
-                    cache.save_source_record(src.key, (strict_json(manifest) + "\n").encode())
+        plans = [(manifest, find_entry(manifest, name, src), False) for name in names]
+        return _pull_plans(src, cache, plans, precision, with_test_data, with_weights, progress, budget, None)
+
+
+def _pull_plans(src, cache, plans, precision, with_test_data, with_weights, progress, budget, commit) -> list[PullResult]:
+    plans = [(m, e, _model_record(e, precision, src), by_blob) for m, e, by_blob in plans]  # every check first
+    results = []
+    with file_errors(f"cannot pull into the cache {cache.root}"):
+        for manifest, entry, model_rec, by_blob in plans:
+            results.append(_Pull(src, cache, manifest, entry, model_rec, progress, budget, by_blob).run(with_test_data, with_weights))
+            if commit is None and src.remote and not offline():  # what ZOO_OFFLINE=1 will work from
+                cache.save_source_record(src.key, (strict_json(manifest) + "\n").encode())
+        if commit is not None:
+            commit(cache, src)
     return results
 
 
 def load(name: str, source: str | os.PathLike | None = None, precision: str = "fp32", *,
-         with_test_data: bool = False, role: str = "model", cache_dir=None, progress: Progress = quiet) -> Path:
+         with_test_data: bool = False, role: str = "model", cache_dir=None, progress: Progress = quiet,
+         lock=None, trust=None) -> Path:
     """The path of ``name``'s verified model file in the cache, pulling it first when needed;
     with ``role="weights"`` (or ``"train_record"``) the published safetensors state dict (or its
     training record) instead, e.g. ``zoo.create(name, weights=zoo.hub.load(name, src, role="weights"))``.
@@ -163,7 +174,7 @@ def load(name: str, source: str | os.PathLike | None = None, precision: str = "f
     if role not in ("model", *WEIGHT_ROLES):
         raise InputError(f"unknown role {role!r}; valid: model, {', '.join(WEIGHT_ROLES)}")
     res = pull([name], source, precision, with_test_data=with_test_data, with_weights=role != "model",
-               cache_dir=cache_dir, progress=progress)[0]
+               cache_dir=cache_dir, progress=progress, lock=lock, trust=trust)[0]
     if role == "model":
         return res.path
     rec = next((f for f in res.files if f["role"] == role), None)
@@ -176,8 +187,8 @@ def load(name: str, source: str | os.PathLike | None = None, precision: str = "f
 class _Pull:
     """One model into the cache: blobs first (each under its own lock), then the view, whole."""
 
-    def __init__(self, src, cache: Cache, manifest, entry, model_rec, progress, budget):
-        self.src, self.cache, self.entry, self.model_rec = src, cache, entry, model_rec
+    def __init__(self, src, cache: Cache, manifest, entry, model_rec, progress, budget, by_blob: bool = False):
+        self.src, self.cache, self.entry, self.model_rec, self.by_blob = src, cache, entry, model_rec, by_blob
         self.progress, self.budget = progress, budget
         self.name = entry["model"]
         self.header = {k: v for k, v in manifest.items() if k != "models"}
@@ -298,7 +309,7 @@ class _Pull:
                 tmp, f = bd.create_temp(tag)
                 try:
                     with f:
-                        self.src.fetch_into(rec, f, self.progress, self.budget)  # checks size and sha256
+                        self.src.fetch_into(resolve.fetched(rec, self.by_blob), f, self.progress, self.budget)  # size, sha256
                         os.fsync(f.fileno())
                     try:
                         bd.rename(tmp, name)

@@ -10,12 +10,14 @@ from ..spec import eligible
 from .cache import Cache
 from .config import Deadline, HubError, Progress, first_line, quiet
 from .pull import PRECISIONS, _manifest, find_entry, load
+from . import resolve
 from .source import resolve_source
+from .trust import trusted_key
 
 
 def session(name: str, source: str | os.PathLike | None = None, providers: Iterable | None = None,
             precision: str | None = None, *, sess_options=None, cache_dir=None, batch_size: int | None = None,
-            progress: Progress = quiet):
+            progress: Progress = quiet, lock=None, trust=None):
     """An ``onnxruntime.InferenceSession`` on the verified model (CPU unless ``providers`` says).
 
     ``precision`` None: the file ``zoo bench --recommend`` recommends at ``batch_size`` (the
@@ -23,7 +25,8 @@ def session(name: str, source: str | os.PathLike | None = None, providers: Itera
     file that passed the same accuracy gate; else fp32.
 
     A provider that is asked for and not available raises ``ProviderUnavailableError`` (before any
-    download); it is never silently replaced by the CPU.
+    download); it is never silently replaced by the CPU. ``name`` may pin a version (``NAME@2``);
+    ``lock`` (a lockfile) and ``trust`` (a public key) work as in :func:`zoo.hub.pull`.
     """
     import onnxruntime as ort
 
@@ -35,11 +38,16 @@ def session(name: str, source: str | os.PathLike | None = None, providers: Itera
             raise ProviderUnavailableError(
                 f"execution provider {pname} is not available here (available: {', '.join(available)})")
     if precision is None:
-        src = resolve_source(source)
+        src = resolve_source(source if source not in (None, "") or not lock else resolve.lock_source(lock))
         with Cache(cache_dir) as cache:
-            entry = find_entry(_manifest(src, cache, progress, Deadline()), name, src)
+            key = trusted_key(src, trust)
+            if resolve.wanted([name], lock, key):
+                entry = resolve.resolve(src, cache, [name], lock=lock, key=key, progress=progress,
+                                        root_manifest=lambda: _manifest(src, cache, progress, Deadline())).plans[0].entry
+            else:
+                entry = find_entry(_manifest(src, cache, progress, Deadline()), name, src)
         precision = recommended_precision(entry, batch_size) or "fp32"
-    path = load(name, source, precision, cache_dir=cache_dir, progress=progress)
+    path = load(name, source, precision, cache_dir=cache_dir, progress=progress, lock=lock, trust=trust)
     try:
         return ort.InferenceSession(str(path), sess_options=sess_options, providers=providers)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated types
