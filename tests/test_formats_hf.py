@@ -52,7 +52,7 @@ def test_the_folder_has_the_hub_names(hf_folder):
     assert config["zoo"]["version"] == VERSION and config["zoo"]["digest"].startswith("sha256:")
     # Exporting again writes nothing new; a missing build is bad input.
     r = CliRunner().invoke(cli, ["export", "hf", "--artifacts", report["artifacts"], "--to", str(folder.parent),
-                                 "--json"])
+                                 "--repo-id", "zoo-org/dense_b0", "--json"])
     assert r.exit_code == 0 and {f["status"] for f in json.loads(r.stdout)["files"]} == {"unchanged"}
     r = CliRunner().invoke(cli, ["export", "hf", "--artifacts", str(folder.parent / "none"), "--to", "y"])
     assert r.exit_code == 2 and "does not exist" in r.output
