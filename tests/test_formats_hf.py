@@ -106,3 +106,19 @@ def test_zoo_pull_from_a_resolve_commit_url(hf_folder, tmp_path):
         assert r.exit_code == 1 and "sha256" in r.output, r.output
     finally:
         srv.close()
+
+
+def test_a_release_gives_version_digest_and_signature(formats_build, tmp_path):
+    """The releases work hands its version, digest and signature in as plain values."""
+    from zoo.formats.common import Release
+    from zoo.formats.hf import SIGNATURE_FILE, export_hf
+
+    sig = tmp_path / "model.sig"
+    sig.write_bytes(b'{"bundle": "from model_signing"}')
+    digest = "sha256:" + "ab" * 32
+    export_hf(formats_build, tmp_path / "out", releases={"dense_b0": Release(version=7, digest=digest, signature=sig)})
+    folder = tmp_path / "out" / "dense_b0"
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["zoo"]["version"], config["zoo"]["digest"], config["zoo"]["signature"]) == (7, digest, SIGNATURE_FILE)
+    assert (folder / SIGNATURE_FILE).read_bytes() == sig.read_bytes()
+    assert f"Release version 7, digest `{digest}`" in (folder / "README.md").read_text()

@@ -127,3 +127,22 @@ def test_bad_references_and_unreachable_registries(tmp_path, formats_build):
     r = runner.invoke(cli, ["publish", "--artifacts", str(formats_build), "--to", "oci://127.0.0.1:9/zoo"])
     errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
     assert r.exit_code == 1 and len(errors) == 1 and "cannot connect" in errors[0], r.output
+
+
+def test_a_release_version_and_signature_become_tag_and_layer(registry, formats_build, tmp_path):
+    from zoo.formats.common import Release
+    from zoo.formats.oci import SIGNATURE_MEDIA, push
+
+    sig = tmp_path / "model.sig"
+    sig.write_bytes(b'{"bundle": "from model_signing"}')
+    row = push(formats_build, f"oci://{registry.host}/rel", releases={"dense_b0": Release(version=7, signature=sig)})[0]
+    assert row["tag"].endswith("/rel/dense_b0:7")
+    import urllib.request
+
+    req = urllib.request.Request(f"http://{registry.host}/v2/rel/dense_b0/manifests/7",
+                                 headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        manifest = json.loads(resp.read())
+    layer = next(l for l in manifest["layers"] if l["mediaType"] == SIGNATURE_MEDIA)
+    assert registry.blob_path(layer["digest"]).read_bytes() == sig.read_bytes()
+    assert manifest["annotations"]["org.opencontainers.image.version"] == "7"
