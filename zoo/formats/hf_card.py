@@ -65,6 +65,7 @@ def body(m: ModelFiles, entry: dict, config: dict, repo_id: str | None) -> str:
     dim, inp, out = config["input_dim"], config["onnx"]["input_name"], config["onnx"]["output_name"]
     files = config["onnx"]["files"]
     seeded = e.get("weights", {}).get("source") != "file"
+    sha = entry["metadata"]["model_sha"]  # of onnx/model.onnx as published here
     parts = [
         f"# {name}",
         f"{m.doc_string or name}. A dense EfficientNet (MBConv blocks with squeeze-excitation for 1-D feature "
@@ -81,10 +82,12 @@ def body(m: ModelFiles, entry: dict, config: dict, repo_id: str | None) -> str:
         "Python, with ONNX Runtime alone:\n\n```python\nimport numpy as np, onnxruntime as ort\n"
         f"s = ort.InferenceSession(\"onnx/model.onnx\")\n"
         f"print(s.run(None, {{\"{inp}\": np.zeros((2, {dim}), np.float32)}})[0].argmax(1))\n```",
-        f"Node.js (the zoo's `examples/node`): `node examples/node/classify.mjs onnx/model.onnx 4`\n\n"
+        f"Node.js (the zoo's `examples/node`; `--sha256` refuses other bytes): "
+        f"`node examples/node/classify.mjs onnx/model.onnx 4 --sha256 {sha}`\n\n"
         f"Browser (`examples/browser/index.html`, onnxruntime-web): open it with "
         f"`?mirror=https://huggingface.co/{repo}/resolve/COMMIT/&model={name}`\n\n"
-        f"C (`examples/c`, ONNX Runtime's C API): `examples/c/classify onnx/model.onnx test_data_set_0/input_0.pb`",
+        f"C (`examples/c`, ONNX Runtime's C API): "
+        f"`examples/c/classify --sha256 {sha} onnx/model.onnx test_data_set_0/input_0.pb`",
     ]
     parity = [[r["backend"], r["precision"], _fmt(r.get("max_abs_error")), _fmt(r.get("cosine_similarity"), ".6f"),
                r["verdict"]] for r in e.get("parity", [])]
