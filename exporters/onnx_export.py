@@ -21,6 +21,7 @@ from torch import nn
 
 from .. import onnxio
 from ..errors import ExportError
+from ..modelinfo import DEFAULT_VERSION, ONNX_DOMAIN, doc_line
 from ..model.repro import sqrt64
 
 from .spec import ExportSpec
@@ -105,9 +106,13 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, spec: ExportSpe
 
 
 def export_model(
-    model: nn.Module, input_dim: int, spec: ExportSpec = ExportSpec(), metadata: dict[str, str] | None = None
+    model: nn.Module, input_dim: int, spec: ExportSpec = ExportSpec(), metadata: dict[str, str] | None = None,
+    model_version: int = DEFAULT_VERSION,
 ) -> onnx.ModelProto:
-    """Export ``model`` (``[batch, input_dim]`` in) to a checked, reproducible ``ModelProto``."""
+    """Export ``model`` (``[batch, input_dim]`` in) to a checked, reproducible ``ModelProto``.
+
+    It carries ONNX's standard fields (zoo.modelinfo): ``domain``, ``model_version``, a one-line
+    ``doc_string`` made from ``metadata``, and ``metadata`` as ``metadata_props``."""
     model = fold_batchnorm(model) if spec.fold_batchnorm else copy.deepcopy(model).eval()
     example = torch.zeros(spec.export_batch, input_dim)
     exporter = _export_dynamo if spec.exporter == "dynamo" else _export_torchscript
@@ -118,6 +123,9 @@ def export_model(
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"{spec.exporter} export failed: {first}") from e
     _make_reproducible(proto, spec, metadata or {})
+    proto.domain = ONNX_DOMAIN
+    proto.model_version = int(model_version)
+    proto.doc_string = doc_line(metadata or {}, "fp32")
     try:
         onnxio.check(proto)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:

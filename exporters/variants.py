@@ -14,6 +14,7 @@ from onnx import TensorProto
 
 from .. import onnxio
 from ..errors import ExportError
+from ..modelinfo import doc_line
 from ..spec import check_precision, variant_path
 
 from .onnx_export import serialize
@@ -32,7 +33,6 @@ def finish(proto: onnx.ModelProto, fp32: onnx.ModelProto, precision: str, settin
     proto.producer_version = fp32.producer_version
     proto.domain = fp32.domain
     proto.model_version = fp32.model_version
-    proto.doc_string = ""
     proto.graph.name = fp32.graph.name
     proto.graph.doc_string = ""
     for node in proto.graph.node:
@@ -48,6 +48,7 @@ def finish(proto: onnx.ModelProto, fp32: onnx.ModelProto, precision: str, settin
     for domain, version in imports:
         proto.opset_import.add(domain=domain, version=version)
     meta = {p.key: p.value for p in fp32.metadata_props}
+    proto.doc_string = doc_line(meta, precision)
     meta["zoo.precision"] = precision
     meta["zoo.precision_settings"] = json.dumps(settings, sort_keys=True)
     del proto.metadata_props[:]

@@ -24,6 +24,7 @@ from ..model.reference import forward64
 from ..model.repro import stream, to_float32
 from ..model.scaling import PAPER_COEFFICIENTS, Variant, compound, get_variant
 from ..model.weights import load_weights_bytes, read_bytes
+from ..modelinfo import ModelInfo
 from ..spec import EXTERNAL_ROLE
 from ..versions import toolchain_versions
 
@@ -47,6 +48,7 @@ class ModelRequest:
     spec: ExportSpec = field(default_factory=ExportSpec)
     weights: str | None = None  # a safetensors file (else seeded weights)
     eval_data: str | None = None  # a .npz test split (else the one named by the weights' .train.json)
+    info: ModelInfo = field(default_factory=ModelInfo)  # version, author, license, labels (zoo.modelinfo)
 
     @property
     def name(self) -> str:
@@ -99,6 +101,7 @@ class ModelRequest:
                             external_data=any(f["role"] == EXTERNAL_ROLE for f in entry.get("files", []))),
             weights=weights if entry.get("weights", {}).get("source") == "file" else None,
             eval_data=eval_data,
+            info=ModelInfo.from_entry(entry.get("onnx_metadata")),
         )
 
 
@@ -119,7 +122,7 @@ def onnx_metadata(req: ModelRequest, weights_sha256: str | None = None) -> dict[
         "zoo.num_classes": str(req.num_classes),
         "zoo.seed": str(req.seed),
         "zoo.toolchain": json.dumps(pinned_toolchain(), sort_keys=True),
-    }
+    } | req.info.props()
 
 
 def test_input(req: ModelRequest, batch: int = TEST_BATCH) -> np.ndarray:
@@ -209,6 +212,7 @@ class Artifact:
             "test_data": {"batch": int(self.test_in.shape[0]), "seed": req.seed, "sets": [f"{req.name}/{TEST_SET}"]}
             | ({"source": f"{self.eval_set.name} test split"} if self.eval_set is not None else {}),
             "weights": self.weights or {"source": "seeded", "seed": req.seed},
+            "onnx_metadata": req.info.entry(),
             **({"eval_data": self.eval_set.describe()} if self.eval_set is not None else {}),
             "parity": [],
             "accuracy": [],
@@ -227,7 +231,8 @@ def make_artifact(req: ModelRequest) -> Artifact:
     winfo = {"source": "file", "sha256": sha256_bytes(wdata), "bytes": len(wdata)} if wdata is not None else {}
 
     t = time.perf_counter()
-    proto = export_model(model, req.effective_input_dim, req.spec, onnx_metadata(req, winfo.get("sha256")))
+    proto = export_model(model, req.effective_input_dim, req.spec, onnx_metadata(req, winfo.get("sha256")),
+                         req.info.version)
     proto.producer_version = proto.producer_version.split("+")[0]
     name = req.name
     model_files = onnxio.model_files(proto, f"{name}/model.onnx", True if req.spec.external_data else None)

@@ -32,6 +32,7 @@ def register_commands() -> None:
     from .bench import bench_cmd, report_cmd
     from .build import build_cmd, info_cmd
     from .data import data_cmd
+    from .export import export_group
     from .hub import COMMANDS as hub_commands
     from .models import list_cmd, show_cmd
     from .release import COMMANDS as release_commands
@@ -43,6 +44,7 @@ def register_commands() -> None:
                     *release_commands, train_cmd, data_cmd):
         cli.add_command(command)
     cli.add_command(study_group)
+    cli.add_command(export_group)
 
 
 register_commands()

@@ -16,7 +16,7 @@ from .common import (artifacts_option, compound_variant, emit_json, json_option,
 # What --check takes from the manifest it checks against: giving any of these with it is an error.
 # (--no-verify, --no-bench and --keep-going only skip or relax work that --check does not do.)
 CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_dim", "phi", "alpha", "beta", "gamma",
-                 "exporter", "precisions", "external_data")
+                 "exporter", "precisions", "external_data", "model_version", "license", "author", "labels")
 
 
 @click.command("build")
@@ -47,11 +47,19 @@ CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_d
                    "by the NAME.train.json beside the weights, if any.")
 @click.option("--keep-going", is_flag=True,
               help="After a failed model, go on and commit the models that passed (exit 1 all the same).")
+@click.option("--model-version", type=click.IntRange(min=1), default=1, show_default=True,
+              help="The release version written into every model file (ONNX model_version).")
+@click.option("--license", "license_", metavar="SPDX", default=None,
+              help="SPDX license id written into every model file (model_license); none unless given.")
+@click.option("--author", metavar="NAME", default=None, help="Who made the model (model_author); none unless given.")
+@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Class labels: a JSON array or one label per line, one per class (written into the model files).")
 @json_option
 @click.pass_context
 def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, input_dim, phi, alpha, beta, gamma, exporter,
               check_manifest,
-              no_verify, external_data, precisions, no_bench, weights, eval_data, keep_going, as_json):
+              no_verify, external_data, precisions, no_bench, weights, eval_data, keep_going, model_version, license_,
+              author, labels, as_json):
     """Export variants to ONNX, verify them, and write artifacts plus manifest.json.
 
     Every file is staged under a temporary name and renamed into place only when every model has
@@ -71,6 +79,7 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
       zoo build --all --precision fp32,int8 --check artifacts/SHA256SUMS
       zoo build --all --weights checkpoints --precision fp32,int8,fp16
       zoo build dense_b0 --weights my_b0.safetensors --eval-data mnist1d_256.npz
+      zoo build --all --license Apache-2.0 --author "Jane Doe" --labels labels.txt --model-version 2
     """
     from ..builder import steps
     from ..builder.artifact import ModelRequest
@@ -98,10 +107,14 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
         raise click.BadParameter(f"{weights} is not a folder; several models need --weights DIR with NAME.safetensors",
                                  param_hint="--weights")
     from ..model.weights import weights_for
+    from ..modelinfo import ModelInfo, read_labels
 
+    info = ModelInfo(version=model_version, author=author, license=license_,
+                     labels=read_labels(labels) if labels is not None else None)
+    info.check_classes(num_classes)
     requests = [ModelRequest(variant=v, seed=seed, num_classes=num_classes, input_dim=input_dim, flavor=flavor,
                              spec=spec, weights=None if weights is None else str(weights_for(v.name, weights)),
-                             eval_data=None if eval_data is None else str(eval_data)) for v in variants]
+                             eval_data=None if eval_data is None else str(eval_data), info=info) for v in variants]
     # Validate every option, weights and evaluation set before any slow work (a --check against a
     # manifest rebuilds with the manifest's shape options: the weights are checked against those).
     from_manifest = reference is not None and "sha256sums" not in reference
@@ -180,6 +193,9 @@ def info_cmd(path, as_json):
     click.echo(f"  size       {info['file_bytes']:,} bytes\n  sha256     {info['sha256']}")
     click.echo(f"  ir_version {info['ir_version']}   opset {info['opset']}   producer {info['producer']}")
     click.echo(f"  params     {info['params']:,} (from initializers)   nodes {info['nodes']}")
+    if info.get("domain") or info.get("doc_string"):
+        click.echo(f"  domain     {info.get('domain') or '-'}   model_version {info.get('model_version')}")
+        click.echo(f"  doc        {info.get('doc_string') or '-'}")
     for kind in ("inputs", "outputs"):
         for p in info[kind]:
             click.echo(f"  {kind[:-1]:<6} {p['name']}: {p['type']} {p['shape']}")

@@ -25,6 +25,8 @@ _COMMAND = "zoo.command"  # ctx.meta key: the full path of the command being run
 INSTALL_HINTS = {"torch": "pip install 'zoo[build]'", "onnxscript": "pip install 'zoo[build]'",
                  "onnx_ir": "pip install 'zoo[build]'", "safetensors": "pip install 'zoo[build]'",
                  "mnist1d": "pip install 'zoo[build]'",
+                 "oras": "pip install 'zoo[publish]'", "huggingface_hub": "pip install 'zoo[publish]'",
+                 "tritonclient": "pip install 'zoo[publish]'",
                  "onnxruntime": "pip install 'zoo[cpu]', or 'zoo[gpu]' for onnxruntime-gpu",
                  "model_signing": "pip install 'zoo[sign]'", "cryptography": "pip install 'zoo[sign]'"}
 

@@ -13,7 +13,8 @@ from .common import ZooGroup, emit_json, json_option, names_or_all, precision_op
 from ..errors import ZooError
 from ..spec import FILE_PRECISIONS
 
-SOURCE_HELP = ("Where to pull from: an http(s):// base URL, a file:// URL or a folder holding manifest.json "
+SOURCE_HELP = ("Where to pull from: an http(s):// base URL, a file:// URL or a folder holding manifest.json, or "
+               "oci://HOST[:PORT]/REPO/NAME[:TAG|@sha256:DIGEST] "
                f"[default: ${hub.SOURCE_ENV}, else {hub.DEFAULT_SOURCE}/].")
 CACHE_HELP = (f"Cache folder [default: ${hub.CACHE_ENV}, else $XDG_CACHE_HOME/zoo, else ~/.cache/zoo].")
 
@@ -33,8 +34,9 @@ def _mb(n: int | None) -> float | None:
 
 @click.command("publish")
 @click.argument("names", nargs=-1)
-@click.option("--to", "to", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Mirror folder to write (serve it with any static web server or object store).")
+@click.option("--to", "to", required=True, metavar="DIR|oci://HOST[:PORT]/REPO",
+              help="Mirror folder to write (serve it with any static web server or object store), or an OCI "
+                   "registry repository: each model is pushed to REPO/NAME, tagged with its version.")
 @click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=Path(hub.DEFAULT_SOURCE),
               show_default=True, help="Build output to publish (manifest.json at its root).")
 @click.option("--sign-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -64,7 +66,13 @@ def publish_cmd(names, to, artifacts, sign_key, license_, labels, publisher, ind
       zoo publish dense_b0 --artifacts /tmp/zoo --to ./mirror --json
       zoo publish --to ./mirror --sign-key zoo.key --license Apache-2.0 --labels labels.txt
       python -m http.server -d ./mirror 8000   # then: zoo pull dense_b0 --from http://localhost:8000/
+      zoo publish --to oci://registry.example.com/zoo   # then: zoo pull --from oci://.../zoo/dense_b0:1
     """
+    if to.lower().startswith("oci://"):  # zoo.formats.oci
+        from .export import publish_oci
+
+        return publish_oci(names, to, artifacts, as_json)
+    to = Path(to)
     if license_ is None:
         progress("note: no --license given; new versions record license null (the release states none)")
     rows = hub.publish(artifacts, to, names or None, progress=progress, sign_key=sign_key, license=license_,

@@ -283,6 +283,10 @@ def resolve_source(source: str | os.PathLike | None = None) -> Source:
                                                                or config.DEFAULT_SOURCE)
     if not isinstance(spec, str):
         raise TypeError("a source is a URL or a folder, given as text")
+    if spec[:6].lower() == "oci://":  # a model artifact in an OCI registry (zoo.formats.oci)
+        from ..formats.oci import OciSource
+
+        return OciSource(spec)
     shown = cut(redact(spec), 200)
     if "\0" in spec:
         raise InputError(f"source {shown!r} holds a NUL character")
@@ -307,7 +311,7 @@ def resolve_source(source: str | os.PathLike | None = None) -> Source:
             raise InputError(f"source {shown!r}: file URLs with a host are not supported")
         root = Path(urllib.request.url2pathname(parsed.path))
     elif len(scheme) > 1 and not _HOST_PORT.fullmatch(spec):
-        raise InputError(f"unsupported source {shown!r}: use an http(s):// URL, a file:// URL or a folder")
+        raise InputError(f"unsupported source {shown!r}: use an http(s):// URL, a file:// URL, an oci:// reference or a folder")
     else:
         root = Path(spec)
         if _HOST_PORT.fullmatch(spec) and not os.path.lexists(root):
