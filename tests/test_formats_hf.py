@@ -122,3 +122,22 @@ def test_a_release_gives_version_digest_and_signature(formats_build, tmp_path):
     assert (config["zoo"]["version"], config["zoo"]["digest"], config["zoo"]["signature"]) == (7, digest, SIGNATURE_FILE)
     assert (folder / SIGNATURE_FILE).read_bytes() == sig.read_bytes()
     assert f"Release version 7, digest `{digest}`" in (folder / "README.md").read_text()
+
+
+def test_a_folder_exported_from_a_signed_mirror_carries_its_release(formats_build, tmp_path):
+    """Exported from a `zoo publish` mirror, the folder names the published version, its digest and
+    the OpenSSF signature that `zoo publish --sign-key` wrote, without being handed them."""
+    from zoo import hub
+    from zoo.formats.hf import SIGNATURE_FILE, export_hf
+    from zoo.hub.signing import keygen
+
+    keygen(tmp_path / "zoo.key")
+    mirror = tmp_path / "mirror"
+    hub.publish(formats_build, mirror, ["dense_b0"], sign_key=tmp_path / "zoo.key", license="Apache-2.0")
+    rec = next(e for e in json.loads((mirror / "manifest.json").read_text())["models"] if e["model"] == "dense_b0")["release"]
+    export_hf(mirror, tmp_path / "out", ["dense_b0"])
+    folder = tmp_path / "out" / "dense_b0"
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["zoo"]["version"], config["zoo"]["digest"]) == (rec["version"], rec["digest"]) == (1, rec["digest"])
+    assert config["zoo"]["signature"] == SIGNATURE_FILE
+    assert (folder / SIGNATURE_FILE).read_bytes() == (mirror / "releases" / "dense_b0" / "1" / "model.sig").read_bytes()

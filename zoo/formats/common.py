@@ -89,6 +89,19 @@ class ModelFiles:
         return rest if head == self.name and rest else posixpath.basename(rec["path"])
 
 
+def published_release(root: Path, entry: dict) -> Release:
+    """The release a ``zoo publish`` mirror records for ``entry`` (its version, digest and signature
+    file), so that a format made from a mirror carries them; an empty Release for a build folder."""
+    from ..hub.release import version_dir
+    from ..hub.signing import SIGNATURE_NAME
+
+    rec = entry.get("release")
+    if not rec:
+        return Release()
+    sig = root / version_dir(entry["model"], rec["version"]) / SIGNATURE_NAME
+    return Release(rec["version"], rec["digest"], sig if sig.is_file() and not sig.is_symlink() else None)
+
+
 def load_models(artifacts: str | os.PathLike, names=None, releases: dict[str, Release] | None = None,
                 progress: Progress = quiet) -> list[ModelFiles]:
     """The models of the local folder ``artifacts`` (all, or ``names``), every file checked against
@@ -117,7 +130,7 @@ def load_models(artifacts: str | os.PathLike, names=None, releases: dict[str, Re
                 src.verify_local(f)
             except IntegrityError as err:
                 raise IntegrityError(f"{err} ({where}); nothing was written") from None
-        m = ModelFiles(src, header, e, (releases or {}).get(e["model"], Release()))
+        m = ModelFiles(src, header, e, (releases or {}).get(e["model"]) or published_release(root, e))
         for rec in m.models():
             external_data_files(m.read(rec), rec["path"], e)  # refused: data the manifest does not list
         fp32 = next((r for r in m.models() if r["path"] == e["model_path"]), m.models()[0])
