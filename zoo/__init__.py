@@ -6,7 +6,15 @@ loads neither torch nor the exporters.
 
 from __future__ import annotations
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# ONNX Runtime (1.31 on Linux) creates $HOME/.cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,
+# onnxruntime.db} for its telemetry when it is first imported, unless this variable is set then; set
+# here, before any zoo module imports it (the runtimes started as subprocesses inherit it). A user
+# who wants the telemetry sets ORT_DISABLE_TELEMETRY=0. See docs/reliability.md.
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 _MODEL_API = (
     "BASE_STAGES", "FLAVORS", "VARIANTS", "DenseEfficientNet", "MBConv", "NetworkConfig", "SqueezeExcitation",

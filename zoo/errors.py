@@ -9,6 +9,7 @@ failed job (exit 1); ``ProviderUnavailableError`` something asked for that is no
 from __future__ import annotations
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_UNAVAILABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + the signal's number, as shells expect
 
 
 class InputError(ValueError):

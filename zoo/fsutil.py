@@ -1,10 +1,13 @@
-"""Atomic file writes and hashing: every artifact reaches its final name complete or not at all."""
+"""Atomic file writes, reading and hashing: every artifact reaches its final name complete or not
+at all; a file is read only when it is a regular file (a FIFO or device named like a model or a
+manifest is refused before it can block) and hashed in a stream, never read whole to be hashed."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -63,12 +66,50 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class NotRegularFileError(OSError):
+    """A path that is not a regular file (a FIFO, a device, a folder) where a file is read."""
+
+
+@contextlib.contextmanager
+def open_regular(path: str | os.PathLike, *, nofollow: bool = False, dir_fd: int | None = None):
+    """The regular file ``path`` opened for reading (a binary file object); a FIFO, device or
+    folder raises :class:`NotRegularFileError` without blocking (opened non-blocking, checked on
+    the descriptor). ``nofollow``: a link at the last component is refused too (``ELOOP``)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
+    fd = os.open(path, flags, dir_fd=dir_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(f"not a regular file: {os.fspath(path)}")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        yield f
+
+
+def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_regular`); over ``max_bytes``
+    raises ``ValueError`` before anything is read."""
+    with open_regular(path) as f:
+        if max_bytes is not None and os.fstat(f.fileno()).st_size > max_bytes:
+            raise ValueError(f"{os.fspath(path)} is larger than {max_bytes:,} bytes")
+        return f.read() if max_bytes is None else f.read(max_bytes + 1)
+
+
+def sha256_stream(f, chunk: int = 1 << 20) -> tuple[str, int]:
+    """``(sha256, bytes)`` of an open binary file, read in chunks (memory stays at one chunk)."""
+    h, n = hashlib.sha256(), 0
+    while block := f.read(chunk):
+        h.update(block)
+        n += len(block)
+    return h.hexdigest(), n
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    """The sha256 of the regular file ``path``, streamed (a FIFO raises, it never blocks)."""
+    with open_regular(path) as f:
+        return sha256_stream(f, chunk)[0]
 
 
 def leftover_temporaries(folder: str | os.PathLike) -> list[Path]:

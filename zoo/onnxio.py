@@ -206,3 +206,89 @@ def file_ref(files: dict[str, bytes], path: str):
         return
     with on_disk({path: files[path], data_file(path): data}, path) as p:
         yield p
+
+
+def _varint(buf, i: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(buf, start: int, end: int):
+    """``(field number, start, end)`` of every length-delimited field of one message's wire bytes
+    (other wire types are skipped); the message is not parsed into objects."""
+    i = start
+    while i < end:
+        key, i = _varint(buf, i)
+        wire = key & 7
+        if wire == 0:
+            _, i = _varint(buf, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            if i + n > end:
+                raise ValueError("a field runs past its message")
+            yield key >> 3, i, i + n
+            i += n
+        else:
+            raise ValueError(f"wire type {wire}")
+    if i != end:
+        raise ValueError("a field runs past its message")
+
+
+def count_entries(data: bytes, limit: int) -> int:
+    """Nodes and tensors of a serialised ModelProto, in every graph, subgraph and function,
+    counted on the wire bytes without parsing them (parsing a million tiny initializers costs
+    tens of times the file's size); raises ``ValueError`` as soon as the count passes ``limit``
+    (a model that is not well-formed protobuf is left for the parser to refuse)."""
+    import onnx
+
+    num = lambda msg, field: msg.DESCRIPTOR.fields_by_name[field].number
+    m_graph, m_funcs = num(onnx.ModelProto, "graph"), num(onnx.ModelProto, "functions")
+    g_node, g_init, g_sparse = (num(onnx.GraphProto, f) for f in ("node", "initializer", "sparse_initializer"))
+    f_node, n_attr = num(onnx.FunctionProto, "node"), num(onnx.NodeProto, "attribute")
+    a_tensor = {num(onnx.AttributeProto, f) for f in ("t", "tensors", "sparse_tensor", "sparse_tensors")}
+    a_graph = {num(onnx.AttributeProto, f) for f in ("g", "graphs")}
+    buf = memoryview(data)
+    count = 0
+    stack: list[tuple[str, int, int]] = [("model", 0, len(buf))]
+    try:
+        while stack:
+            kind, start, end = stack.pop()
+            for field, s, e in _fields(buf, start, end):
+                if kind == "model":
+                    if field == m_graph:
+                        stack.append(("graph", s, e))
+                    elif field == m_funcs:
+                        stack.append(("function", s, e))
+                    continue
+                if kind == "attribute":
+                    if field in a_tensor:
+                        count += 1
+                    elif field in a_graph:
+                        stack.append(("graph", s, e))
+                elif kind == "node":
+                    if field == n_attr:
+                        stack.append(("attribute", s, e))
+                    continue
+                elif (kind == "graph" and field in (g_node, g_init, g_sparse)) or (kind == "function" and field == f_node):
+                    count += 1
+                    if field in (g_node, f_node):
+                        stack.append(("node", s, e))
+                if count > limit:
+                    raise OverflowError(count)
+    except OverflowError:
+        raise ValueError(f"more than {limit:,} nodes and tensors") from None
+    except (ValueError, IndexError):
+        pass  # malformed: onnx's parser says so
+    return count

@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import re
 from importlib import resources
 from pathlib import Path
 
 from ..errors import ManifestError, NoManifestError, NotInManifestError, cut
-from ..fsutil import atomic_write_json
+from ..fsutil import atomic_write_bytes, read_regular
 from ..versions import toolchain_versions
 
 SCHEMA_VERSION = 1
@@ -158,22 +159,31 @@ def load(path: str | Path) -> dict:
     if path.is_dir():
         path = path / MANIFEST_NAME
     try:
-        text = path.read_bytes()
+        text = read_regular(path, MAX_MANIFEST_BYTES)  # a FIFO or device is refused, never read
     except FileNotFoundError:
         raise NoManifestError(f"no manifest at {path}") from None
     except OSError as e:
-        raise ManifestError(f"cannot read manifest {path}: {e.strerror}") from None
+        raise ManifestError(f"cannot read manifest {path}: {e.strerror or e}") from None
+    except ValueError:
+        raise ManifestError(f"{path}: larger than {MAX_MANIFEST_BYTES:,} bytes; refusing it") from None
     return parse(text, str(path))
 
 
 def load_or_empty(path: str | Path) -> dict:
-    return load(path) if Path(path).exists() else empty_manifest()
+    return load(path) if os.path.lexists(path) else empty_manifest()
+
+
+def to_bytes(manifest: dict) -> bytes:
+    """The manifest as written: strict JSON (:func:`zoo.jsonio.dumps`), indented, one final newline."""
+    from ..jsonio import dumps
+
+    return (dumps(manifest, indent=2) + "\n").encode()
 
 
 def save(path: str | Path, manifest: dict) -> None:
     """Validate, then write atomically (temporary file in the same folder, then rename)."""
     validate(manifest, str(path))
-    atomic_write_json(path, manifest)
+    atomic_write_bytes(path, to_bytes(manifest))
 
 
 def entry(manifest: dict, name: str) -> dict:

@@ -1,12 +1,14 @@
 """``zoo build``: make artifacts, check them, and commit them with the manifest as one transaction.
 
 Nothing reaches a final name until every requested model has been exported, self-checked and
-verified. Files are staged as temporary files beside their final names; the commit renames them
-into place and then writes the manifest (itself atomically), so the manifest is renamed last and
-only ever names files that are in place; files the previous manifest listed for a rebuilt model
-and the new one does not are removed after that. A failure or an interrupt removes the staged
-files, so the previous artifacts and manifest stay exactly as they were. The whole build holds
-the folder's lock (:mod:`zoo.builder.lock`): a second build into the same folder waits.
+verified. Files are staged as temporary files beside their final names; the commit
+(:mod:`zoo.builder.commit`) renames them into place and the manifest last, as the single commit
+point, under a journal, so that a build killed at any step leaves the folder all old or all new
+once the next lock holder has recovered it; files the previous manifest listed for a rebuilt model
+and the new one does not are removed after that. A failure or an interrupt before the commit
+removes the staged files, so the previous artifacts and manifest stay exactly as they were. The
+whole build holds the folder's lock (:mod:`zoo.builder.lock`): a second build into the same folder
+waits.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,12 @@ from typing import Callable
 
 from ..errors import ManifestError, NoManifestError, ZooError
 from ..exporters.variants import variant_files
-from ..fsutil import TMP_PREFIX, atomic_path, default_mode, sha256_bytes
+from ..fsutil import TMP_PREFIX, atomic_path, sha256_bytes
 from ..spec import PRECISIONS, variant_path
 from ..verify.parity import tolerance_for
 from . import manifest as mf
 from .artifact import Artifact, ModelRequest, make_artifact
+from .commit import Staging
 from .lock import artifacts_lock
 
 Progress = Callable[[str], None]
@@ -73,47 +75,6 @@ def self_check(art: Artifact) -> None:
     raise_for_failures([rec], f"{art.request.name} self-check (onnxruntime CPU)")
 
 
-class Staging:
-    """Files written beside their final names under temporary names, renamed only on commit."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.staged: dict[Path, Path] = {}  # final -> temporary
-
-    def add(self, relpath: str, data: bytes) -> None:
-        final = self.root / relpath
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".part", dir=final.parent)
-        default_mode(fd)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        self.staged[final] = Path(tmp)
-
-    def commit(self) -> None:
-        for final, tmp in self.staged.items():
-            os.replace(tmp, final)
-        for folder in {final.parent for final in self.staged}:  # the renames reach the disk before the manifest
-            _fsync_dir(folder)
-        self.staged.clear()
-
-    def abort(self) -> None:
-        for tmp in self.staged.values():
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        self.staged.clear()
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem can sync a directory
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def stale_files(before: dict, after: dict, rebuilt: set[str]) -> list[str]:
     """Paths ``before`` listed for the ``rebuilt`` models that no entry of ``after`` lists.
 
@@ -122,17 +83,6 @@ def stale_files(before: dict, after: dict, rebuilt: set[str]) -> list[str]:
     listed_now = {f["path"] for m in after["models"] for f in m["files"]}
     old = {f["path"] for m in before["models"] if m["model"] in rebuilt for f in m["files"]}
     return sorted(old - listed_now)
-
-
-def remove_stale(out: Path, paths: list[str], progress: Progress) -> None:
-    root = out.resolve()
-    for rel in paths:
-        p = (out / rel).resolve()
-        if root not in p.parents or not p.is_file():
-            continue
-        with contextlib.suppress(OSError):
-            p.unlink()
-            progress(f"removed {rel} (no longer listed)")
 
 
 def check_writable(out: Path) -> None:
@@ -146,10 +96,21 @@ def check_writable(out: Path) -> None:
 
 
 def remove_leftovers(out: Path) -> None:
-    """Temporary files of an earlier, killed build are never renamed into place: clear them."""
-    for p in out.rglob(TMP_PREFIX + "*"):
-        with contextlib.suppress(OSError):
-            p.unlink()
+    """Temporary files of an earlier, killed build are never renamed into place: clear them
+    (after :func:`zoo.builder.commit.recover`, which the lock runs; links are not followed)."""
+    for folder, dirs, names in os.walk(out):
+        for name in names:
+            if name.startswith(TMP_PREFIX):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, name))
+
+
+def refuse_linked_folders(out: Path, requests) -> None:
+    """A model folder that is a link would send the model files elsewhere: refuse before any work."""
+    for req in requests:
+        if (out / req.name).is_symlink() or ((out / req.name).exists() and not (out / req.name).is_dir()):
+            raise ZooError(f"{out / req.name} is a link or not a folder; refusing to write through it "
+                           "(remove it, or build into another folder)")
 
 
 def build(
@@ -170,7 +131,8 @@ def build(
     manifest_path = out / mf.MANIFEST_NAME
     mf.load_or_empty(manifest_path)  # a malformed manifest stops us before any work
     check_writable(out)
-    with artifacts_lock(out, progress):
+    refuse_linked_folders(out, requests)
+    with artifacts_lock(out, progress):  # recovers an interrupted commit first
         # Read again under the lock: another build may have committed while we waited.
         return _build_locked(requests, out, manifest_path, verifier, extras, progress, keep_going)
 
@@ -199,9 +161,9 @@ def _build_locked(requests, out: Path, manifest_path: Path, verifier, extras, pr
             for r in ok:
                 manifest = mf.upsert(manifest, r.entry)
             mf.validate(manifest, str(manifest_path))  # before the first rename, not after
-            staging.commit()  # every file in place (and synced) ...
-            mf.save(manifest_path, manifest)  # ... then the manifest that names them, renamed last
-            remove_stale(out, stale_files(before, manifest, {r.name for r in ok}), progress)
+            # Every file in place, then the manifest that names them (the commit point), then the
+            # files no longer listed removed: a journal makes it all-or-nothing under kill -9.
+            staging.commit(mf.to_bytes(manifest), stale_files(before, manifest, {r.name for r in ok}), progress)
             progress(f"wrote {len(ok)} model(s) and {manifest_path} in {time.perf_counter() - t:.1f}s")
         return results
     finally:

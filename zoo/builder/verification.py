@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 
 from .. import onnxio
 from ..errors import ProviderUnavailableError, UnknownNameError, ZooError
-from ..fsutil import sha256_bytes, sha256_file
+from ..fsutil import NotRegularFileError, open_regular, sha256_bytes, sha256_file
 from ..model import count_params
 from ..spec import C_RUNTIMES, EXTERNAL_ROLE, JS_RUNTIMES, PRECISIONS
 from ..verify import c, js
 from ..verify.matrix import MatrixOptions, run_matrix
 from . import manifest as mf
 from .artifact import ModelRequest
+from .commit import pending
 from .lock import artifacts_lock
 
 
@@ -26,6 +28,9 @@ def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, r
     ``ProviderUnavailableError`` before any work; by default only the available ones are used.
     """
     manifest_path = artifacts / mf.MANIFEST_NAME
+    if pending(artifacts):  # a build was killed mid-commit: finish or undo it before reading
+        with artifacts_lock(artifacts, progress):
+            pass
     manifest = mf.load(manifest_path)
     available = [m["model"] for m in manifest["models"]]
     names = available if names is None else names
@@ -109,9 +114,12 @@ def _external_data_checked(artifacts: Path, entry: dict, f: dict, proto) -> list
         p = artifacts / d["path"]
         if PurePosixPath(d["path"]).parent != PurePosixPath(f["path"]).parent:
             raise ZooError(f"{entry['model']}: {d['path']} is not beside {f['path']}")
-        if not p.is_file():
-            raise ZooError(f"{entry['model']}: {p} (external data of {f['path']}) is missing (pull it, or build it)")
-        if sha256_file(p) != d["sha256"]:
+        try:
+            digest = sha256_file(p)  # streamed; a FIFO is refused without blocking
+        except OSError:
+            raise ZooError(f"{entry['model']}: {p} (external data of {f['path']}) is missing or not a regular file "
+                           "(pull it, or build it)") from None
+        if digest != d["sha256"]:
             raise ZooError(f"{entry['model']}: {p} does not match the manifest's sha256; refusing to verify it")
     return [d["path"] for d in listed] if refers else []
 
@@ -123,11 +131,16 @@ def model_input(artifacts: Path, entry: dict, f: dict, *, external_as: str = "au
     ``"auto"`` inline while the model fits one protobuf message, else its path."""
     path = artifacts / f["path"]
     try:
-        data = path.read_bytes()
+        with open_regular(path) as fh:  # a FIFO named like the model is refused, never read
+            size = os.fstat(fh.fileno()).st_size
+            # The size first: a file larger than the manifest says is refused without reading it.
+            data = fh.read(f["bytes"] + 1) if size == f["bytes"] else None
+    except NotRegularFileError:
+        raise ZooError(f"{entry['model']}: {path} is not a regular file; refusing to read it") from None
     except OSError as e:
-        why = "is missing" if isinstance(e, FileNotFoundError) else f"cannot be read ({e.strerror})"
+        why = "is missing" if isinstance(e, FileNotFoundError) else f"cannot be read ({e.strerror or e})"
         raise ZooError(f"{entry['model']}: {path} {why} (pull it, or build it)") from None
-    if sha256_bytes(data) != f["sha256"]:
+    if data is None or sha256_bytes(data) != f["sha256"]:
         raise ZooError(f"{entry['model']}: {path} does not match the manifest's sha256; refusing to use it "
                        "(rebuild it with `zoo build`, or pull it)")
     external = _external_data_checked(artifacts, entry, f, _readable_onnx(data, path, entry["model"]))
@@ -176,7 +189,7 @@ def reference_model(artifacts: Path, entry: dict):
     from ..model.weights import read_bytes
 
     rec = next((f for f in entry["files"] if f["role"] == "weights"), None)
-    if rec is None or not (artifacts / rec["path"]).is_file():
+    if rec is None or not os.path.lexists(artifacts / rec["path"]):
         raise ZooError(f"{entry['model']}: built from a weights file that is not in {artifacts}")
     data = read_bytes(artifacts / rec["path"])
     if sha256_bytes(data) != entry["weights"]["sha256"]:

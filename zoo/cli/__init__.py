@@ -51,7 +51,13 @@ register_commands()
 
 
 def main() -> None:  # console-script entry point
-    cli(prog_name="zoo")
+    try:
+        cli(prog_name="zoo")
+    except KeyboardInterrupt:  # before a command runs (its own interrupt is handled by ZooGroup)
+        from ..errors import EXIT_INTERRUPTED
+
+        click.echo("Error: zoo: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -173,19 +173,25 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
 
 
 @click.command("info")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model")
+@artifacts_option(help="With a model NAME: the artifacts folder to look in first (then the download cache).")
 @json_option
-def info_cmd(path, as_json):
-    """Inspect any .onnx file: inputs, outputs, opset, zoo metadata, size, sha256, parameters.
+def info_cmd(model, artifacts, as_json):
+    """Inspect an .onnx file, or a model by name: inputs, outputs, opset, zoo metadata, size, sha256, parameters.
+
+    A NAME (no such file) is the fp32 model of that name in the artifacts folder's manifest, else
+    in the download cache.
 
     \b
     Examples:
       zoo info artifacts/dense_b0/model.onnx
+      zoo info dense_b0
       zoo info model.onnx --json
     """
-    from ..hub.inspect import describe
+    from ..hub.inspect import describe, resolve
 
-    info = describe(path)
+    path, entry = resolve(model, artifacts)
+    info = describe(path, entry)
     if as_json:
         emit_json(info)
         return
@@ -193,6 +199,9 @@ def info_cmd(path, as_json):
     click.echo(f"  size       {info['file_bytes']:,} bytes\n  sha256     {info['sha256']}")
     click.echo(f"  ir_version {info['ir_version']}   opset {info['opset']}   producer {info['producer']}")
     click.echo(f"  params     {info['params']:,} (from initializers)   nodes {info['nodes']}")
+    if info["params_note"]:
+        click.echo(f"             {info['params_pytorch']:,} in the PyTorch model (the manifest's count): "
+                   "BatchNorm folded into the layer before it at export")
     if info.get("domain") or info.get("doc_string"):
         click.echo(f"  domain     {info.get('domain') or '-'}   model_version {info.get('model_version')}")
         click.echo(f"  doc        {info.get('doc_string') or '-'}")

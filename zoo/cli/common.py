@@ -3,7 +3,8 @@
 The contract (README, "CLI contract"): success exits 0; a failed job (``ZooError``) exits 1; bad
 input (Click's usage errors and the zoo's own ``InputError``) exits 2; something explicitly asked
 for and not available here (``ProviderUnavailableError``, a missing optional package) exits 3; an
-unexpected exception is a bug and exits 4. Every failure is exactly one line on stderr,
+unexpected exception is a bug and exits 4; Ctrl-C (SIGINT) exits 130 with the line
+``Error: zoo COMMAND: interrupted``. Every failure is exactly one line on stderr,
 ``Error: zoo COMMAND: message``; never a traceback, never the usage block.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_UNAVAILABLE, InputError, ZooError
+from ..errors import EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, InputError, ZooError
 from ..jsonio import dumps
 from ..model.config import FLAVORS, variant_config
 from ..model.scaling import PAPER_COEFFICIENTS, VARIANTS, Variant, compound, get_variant
@@ -74,6 +75,8 @@ class ZooGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt:  # Ctrl-C: one line, exit 130 (Click would print a blank line and "Aborted")
+            raise CliError(f"{ctx.meta.get(_COMMAND, ctx.command_path)}: interrupted", EXIT_INTERRUPTED) from None
         except Exception as e:
             raise cli_error(e, ctx.meta.get(_COMMAND, ctx.command_path)) from None
 

@@ -1,38 +1,49 @@
 """``zoo info``: what an .onnx file holds, read without running it (and without trusting it).
 
 The file must be a non-empty regular file (a FIFO or device is refused before it is opened for
-reading, so it cannot block); it is parsed from bytes, passed through ``onnx.checker`` and typed
-guards before any field is read; external data is reported and must stay in the model's folder.
+reading, so it cannot block); its nodes and tensors are counted on the wire bytes and a model with
+more than :data:`MAX_ENTRIES` is refused before it is parsed (parsing a million tiny initializers
+costs tens of times the file's size); it is then parsed from bytes, passed through
+``onnx.checker`` and typed guards before any field is read. External data is reported and must
+stay in the model's folder, through no link. Text that is not UTF-8 (protobuf's proto2 strings
+may hold any bytes) is shown with replacement characters.
+
+``zoo info`` also takes a model name: the fp32 model of that name in the artifacts folder's
+manifest, else in the download cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
 from pathlib import Path
 
-from ..errors import ZooError, cut
-from .config import UnsafePathError, first_line
+from ..builder import manifest as mf
+from ..errors import InputError, ZooError, cut
+from ..fsutil import NotRegularFileError, open_regular
+from ..onnxio import count_entries
+from .cache import Cache
+from .config import DEFAULT_SOURCE, UnsafePathError, first_line
 from .external import external_locations, parse_model
+from .paths import safe_name
 
 MAX_MODEL_BYTES = 2 << 30  # protobuf's own limit for one message
+# Nodes and tensors (every graph, subgraph and function): zoo info refuses more before parsing, which
+# bounds its memory (a million tiny initializers in 19 MB took 811 MB and 13 s to describe).
+MAX_ENTRIES = 100_000
 
 
 def read_regular(path: Path, what: str = "model") -> bytes:
     """The bytes of the regular, non-empty file ``path``; every failure a one-line ``ZooError``."""
     try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise ZooError(f"{path} is not a regular file; refusing to read it as a {what}")
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())  # the file opened, not the one looked at a moment ago
-            if not stat.S_ISREG(st.st_mode):
-                raise ZooError(f"{path} is not a regular file; refusing to read it as a {what}")
-            if st.st_size > MAX_MODEL_BYTES:
+        with open_regular(path) as f:  # a FIFO or device is refused without blocking
+            if os.fstat(f.fileno()).st_size > MAX_MODEL_BYTES:
                 raise ZooError(f"{path} is larger than {MAX_MODEL_BYTES:,} bytes; not a single-file ONNX model")
             data = f.read(MAX_MODEL_BYTES + 1)
+    except NotRegularFileError:
+        raise ZooError(f"{path} is not a regular file; refusing to read it as a {what}") from None
     except OSError as e:
         raise ZooError(f"cannot read {path}: {e.strerror or first_line(e)}") from None
     if not data:
@@ -40,15 +51,61 @@ def read_regular(path: Path, what: str = "model") -> bytes:
     return data
 
 
-def describe(path: str | Path) -> dict:
+def resolve(target: str | Path, artifacts: str | Path | None = None, cache_dir=None) -> tuple[Path, dict | None]:
+    """``(model file, its manifest entry or None)`` for a path, or for a model name: the fp32
+    model in ``artifacts``' manifest, else in the download cache."""
+    path = Path(target)
+    if os.path.lexists(path) or "/" in str(target) or str(target).endswith(".onnx"):
+        return path, _entry_beside(path)
+    name = str(target)
+    try:
+        safe_name(name)
+    except UnsafePathError:
+        raise InputError(f"{cut(repr(name), 80)}: no such file, and not a model name") from None
+    root = Path(artifacts) if artifacts is not None else Path(DEFAULT_SOURCE)
+    if os.path.lexists(root / mf.MANIFEST_NAME):
+        entry = next((m for m in mf.load(root)["models"] if m["model"] == name), None)
+        if entry is not None:
+            return root / entry["model_path"], entry
+    with Cache(cache_dir) as cache:
+        view = cache.read_view_manifest(name)
+        if view is not None:
+            entry = view["models"][0]
+            return cache.view(name) / entry["model_path"], entry
+    raise InputError(f"{name!r} is neither a file nor a model in {root / mf.MANIFEST_NAME} or the cache "
+                     f"(build it, or `zoo pull {name}`)")
+
+
+def _entry_beside(path: Path) -> dict | None:
+    """The manifest entry listing ``path`` when it lies in an artifacts folder or a cache view
+    (``ROOT/NAME/model.onnx`` with ``ROOT/manifest.json``); None otherwise or on any doubt."""
+    root = path.parent.parent
+    try:
+        for m in mf.load(root)["models"]:
+            if any((root / f["path"]) == path and f["role"] == "model" for f in m["files"]):
+                return m
+    except (ZooError, OSError, ValueError):
+        pass
+    return None
+
+
+def describe(path: str | Path, entry: dict | None = None) -> dict:
+    """What the model file ``path`` holds; ``entry`` (its manifest entry, when known) adds the
+    parameter count of the PyTorch model it was exported from."""
     import onnx
 
     path = Path(path)
     data = read_regular(path)
+    try:
+        count_entries(data, MAX_ENTRIES)
+    except ValueError as e:
+        raise ZooError(f"{path}: {e}; zoo info reads models up to that (the zoo's largest has a few thousand)") from None
     proto = parse_model(data, str(path))
     external = _external(proto, path)  # before the checker, which would open what they point to
     try:
-        onnx.checker.check_model(proto)
+        # With external data the checker is given the path, so that it looks for the data beside
+        # the model (not in the working directory); every location was checked just above.
+        onnx.checker.check_model(str(path) if external else proto)
     except Exception as e:  # noqa: BLE001 - ValidationError and C++ errors surface as several types
         raise ZooError(f"{path} is not a valid ONNX model ({cut(first_line(e), 160)})") from None
     if not proto.graph.node and not proto.graph.input:
@@ -61,24 +118,44 @@ def describe(path: str | Path) -> dict:
     except (KeyError, ValueError, TypeError, OverflowError) as e:
         raise ZooError(f"{path}: unsupported input, output or initializer type ({cut(first_line(e), 120)})") from None
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    return {
+    torch_params = entry.get("params") if entry else None
+    return _text({
         "path": str(path),
         "file_bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
         "ir_version": proto.ir_version,
         "opset": opset,
-        "producer": cut(f"{proto.producer_name} {proto.producer_version}".strip(), 200),
-        "domain": cut(proto.domain, 200),
+        "producer": cut(f"{_str(proto.producer_name)} {_str(proto.producer_version)}".strip(), 200),
+        "domain": cut(_str(proto.domain), 200),
         "model_version": int(proto.model_version),
-        "doc_string": cut(proto.doc_string, 1000),
+        "doc_string": cut(_str(proto.doc_string), 1000),
         "params": params,
+        # The manifest counts the PyTorch model's parameters; the file has fewer where BatchNorm was
+        # folded into the layer before it at export (its running statistics are not parameters).
+        "params_pytorch": torch_params,
+        "params_note": (None if torch_params is None or torch_params == params else
+                        "the file's initializers; the manifest counts the PyTorch model's trainable parameters, "
+                        "BatchNorm folded into the layer before it at export"),
         "nodes": len(proto.graph.node),
         "ops": sorted({n.op_type for n in proto.graph.node}),
         "inputs": ports["inputs"],
         "outputs": ports["outputs"],
-        "metadata": {cut(p.key, 200): cut(p.value, 1000) for p in proto.metadata_props},
+        "metadata": {cut(_str(p.key), 200): cut(_str(p.value), 1000) for p in proto.metadata_props},
         "external_data": external,
-    }
+    })
+
+
+def _str(v) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else v
+
+
+def _text(v):
+    """Every bytes value (a name that is not UTF-8) as text with replacement characters."""
+    if isinstance(v, dict):
+        return {_str(k): _text(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_text(x) for x in v]
+    return _str(v)
 
 
 def _numel(dims) -> int:
@@ -98,9 +175,14 @@ def _external(proto, path: Path) -> list[dict]:
         raise UnsafePathError(f"{e}; not opening it") from None
     out = []
     for loc in locations:
-        target = path.parent / loc
+        parts = loc.split("/")
+        for i in range(1, len(parts) + 1):  # no component may be a link: it could lead outside
+            with contextlib.suppress(OSError):
+                if stat.S_ISLNK(os.lstat(path.parent.joinpath(*parts[:i])).st_mode):
+                    raise UnsafePathError(f"{path}: external data {cut(repr(loc), 120)} goes through a link "
+                                          f"({cut('/'.join(parts[:i]), 120)}); not opening it")
         try:
-            st = os.lstat(target)
+            st = os.lstat(path.parent / loc)
             present, size = stat.S_ISREG(st.st_mode), st.st_size if stat.S_ISREG(st.st_mode) else None
         except OSError:
             present, size = False, None

@@ -16,12 +16,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import WeightsError
-from ..fsutil import atomic_path, sha256_bytes
+from ..errors import WeightsError, cut
+from ..fsutil import NotRegularFileError, atomic_path, read_regular, sha256_bytes
 
 SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 MAX_DIFFS = 3  # differing keys named in an error
+# The safetensors dtypes a weights file may hold (float8 and 4-bit types are refused: no network of
+# the zoo has them, and torch cannot check them for NaN).
+DTYPES = ("F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL")
 
 
 def convert_hint(path: str | os.PathLike) -> str:
@@ -41,12 +44,47 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"{path}: no such weights file")
-    if not path.is_file():
-        raise WeightsError(f"{path}: not a file (give NAME.safetensors, or a folder with --all)")
     try:
-        return path.read_bytes()
+        return read_regular(path)  # a FIFO or device is refused without blocking
+    except NotRegularFileError:
+        raise WeightsError(f"{path}: not a file (give NAME.safetensors, or a folder with --all)") from None
     except OSError as e:
         raise WeightsError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def _check_header(raw: bytes, where: str) -> int:
+    """Check a safetensors header as a stranger's input (every value's type, each dtype one the
+    zoo reads, offsets in order) before the parser sees it; returns the end of the data."""
+    try:
+        header = json.loads(raw)
+    except (ValueError, RecursionError):  # bad JSON or UTF-8; nesting 100,000 deep
+        raise WeightsError(f"{where}: not a safetensors file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise WeightsError(f"{where}: not a safetensors file (the header is not a JSON object)")
+    end = 0
+    for key, v in header.items():
+        if key == "__metadata__":
+            if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
+                raise WeightsError(f"{where}: not a safetensors file (__metadata__ is not an object of strings)")
+            continue
+        name = cut(repr(key), 80)
+        if not isinstance(v, dict):
+            raise WeightsError(f"{where}: tensor {name}: not an object in the header")
+        dtype, shape, offsets = v.get("dtype"), v.get("shape"), v.get("data_offsets")
+        if dtype not in DTYPES:
+            raise WeightsError(f"{where}: tensor {name}: dtype {cut(repr(dtype), 40)} is not one the zoo reads "
+                               f"({', '.join(DTYPES)})")
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise WeightsError(f"{where}: tensor {name}: shape is not a list of non-negative integers")
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets)
+                or offsets[0] > offsets[1]):
+            raise WeightsError(f"{where}: tensor {name}: data_offsets is not [begin, end] with 0 <= begin <= end")
+        end = max(end, offsets[1])
+    return end
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 62
 
 
 def parse_state(data: bytes, where: str = "weights") -> dict[str, torch.Tensor]:
@@ -59,11 +97,7 @@ def parse_state(data: bytes, where: str = "weights") -> dict[str, torch.Tensor]:
     if n > len(data) - 8 or data[8:9] != b"{":
         raise WeightsError(f"{where}: not a safetensors file, or a truncated one (header of {n} bytes in a file of "
                            f"{len(data)})")
-    try:
-        header = json.loads(data[8:8 + n])
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    except (ValueError, KeyError, TypeError, IndexError):
-        raise WeightsError(f"{where}: not a safetensors file (unreadable header)") from None
+    end = _check_header(data[8:8 + n], where)
     if 8 + n + end != len(data):
         raise WeightsError(f"{where}: truncated or padded safetensors file ({len(data)} bytes, header says "
                            f"{8 + n + end})")
