@@ -1,13 +1,14 @@
 """Build safety: one writer per artifacts folder, stale files removed, --check refuses what it ignores."""
 
 import json
+import os
 import subprocess
 
 import pytest
 from click.testing import CliRunner
 
 from zoo.builder import manifest as mf
-from zoo.builder.lock import artifacts_lock
+from zoo.builder.lock import LOCK_NAME, artifacts_lock
 from zoo.cli import cli
 from zoo.fsutil import leftover_temporaries, sha256_file
 
@@ -22,10 +23,15 @@ def test_a_rebuild_removes_the_files_its_entry_no_longer_lists_and_nothing_else(
     r = runner.invoke(cli, [*args, "--precision", "fp32,int8"])
     assert r.exit_code == 0, r.output
     assert (out / "dense_b0" / "model.int8.onnx").is_file()
+    assert not os.path.lexists(out / LOCK_NAME)  # nothing of the lock is left to be published (issue 25)
     mine = out / "dense_b0" / "notes.txt"  # not the zoo's: never touched
     mine.write_text("keep me")
+    canary = tmp_path / "canary"  # outside: a link planted as the lock's note is never written through
+    canary.write_text("outside")
+    (out / LOCK_NAME).symlink_to(canary)
     r = runner.invoke(cli, args)  # fp32 only
     assert r.exit_code == 0, r.output
+    assert canary.read_text() == "outside" and not os.path.lexists(out / LOCK_NAME)
     assert not (out / "dense_b0" / "model.int8.onnx").exists()
     assert "removed dense_b0/model.int8.onnx (no longer listed)" in r.stderr
     assert mine.read_text() == "keep me"

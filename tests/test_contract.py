@@ -168,7 +168,7 @@ def test_a_provider_or_runtime_asked_for_and_missing_exits_3(art, tmp_path):
 def test_third_party_value_errors_are_internal_errors_not_bad_input(monkeypatch, art):
     import zoo.hub.inspect
 
-    def broken(path):
+    def broken(path, entry=None):
         raise ValueError("third-party bug")
 
     monkeypatch.setattr(zoo.hub.inspect, "describe", broken)

@@ -193,3 +193,50 @@ def test_the_pull_s_streamed_model_walk_reads_mutated_models_or_raises_a_typed_e
     except Exception:  # noqa: BLE001 - the walk is a superset check; protobuf may refuse more
         return
     assert sorted(set(found)) == sorted(set(ref))
+
+
+# -- safetensors headers (zoo build --weights): parsed or one WeightsError, never another exception --
+
+def _safetensors(header: bytes, body: bytes) -> bytes:
+    return len(header).to_bytes(8, "little") + header + body
+
+
+DTYPE = st.sampled_from(["F32", "F64", "F16", "BF16", "I64", "I8", "U8", "BOOL", "F4", "F8_E8M0", "F8_E4M3",
+                         "F8_E5M2", "U16", "C64", "", "f32"]) | JSON
+TENSOR = st.fixed_dictionaries({"dtype": DTYPE, "shape": st.lists(st.integers(-2, 6), max_size=3) | JSON,
+                                "data_offsets": st.lists(st.integers(-1, 40), min_size=2, max_size=2) | JSON})
+HEADER = st.dictionaries(st.text(max_size=6), TENSOR | JSON, max_size=4)
+
+
+@FUZZ
+@given(HEADER, st.binary(max_size=40))
+@example({"w": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}}, b"\x7f\x7f")
+@example({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, None]}}, b"\0" * 4)
+@example({"w": {"dtype": "F32", "shape": [1], "data_offsets": "ab"}}, b"\0" * 4)
+@example({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0\0\xc0\x7f")  # NaN
+@example({"__metadata__": {"a": 1}}, b"")
+def test_a_safetensors_header_is_read_or_refused_with_one_weights_error(header, body):
+    from zoo.errors import WeightsError
+    from zoo.model.weights import parse_state
+
+    raw = _safetensors(json.dumps(header).encode(), body)
+    try:
+        state = parse_state(raw, "fuzz.safetensors")
+    except WeightsError as e:
+        assert "\n" not in str(e) and len(str(e)) < 600
+        return
+    assert all(bool(t.isfinite().all()) for t in state.values() if t.is_floating_point())
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+@example(b"{" + b'"a":[' * 3000)
+@example(b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}')
+def test_safetensors_header_bytes_are_read_or_refused_with_one_weights_error(header):
+    from zoo.errors import WeightsError
+    from zoo.model.weights import parse_state
+
+    try:
+        parse_state(_safetensors(header, b"\0" * 4), "fuzz.safetensors")
+    except WeightsError as e:
+        assert "\n" not in str(e)

@@ -55,8 +55,10 @@ def resolve(target: str | Path, artifacts: str | Path | None = None, cache_dir=N
     """``(model file, its manifest entry or None)`` for a path, or for a model name: the fp32
     model in ``artifacts``' manifest, else in the download cache."""
     path = Path(target)
-    if os.path.lexists(path) or "/" in str(target) or str(target).endswith(".onnx"):
+    if os.path.lexists(path):
         return path, _entry_beside(path)
+    if "/" in str(target) or str(target).endswith(".onnx"):
+        raise InputError(f"{cut(str(path), 200)} does not exist")
     name = str(target)
     try:
         safe_name(name)
