@@ -15,10 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import CalibrationError, ManifestError, ZooError
-from ..fsutil import atomic_write_bytes, sha256_bytes, sha256_file
+from ..fsutil import sha256_bytes, sha256_file
 from ..spec import INT4, RECOMMEND_PRECISIONS, eligible
 from ..spec import STATIC_INT8 as STATIC
 from . import manifest as mf
+from .commit import Staging
 from .lock import artifacts_lock
 from .verification import model_input, reference_model
 
@@ -140,6 +141,7 @@ def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), thread
     if recommend_ and save:
         with artifacts_lock(root, progress):  # a build committing meanwhile is not overwritten
             fresh = mf.load(path)
+            staging = Staging(root)  # the derived files and the manifest as one commit, as a build's
             env = environment()
             for name, res in results.items():
                 try:
@@ -152,7 +154,7 @@ def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), thread
                     progress(f"{name} was rebuilt while it was measured; nothing saved for it")
                     continue
                 for precision, rel, data in res["derived"]:
-                    atomic_write_bytes(root / rel, data)
+                    staging.add(rel, data)
                     entry["files"] = [f for f in entry["files"] if f["path"] != rel] + [
                         {"path": rel, "bytes": len(data), "sha256": sha256_bytes(data), "role": "model",
                          "precision": precision}]
@@ -160,7 +162,11 @@ def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), thread
                 entry["recommended"] = {"threads": int(threads), "machine": env["machine"]["cpu"],
                                         "isa": env["machine"]["isa"], "load_avg_1m": env["load_avg_1m"],
                                         "dataset": res["dataset"], "by_batch": res["recommended"]}
-            mf.save(path, fresh)
+            mf.validate(fresh, str(path))
+            try:
+                staging.commit(mf.to_bytes(fresh), progress=progress)
+            finally:
+                staging.abort()
     return {"manifest": str(path), "results": results}
 
 
