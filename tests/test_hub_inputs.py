@@ -180,7 +180,7 @@ def test_zoo_verify_on_a_corrupt_model_whose_sha256_matches_is_one_line(built, t
     r = next(f for f in m["models"][0]["files"] if f["path"] == MODEL_PATH)
     import hashlib
 
-    r.update(bytes=80, sha256=hashlib.sha256((art / MODEL_PATH).read_bytes()).hexdigest())
+    r.update(bytes=90, sha256=hashlib.sha256((art / MODEL_PATH).read_bytes()).hexdigest())
     (art / "manifest.json").write_text(json.dumps(m))
     res = subprocess.run([sys.executable, "-m", "zoo", "verify", MODEL, "--artifacts", str(art), "--runtimes",
                           "reference", "--providers", "CPUExecutionProvider"], capture_output=True, text=True, timeout=300)

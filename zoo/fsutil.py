@@ -55,11 +55,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    """Strict JSON (:func:`zoo.jsonio.dumps`: NaN and Infinity become null), written atomically."""
+def json_bytes(obj) -> bytes:
+    """Strict JSON (:func:`zoo.jsonio.dumps`: NaN and Infinity become null), indented, one final newline."""
     from .jsonio import dumps
 
-    atomic_write_bytes(path, (dumps(obj, indent=2) + "\n").encode())
+    return (dumps(obj, indent=2) + "\n").encode()
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -97,19 +101,13 @@ def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes
         return f.read() if max_bytes is None else f.read(max_bytes + 1)
 
 
-def sha256_stream(f, chunk: int = 1 << 20) -> tuple[str, int]:
-    """``(sha256, bytes)`` of an open binary file, read in chunks (memory stays at one chunk)."""
-    h, n = hashlib.sha256(), 0
-    while block := f.read(chunk):
-        h.update(block)
-        n += len(block)
-    return h.hexdigest(), n
-
-
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """The sha256 of the regular file ``path``, streamed (a FIFO raises, it never blocks)."""
+    h = hashlib.sha256()
     with open_regular(path) as f:
-        return sha256_stream(f, chunk)[0]
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def leftover_temporaries(folder: str | os.PathLike) -> list[Path]:

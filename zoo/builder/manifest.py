@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ManifestError, NoManifestError, NotInManifestError, cut
-from ..fsutil import atomic_write_bytes, read_regular
+from ..fsutil import atomic_write_bytes, json_bytes, read_regular
 from ..versions import toolchain_versions
 
 SCHEMA_VERSION = 1
@@ -174,10 +174,8 @@ def load_or_empty(path: str | Path) -> dict:
 
 
 def to_bytes(manifest: dict) -> bytes:
-    """The manifest as written: strict JSON (:func:`zoo.jsonio.dumps`), indented, one final newline."""
-    from ..jsonio import dumps
-
-    return (dumps(manifest, indent=2) + "\n").encode()
+    """The manifest as written (the bytes a commit renames into place)."""
+    return json_bytes(manifest)
 
 
 def save(path: str | Path, manifest: dict) -> None:
