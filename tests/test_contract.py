@@ -191,4 +191,4 @@ def test_a_missing_optional_package_exits_3_with_the_extra_to_install(monkeypatc
                                                                               "zoo.verify.matrix"))]:
         monkeypatch.delitem(__import__("sys").modules, mod)
     r = run("verify", "dense_b0", "--artifacts", art)
-    assert "pip install 'zoo[build]'" in one_line(r, 3, "verify")
+    assert "'dense-zoo[build]'" in one_line(r, 3, "verify")

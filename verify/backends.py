@@ -16,7 +16,7 @@ import numpy as np
 from .. import onnxio
 from ..errors import InputError, ProviderUnavailableError
 from ..spec import GPU_PROVIDERS, PY_RUNTIMES
-from ..versions import dist_version
+from ..versions import dist_version, install_hint
 
 OPT_LEVELS = ("disabled", "basic", "extended", "all")
 # The reference evaluator is pure numpy, node by node: it checks small batches only.
@@ -156,7 +156,7 @@ class _PackagedBackend(Backend):
         return dist_version(self.runtime)
 
     def unavailable_reason(self):
-        return None if self.version() else f"{self.runtime} is not installed (pip install -e '.[runtimes]')"
+        return None if self.version() else f"{self.runtime} is not installed ({install_hint('runtimes')})"
 
 
 class _OpenVinoRunner(Runner):

@@ -6,6 +6,9 @@ import functools
 import platform
 from importlib import metadata as importlib_metadata
 
+# The distribution's name (pip's): `zoo` on the package index is an unrelated project, so this one is
+# installed as dense-zoo; the import name and the command stay `zoo`.
+DISTRIBUTION = "dense-zoo"
 TOOLCHAIN_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx_ir", "numpy", "protobuf")
 
 
@@ -23,3 +26,8 @@ def toolchain_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     versions.update({name: dist_version(name) or "not installed" for name in TOOLCHAIN_PACKAGES})
     return versions
+
+
+def install_hint(extra: str) -> str:
+    """How to install one of the project's extras, from a checkout or the distribution."""
+    return f"pip install -e '.[{extra}]' in a checkout, or '{DISTRIBUTION}[{extra}]'"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..versions import dist_version
+from ..versions import dist_version, install_hint
 from .latency import (
     _load_avg,
     bench_input,
@@ -88,7 +88,7 @@ def _openvino(variant: str, path: str, data: bytes, input_name: str) -> Contende
     c = Contender("openvino", f"openvino:{variant}", "fp32" if variant == "f32" else "default", path,
                   {"INFERENCE_PRECISION_HINT": "f32"} if variant == "f32" else {}, version, weight_bytes=len(data))
     if version is None:
-        c.reason = "openvino is not installed (pip install -e '.[runtimes]')"
+        c.reason = f"openvino is not installed ({install_hint('runtimes')})"
         return c
 
     def setup(threads):
@@ -118,7 +118,7 @@ def _tract(path: str, data: bytes) -> Contender:
     version = dist_version("tract")
     c = Contender("tract", "tract", "fp32", path, {}, version, weight_bytes=len(data))
     if version is None:
-        c.reason = "tract is not installed (pip install -e '.[runtimes]')"
+        c.reason = f"tract is not installed ({install_hint('runtimes')})"
         return c
 
     def setup(threads):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import ZooError
 from ..fsutil import atomic_write_bytes
+from ..versions import install_hint
 from ..spec import FILE_PRECISIONS as PRECISIONS
 from . import accuracy_report
 from .charts import save_png
@@ -220,7 +221,7 @@ def write_report(manifest: dict, out: str | Path, *, chart: bool = True) -> dict
         try:
             chart_path = write_chart(manifest, out / CHART_NAME)
         except ImportError:
-            why = "matplotlib is not installed (pip install 'zoo[report]'); no chart"
+            why = f"matplotlib is not installed ({install_hint('report')}); no chart"
     elif chart:
         why = "no latency records in the manifest (run `zoo bench`); no chart"
     acc_path = None
@@ -228,13 +229,13 @@ def write_report(manifest: dict, out: str | Path, *, chart: bool = True) -> dict
         try:
             acc_path = accuracy_report.write_chart(manifest, out / accuracy_report.CHART_NAME, _cpu_p50_b1)
         except ImportError:
-            why = "matplotlib is not installed (pip install 'zoo[report]'); no chart"
+            why = f"matplotlib is not installed ({install_hint('report')}); no chart"
     peers_path = None
     if chart and any(m.get("peers") for m in manifest["models"]):
         try:
             peers_path = write_peers_chart(manifest, out / PEERS_CHART_NAME)
         except ImportError:
-            why = why or "matplotlib is not installed (pip install 'zoo[report]'); no chart"
+            why = why or f"matplotlib is not installed ({install_hint('report')}); no chart"
     text = markdown(manifest, CHART_NAME if chart_path else None, accuracy_report.CHART_NAME if acc_path else None,
                     PEERS_CHART_NAME if peers_path else None)
     md_path = out / REPORT_NAME

@@ -164,7 +164,7 @@ def _peers(names, all_, artifacts, batch_sizes, threads, runs, time_budget, no_t
 @artifacts_option
 @click.option("--to", "to", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder report.md and latency.png go to [default: the artifacts folder].")
-@click.option("--no-chart", is_flag=True, help="Markdown only (the chart needs matplotlib: pip install 'zoo[report]').")
+@click.option("--no-chart", is_flag=True, help="Markdown only (the chart needs matplotlib: the report extra).")
 @json_option
 def report_cmd(artifacts, to, no_chart, as_json):
     """Write a Markdown report and a PNG chart of latency against parameters from the manifest.

@@ -19,17 +19,15 @@ from ..errors import EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, E
 from ..jsonio import dumps
 from ..model.config import FLAVORS, variant_config
 from ..model.scaling import PAPER_COEFFICIENTS, VARIANTS, Variant, compound, get_variant
+from ..versions import install_hint
 from ..spec import PRECISIONS, RUNTIMES, parse_precisions, parse_runtimes, resolve_provider
 
 _COMMAND = "zoo.command"  # ctx.meta key: the full path of the command being run ("zoo cache clear")
 # Where a missing package comes from: the builder's toolchain, or ONNX Runtime (cpu or gpu, never both).
-INSTALL_HINTS = {"torch": "pip install 'zoo[build]'", "onnxscript": "pip install 'zoo[build]'",
-                 "onnx_ir": "pip install 'zoo[build]'", "safetensors": "pip install 'zoo[build]'",
-                 "mnist1d": "pip install 'zoo[build]'",
-                 "oras": "pip install 'zoo[publish]'", "huggingface_hub": "pip install 'zoo[publish]'",
-                 "tritonclient": "pip install 'zoo[publish]'",
-                 "onnxruntime": "pip install 'zoo[cpu]', or 'zoo[gpu]' for onnxruntime-gpu",
-                 "model_signing": "pip install 'zoo[sign]'", "cryptography": "pip install 'zoo[sign]'"}
+INSTALL_HINTS = {**dict.fromkeys(("torch", "onnxscript", "onnx_ir", "safetensors", "mnist1d"), install_hint("build")),
+                 **dict.fromkeys(("oras", "huggingface_hub", "tritonclient"), install_hint("publish")),
+                 **dict.fromkeys(("model_signing", "cryptography"), install_hint("sign")),
+                 "onnxruntime": install_hint("cpu") + ", or the gpu extra for onnxruntime-gpu"}
 
 
 class CliError(click.ClickException):

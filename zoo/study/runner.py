@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from ..errors import InputError, ProviderUnavailableError, ZooError
 from ..fsutil import atomic_write_bytes
+from ..versions import install_hint
 from ..jsonio import dumps
 from .trials import TRIALS_DIR, WORK_DIR, Trial, read_record, record_path, run_trial
 
@@ -131,7 +132,7 @@ def _connect_ray(address: str, workers: int):
     try:
         import ray
     except ImportError:
-        raise ProviderUnavailableError("--ray-address needs the ray package: pip install 'zoo[study]'") from None
+        raise ProviderUnavailableError(f"--ray-address needs the ray package: {install_hint('study')}") from None
     import logging
 
     if address != RAY_LOCAL and address != "auto":
