@@ -130,7 +130,7 @@ def test_unreachable_source_is_one_line(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("raw, message", [(b"{oops", "not valid JSON"),
-                                          (b'{"schema_version": 2, "models": []}', "unknown schema_version 2")])
+                                          (b'{"schema_version": 3, "models": []}', "unknown schema_version 3")])
 def test_a_malformed_manifest_is_one_line(server, tmp_path, raw, message):
     server.overrides["manifest.json"] = raw
     result = run("pull", MODEL, "--from", server.url, "--cache-dir", tmp_path / "cache")

@@ -24,7 +24,7 @@ from zoo.model import data as ds
 
 def _rec(backend, batch, p50, verdict="pass", measured=True, precision="int8"):
     return {"runtime": backend.split(":")[0], "backend": backend, "precision": precision, "file": f"m/{backend}.onnx",
-            "settings": {}, "batch_size": batch, "p50_ms": p50, "ratio_vs_ort_fp32": p50 / 10.0,
+            "settings": {}, "batch_size": batch, "p50_ms": p50, "speedup_vs_ort_fp32": 10.0 / p50,
             "verdict": "measured" if measured else "unavailable",
             "accuracy": {"top1": 0.9, "agreement": 0.99, "torch_top1": 0.9, "verdict": verdict}}
 

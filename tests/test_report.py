@@ -34,7 +34,7 @@ def _entry(name: str, params: int, scale: float) -> dict:
             latency.append({"backend": "onnxruntime:CPUExecutionProvider:all", "provider": "CPUExecutionProvider",
                             "precision": p, "batch_size": b, "threads": 2, "runs": 10, "p50_ms": p50,
                             "p90_ms": p50 * 1.1, "p99_ms": p50 * 1.2, "mean_ms": p50 * 1.05,
-                            "torch_p50_ms": 4.0 * scale * b ** 0.5, "ratio_vs_torch": p50 / (4.0 * scale * b ** 0.5),
+                            "torch_p50_ms": 4.0 * scale * b ** 0.5, "speedup_vs_torch": (4.0 * scale * b ** 0.5) / p50,
                             "machine": MACHINE})
     return {
         "model": name, "model_path": f"{name}/model.onnx", "onnx_version": "1.23.2", "opset_version": 18,
@@ -84,7 +84,7 @@ def test_markdown_has_the_tables(manifest):
     assert text.startswith("# Dense EfficientNet zoo: report")
     assert "| dense_b7 | 60,000,000 | 120.00 | 240.0 | 60.0 |" in text
     assert "## Latency on CPU (p50 ms, 2 thread(s))" in text
-    assert "| p50 b1 | p50 b32 | p50 b256 | vs PyTorch b1 |" in text
+    assert "| p50 b1 | p50 b32 | p50 b256 | x faster than PyTorch b1 |" in text
     # dense_b0 int8: p50 0.5 ms at batch 1, 4x... PyTorch speed-up 8x, 2x over fp32
     line = next(ln for ln in text.splitlines() if ln.startswith("| dense_b0 | int8 |"))
     assert "| 0.5 |" in line and "8.00×" in line and "2.00×" in line
@@ -152,3 +152,21 @@ def test_report_errors_are_one_line(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     res = CliRunner().invoke(cli, ["report", "--artifacts", str(tmp_path)])
     assert res.exit_code == 1 and "not valid JSON" in res.output
+
+
+def test_a_version_1_manifest_is_read_with_its_time_ratios_turned_into_speedups(manifest, tmp_path):
+    """Schema version 1 recorded p50 / baseline (below 1 faster); version 2 the speed-up (above 1
+    faster). A version 1 manifest still loads, converted."""
+    old = json.loads(json.dumps(manifest))
+    old["schema_version"] = 1
+    for m in old["models"]:
+        for r in m["latency"]:
+            r["ratio_vs_torch"] = 1 / r.pop("speedup_vs_torch")
+        m["peers"] = [{"runtime": "onnxruntime", "backend": "onnxruntime:int8", "precision": "int8", "batch_size": 1,
+                       "verdict": "measured", "p50_ms": 1.0, "ratio_vs_ort_fp32": 0.25}]
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    got = mf.load(tmp_path / "manifest.json")
+    assert got["schema_version"] == mf.SCHEMA_VERSION == 2
+    rec = got["models"][0]["latency"][0]
+    assert "ratio_vs_torch" not in rec and rec["speedup_vs_torch"] == pytest.approx(rec["torch_p50_ms"] / rec["p50_ms"])
+    assert got["models"][0]["peers"][0]["speedup_vs_ort_fp32"] == pytest.approx(4.0)

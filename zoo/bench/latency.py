@@ -7,8 +7,8 @@ timed run). Percentiles are numpy's linear interpolation over the timed runs, so
 
 A latency record (:func:`measure_model`) holds session creation time, the run statistics, the
 thread count, the machine, and PyTorch eager on the same inputs with the same threads (the
-``torch_*`` fields and ``ratio_vs_torch`` = ONNX Runtime p50 / PyTorch p50; below 1 means ONNX
-Runtime is faster). Numbers are floats; counts are integers.
+``torch_*`` fields and ``speedup_vs_torch`` = PyTorch p50 / ONNX Runtime p50: how many times faster
+than PyTorch ONNX Runtime is, above 1 is faster; the one ratio convention of the zoo). Numbers are floats; counts are integers.
 
 ``--roofline`` (:mod:`zoo.bench.roofline`) puts each record against this machine's measured fp32
 GEMM peak and memory read bandwidth.
@@ -304,21 +304,32 @@ def measure_model(model_bytes: bytes, *, precision: str, flops: int, input_dim: 
                        time_budget_s=float(options.time_budget_s), max_runs=int(options.max_runs),
                        throughput_sps=float(batch / p50_s) if p50_s > 0 else 0.0,
                        gflops_per_s=float(flops * batch / p50_s / 1e9) if p50_s > 0 else 0.0,
-                       torch_p50_ms=None, ratio_vs_torch=None, label=_label(provider, precision))
+                       torch_p50_ms=None, speedup_vs_torch=None, label=_label(provider, precision))
             if torch_model is not None and options.torch:
                 device = "cuda" if provider in GPU_PROVIDERS and _cuda() else "cpu"
                 key = (id(torch_model), batch, threads, device)
                 if key not in torch_cache:
                     torch_cache[key] = measure_torch(torch_model, x, threads=threads, options=options, device=device)
                 rec.update(torch_cache[key])
-                rec["ratio_vs_torch"] = float(rec["p50_ms"] / rec["torch_p50_ms"]) if rec["torch_p50_ms"] else None
+                rec["speedup_vs_torch"] = speedup(rec["torch_p50_ms"], rec["p50_ms"])
             rec["load_avg_1m"] = _load_avg()  # other work on the machine skews latencies: say how much there was
             rec["machine"] = machine_info()
             records.append(rec)
-            ratio = f", {rec['ratio_vs_torch']:.2f}x PyTorch" if rec["ratio_vs_torch"] is not None else ""
+            ratio = f", {faster_than(rec['speedup_vs_torch'], 'PyTorch')}" if rec["speedup_vs_torch"] is not None else ""
             progress(f"{precision} {provider} batch {batch}: p50 {rec['p50_ms']:.3f} ms ({rec['runs']} runs), "
                      f"{rec['gflops_per_s']:.1f} GFLOP/s{ratio}")
     return records
+
+
+def speedup(baseline_ms: float | None, ms: float | None) -> float | None:
+    """How many times faster than the baseline a run of ``ms`` is (baseline / ms): above 1 is faster.
+    Every ratio the zoo records or prints follows this convention."""
+    return float(baseline_ms / ms) if baseline_ms and ms else None
+
+
+def faster_than(x: float, what: str) -> str:
+    """``2.50x faster than PyTorch``: the one way the zoo words a speed-up (above 1 is faster)."""
+    return f"{x:.2f}x faster than {what}"
 
 
 def _load_avg() -> float | None:

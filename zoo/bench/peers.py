@@ -11,7 +11,8 @@ further along each round, so that drift of a shared machine (other jobs, clock, 
 of them alike. A turn is a burst, as a user's loop of calls runs: back-to-back untimed calls until
 the contender is in its steady state (:data:`WARM_S`), then timed calls, then a pause so that its
 spinning threads park. The median over all timed calls is the latency. Records say
-runtime, precision, file and settings, the ratio to ONNX Runtime fp32 on ``model.onnx``, and, with
+runtime, precision, file and settings, the speed-up over ONNX Runtime fp32 on ``model.onnx``
+(``speedup_vs_ort_fp32``, above 1 is faster), and, with
 a :class:`Roofline`, the fraction of this machine's limits reached (fp32 or bf16 GEMM peak, read
 bandwidth at the file's size).
 """
@@ -30,7 +31,9 @@ from .latency import (
     _load_avg,
     bench_input,
     default_threads,
+    faster_than,
     machine_info,
+    speedup,
     summarize,
 )
 from .roofline import Roofline, peer_fractions
@@ -38,7 +41,7 @@ from .roofline import Roofline, peer_fractions
 ORT = "onnxruntime"
 # ``runtime:variant`` of the contenders, in table order (files add one ORT row per precision).
 PEER_RUNTIMES = ("torch", "torch.compile", "openvino:f32", "openvino:default", "tract")
-BASELINE = (ORT, "fp32")  # the ratio's denominator: ONNX Runtime on model.onnx
+BASELINE = (ORT, "fp32")  # what the speed-up is over: ONNX Runtime on model.onnx
 
 
 @dataclass
@@ -302,9 +305,9 @@ def measure_peers(cands: list[Contender], *, input_dim: int, flops: int, batch_s
                      and r["verdict"] == "measured"), None)
         for r in records:
             if r["batch_size"] == batch and r["verdict"] == "measured":
-                r["ratio_vs_ort_fp32"] = float(r["p50_ms"] / base["p50_ms"]) if base else None
-                progress(f"batch {batch}: {r['backend']} ({r['precision']}): p50 {r['p50_ms']:.3f} ms, "
-                         f"{r['ratio_vs_ort_fp32']:.2f}x ORT fp32" if base else f"p50 {r['p50_ms']:.3f} ms")
+                r["speedup_vs_ort_fp32"] = speedup(base["p50_ms"], r["p50_ms"]) if base else None
+                progress(f"batch {batch}: {r['backend']} ({r['precision']}): p50 {r['p50_ms']:.3f} ms"
+                         + (f", {faster_than(r['speedup_vs_ort_fp32'], 'ORT fp32')}" if base else ""))
     return records
 
 

@@ -101,7 +101,7 @@ def roofline_row(rec: dict, *, flops: int, weight_bytes: int, machine: Machine) 
         "frac_read_bw": t_memory / p50_s,
         "bound": "compute" if t_compute >= t_memory else "memory",
         "frac_roofline": max(t_compute, t_memory) / p50_s,
-        "ratio_vs_torch": rec.get("ratio_vs_torch"),
+        "speedup_vs_torch": rec.get("speedup_vs_torch"),
     }
 
 

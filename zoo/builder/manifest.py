@@ -14,7 +14,11 @@ from ..errors import ManifestError, NoManifestError, NotInManifestError, cut
 from ..fsutil import atomic_write_bytes, json_bytes, read_regular
 from ..versions import toolchain_versions
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 recorded time ratios (p50 / baseline p50, below 1 faster); version 2 records speed-ups
+# (baseline p50 / p50, above 1 faster), the one convention of the zoo. Version 1 is read and converted.
+READS_VERSIONS = (1, SCHEMA_VERSION)
+_V1_RATIOS = {"ratio_vs_torch": "speedup_vs_torch", "ratio_vs_ort_fp32": "speedup_vs_ort_fp32"}
 MANIFEST_NAME = "manifest.json"
 
 # Bounds on what a manifest from a stranger may cost (a real one of B0-B7 is ~100 kB, depth 7).
@@ -40,11 +44,13 @@ def validate(manifest: dict, where: str = "manifest") -> None:
 
     where = cut(where)
     _check_bounds(manifest, where)
-    if isinstance(manifest, dict) and manifest.get("schema_version") not in (None, SCHEMA_VERSION):
+    if isinstance(manifest, dict) and manifest.get("schema_version") not in (None, *READS_VERSIONS):
         raise ManifestError(
             f"{where}: unknown schema_version {cut(repr(manifest.get('schema_version')), 40)} "
-            f"(this zoo reads {SCHEMA_VERSION})"
+            f"(this zoo reads {', '.join(map(str, READS_VERSIONS))})"
         )
+    if isinstance(manifest, dict) and manifest.get("schema_version") == 1:
+        _upgrade_v1(manifest)
     error = jsonschema.exceptions.best_match(_validator().iter_errors(manifest))
     if error is not None:
         loc = "/".join(str(p) for p in error.absolute_path) or "(root)"
@@ -55,6 +61,25 @@ def validate(manifest: dict, where: str = "manifest") -> None:
         paths = [f["path"] for f in m["files"]]
         if len(set(paths)) != len(paths):
             raise ManifestError(f"{where}: model {m['model']!r} lists a file twice")
+
+
+def _upgrade_v1(manifest: dict) -> None:
+    """Turn a version 1 manifest into version 2 in place: each time ratio becomes its inverse, the
+    speed-up. Runs after the bounds check and before the schema, so it touches only the shapes it
+    knows and leaves anything else for the schema to refuse."""
+    def records(m):
+        yield from (r for key in ("latency", "peers") if isinstance(m.get(key), list) for r in m[key])
+        rec = m.get("recommended")
+        if isinstance(rec, dict) and isinstance(rec.get("by_batch"), list):
+            yield from rec["by_batch"]
+
+    for m in manifest.get("models") if isinstance(manifest.get("models"), list) else ():
+        for r in records(m) if isinstance(m, dict) else ():
+            for old, new in _V1_RATIOS.items():
+                if isinstance(r, dict) and old in r:
+                    v = r.pop(old)
+                    r[new] = 1.0 / v if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
+    manifest["schema_version"] = SCHEMA_VERSION
 
 
 @functools.lru_cache(maxsize=1)

@@ -24,7 +24,7 @@ from .lock import artifacts_lock
 from .verification import model_input, reference_model
 
 # Fields a recommendation keeps from the winning record.
-KEEP = ("runtime", "backend", "precision", "file", "settings", "p50_ms", "ratio_vs_ort_fp32")
+KEEP = ("runtime", "backend", "precision", "file", "settings", "p50_ms", "speedup_vs_ort_fp32")
 
 
 def recommend(records: list[dict]) -> list[dict]:

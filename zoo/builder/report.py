@@ -1,8 +1,8 @@
 """``zoo report``: a Markdown report and a latency chart, from the manifest alone.
 
 Per model: parameters, MFLOPs per sample, file MB per precision, the worst parity error per
-precision, latency p50 per provider, precision and batch size, the speed-up over PyTorch eager and
-the int8 speed-up over fp32. The chart plots p50 latency against parameters, one line per
+precision, latency p50 per provider, precision and batch size, how many times faster than PyTorch eager
+and than the fp32 file each is (above 1 is faster: the zoo's one ratio convention). The chart plots p50 latency against parameters, one line per
 precision and provider, one panel per batch size (matplotlib, the ``report`` extra).
 
 Where a model has several records for the same provider, precision and batch size (say, measured
@@ -120,10 +120,10 @@ def markdown(manifest: dict, chart: str | None = CHART_NAME, accuracy_chart: str
         batches = sorted({lat["batch_size"] for _, lat in recs})
         threads = sorted({lat["threads"] for _, lat in recs})
         lines += ["", f"## Latency on {_short_provider(provider)} (p50 ms, {'/'.join(map(str, threads))} thread(s))", "",
-                  "Speed-up over PyTorch eager (same inputs, same threads) and of int8/fp16 over fp32, at each "
-                  "batch size; above 1 is faster.", ""]
-        head = (["model", "precision"] + [f"p50 b{b}" for b in batches] + [f"vs PyTorch b{b}" for b in batches]
-                + [f"vs fp32 b{b}" for b in batches])
+                  "x faster than PyTorch eager (same inputs, same threads) and than the fp32 file, at each "
+                  "batch size: above 1 is faster.", ""]
+        head = (["model", "precision"] + [f"p50 b{b}" for b in batches] + [f"x faster than PyTorch b{b}" for b in batches]
+                + [f"x faster than fp32 b{b}" for b in batches])
         lines += [_row(head), _row(["---", "---"] + ["---:"] * (len(head) - 2))]
         for r in rows:
             for precision in PRECISIONS:

@@ -1,5 +1,5 @@
-"""The peers part of ``zoo report``: per model and batch size, every contender's p50, ratio to ONNX
-Runtime fp32, accuracy verdict, and the recommendation; and a chart of the ratios."""
+"""The peers part of ``zoo report``: per model and batch size, every contender's p50, speed-up over
+ONNX Runtime fp32 (above 1 is faster), accuracy verdict, and the recommendation; and a chart of the speed-ups."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def peers_lines(manifest: dict, chart: str | None = None) -> list[str]:
         lines += [f"### {m['model']}", "",
                   (f"{rec.get('machine', '?')}, {rec.get('threads', '?')} thread(s), load average "
                    f"{_f(rec.get('load_avg_1m'), '{:.1f}')} at the time."), "",
-                  "| batch | contender | precision | p50 ms | vs ORT fp32 | % of limit | top-1 | accuracy |",
+                  "| batch | contender | precision | p50 ms | x faster than ORT fp32 | % of limit | top-1 | accuracy |",
                   "|---:|---|---|---:|---:|---:|---:|---|"]
         best = {(r["batch_size"], r["backend"]) for r in rec.get("by_batch") or []}
         for r in sorted(m["peers"], key=lambda r: (r["batch_size"], r.get("p50_ms") or float("inf"))):
@@ -38,23 +38,23 @@ def peers_lines(manifest: dict, chart: str | None = None) -> list[str]:
                 continue
             roof = r.get("frac_roofline")
             lines.append(f"| {r['batch_size']} | {r['backend']}{star} | {r['precision']} | {_f(r['p50_ms'])} | "
-                         f"{_f(r.get('ratio_vs_ort_fp32'), '{:.2f}')} | {_f(roof * 100 if roof else None, '{:.0f}')} | "
+                         f"{_f(r.get('speedup_vs_ort_fp32'), '{:.2f}x')} | {_f(roof * 100 if roof else None, '{:.0f}')} | "
                          f"{_f(acc.get('top1'), '{:.2%}')} | {acc.get('verdict') or '–'} |")
         lines.append("")
     if chart:
-        lines += [f"![ratio to ONNX Runtime fp32 per contender]({chart})"]
+        lines += [f"![speed-up over ONNX Runtime fp32 per contender]({chart})"]
     return lines
 
 
 def write_peers_chart(manifest: dict, path: str | Path) -> Path | None:
-    """One panel per (model, batch): a bar per measured contender, its ratio to ORT fp32."""
+    """One panel per (model, batch): a bar per measured contender, its speed-up over ORT fp32."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [(m["model"], b, [r for r in m["peers"] if r["batch_size"] == b and r["verdict"] == "measured"
-                               and r.get("ratio_vs_ort_fp32") is not None])
+                               and r.get("speedup_vs_ort_fp32") is not None])
               for m in manifest["models"] if m.get("peers") for b in sorted({r["batch_size"] for r in m["peers"]})]
     panels = [p for p in panels if p[2]]
     if not panels:
@@ -62,15 +62,15 @@ def write_peers_chart(manifest: dict, path: str | Path) -> Path | None:
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 1.2 + 0.35 * max(len(p[2]) for p in panels) * len(panels)),
                              squeeze=False)
     for ax, (name, batch, recs) in zip(axes[:, 0], panels):
-        recs = sorted(recs, key=lambda r: r["ratio_vs_ort_fp32"])
+        recs = sorted(recs, key=lambda r: -r["speedup_vs_ort_fp32"])
         colors = ["tab:green" if (r.get("accuracy") or {}).get("verdict") == "pass" else
                   "tab:red" if (r.get("accuracy") or {}).get("verdict") == "fail" else "tab:gray" for r in recs]
-        ax.barh([f"{r['backend']} ({r['precision']})" for r in recs], [r["ratio_vs_ort_fp32"] for r in recs],
+        ax.barh([f"{r['backend']} ({r['precision']})" for r in recs], [r["speedup_vs_ort_fp32"] for r in recs],
                 color=colors)
         ax.axvline(1.0, color="black", lw=0.8)
         ax.set_xscale("log")
         ax.set_title(f"{name}, batch {batch} (green: accuracy passes, red: fails, grey: not checked)", fontsize=9)
         ax.tick_params(labelsize=8)
-    axes[-1, 0].set_xlabel("p50 / ONNX Runtime fp32 p50 (log; lower is faster)")
+    axes[-1, 0].set_xlabel("x faster than ONNX Runtime fp32 (log; above 1 is faster)")
     fig.tight_layout()
     return save_png(fig, path)

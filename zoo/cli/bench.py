@@ -37,7 +37,7 @@ def _short(provider: str | None) -> str:
 @click.option("--peers", is_flag=True,
               help="Every way to run each model, in one interleaved run: ONNX Runtime on each file (and on an "
                    "int4 weight-only file made here), PyTorch eager, torch.compile, OpenVINO f32 and default "
-                   "precision, tract (ratios to ONNX Runtime fp32).")
+                   "precision, tract (x faster than ONNX Runtime fp32).")
 @click.option("--recommend", is_flag=True,
               help="--peers plus static int8 and accuracy on the reference task; writes the fastest passing "
                    "(runtime, file, settings) per batch size into the manifest as `recommended`, and the "
@@ -51,7 +51,7 @@ def bench_cmd(names, all_, artifacts, precisions, providers, batch_sizes, thread
 
     Per model file, provider and batch size: session creation time, untimed warm-up runs, then
     timed runs until --runs or --time-budget is reached; p50/p90/p99/mean ms, throughput,
-    GFLOP/s, and PyTorch eager on the same inputs and threads (ratio = ONNX Runtime / PyTorch).
+    GFLOP/s, and PyTorch eager on the same inputs and threads (x faster than PyTorch = PyTorch p50 / ONNX Runtime p50; above 1 is faster).
 
     \b
     Examples:
@@ -101,7 +101,7 @@ def bench_cmd(names, all_, artifacts, precisions, providers, batch_sizes, thread
                       ("batch_size", "batch"), ("threads", "threads"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
                       ("p99_ms", "p99 ms"), ("runs", "runs"), ("throughput_sps", "samples/s"),
                       ("gflops_per_s", "GFLOP/s"), ("torch_p50_ms", "torch p50 ms"),
-                      ("ratio_vs_torch", "ort/torch")]))
+                      ("speedup_vs_torch", "x faster than torch")]))
     if roof:
         click.echo("")
         click.echo(f"roofline: fp32 GEMM peak {machine.gemm['gflops']:.1f} GFLOP/s, DRAM read "
@@ -119,7 +119,7 @@ def bench_cmd(names, all_, artifacts, precisions, providers, batch_sizes, thread
 
 def _peers(names, all_, artifacts, batch_sizes, threads, runs, time_budget, no_torch, roofline, save, recommend,
            data_file, as_json):
-    from ..bench.latency import default_threads
+    from ..bench.latency import default_threads, faster_than
     from ..builder import manifest as mf
     from ..builder.recommend import bench_peers
 
@@ -149,12 +149,12 @@ def _peers(names, all_, artifacts, batch_sizes, threads, runs, time_budget, no_t
     click.echo(table([dict(r, top1=(r.get("accuracy") or {}).get("top1"), acc=(r.get("accuracy") or {}).get("verdict"),
                            pct_roof=100 * r["frac_roofline"] if "frac_roofline" in r else None) for r in rows],
                      [("model", "model"), ("batch_size", "batch"), ("backend", "contender"), ("precision", "precision"),
-                      ("p50_ms", "p50 ms"), ("ratio_vs_ort_fp32", "vs ORT fp32"), ("compile_s", "compile s"),
+                      ("p50_ms", "p50 ms"), ("speedup_vs_ort_fp32", "x faster than ORT fp32"), ("compile_s", "compile s"),
                       ("pct_roof", "% of limit"), ("top1", "top-1"), ("acc", "accuracy"), ("reason", "unavailable")]))
     for name, by_batch in recs.items():
         for r in by_batch:
             click.echo(f"recommended {name} batch {r['batch_size']}: {r['backend']} {r['precision']} "
-                       f"({r['file'] or 'PyTorch'}) p50 {r['p50_ms']:.3f} ms, {r['ratio_vs_ort_fp32']:.2f}x ORT fp32, "
+                       f"({r['file'] or 'PyTorch'}) p50 {r['p50_ms']:.3f} ms, {faster_than(r['speedup_vs_ort_fp32'], 'ORT fp32')}, "
                        f"top-1 {r['top1']:.2%}")
     if save:
         click.echo(f"recommendations recorded in {out['manifest']}")
