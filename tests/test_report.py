@@ -170,3 +170,35 @@ def test_a_version_1_manifest_is_read_with_its_time_ratios_turned_into_speedups(
     rec = got["models"][0]["latency"][0]
     assert "ratio_vs_torch" not in rec and rec["speedup_vs_torch"] == pytest.approx(rec["torch_p50_ms"] / rec["p50_ms"])
     assert got["models"][0]["peers"][0]["speedup_vs_ort_fp32"] == pytest.approx(4.0)
+
+
+def test_records_run_in_bf16_stay_out_of_the_fp32_column(manifest):
+    """OpenVINO's default runs an fp32 file in bf16: its error is a bf16 figure, shown apart."""
+    m = json.loads(json.dumps(manifest))
+    entry = m["models"][0]
+    entry["parity"].append({"backend": "openvino:default", "runtime": "openvino", "version": "1", "precision": "fp32",
+                            "verdict": "pass", "max_abs_error": 0.795, "cosine_similarity": 0.99,
+                            "compute_precision": "bf16"})
+    mf.validate(m)
+    row = next(r for r in model_rows(m) if r["model"] == entry["model"])
+    assert row["worst_parity"]["fp32"]["max_abs_error"] == pytest.approx(3e-5)
+    assert row["worst_parity"]["bf16"]["max_abs_error"] == pytest.approx(0.795)
+    text = markdown(m)
+    assert "worst bf16 error (max abs, cosine) (fp32 file run in bf16 by OpenVINO's default)" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith(f"| {entry['model']} |"))
+    assert "7.95e-01" in line and line.index("3.00e-05") < line.index("7.95e-01")
+
+
+def test_build_short_runs_and_bench_runs_are_never_one_series(manifest, tmp_path):
+    """zoo build's short run of one model and zoo bench's of the others: two series, marked."""
+    m = json.loads(json.dumps(manifest))
+    for r in m["models"][1]["latency"]:
+        r["measured_by"] = "build"
+    for r in m["models"][0]["latency"]:  # a version 1 record says nothing: its bounds tell
+        r.update(max_runs=20, time_budget_s=0.25)
+    series = chart_series(m)[1]
+    assert [p for p, _ in series["fp32 CPU"]] == [60_000_000]
+    assert [p for p, _ in series["fp32 CPU (zoo build short run)"]] == [4_000_000, 10_000_000]
+    text = markdown(m)
+    assert "| fp32 (build run) |" in text and "not comparable" in text
+    assert write_report(m, tmp_path)["chart"]

@@ -17,6 +17,7 @@ from .. import onnxio
 from ..errors import InputError, ProviderUnavailableError
 from ..spec import GPU_PROVIDERS, PY_RUNTIMES
 from ..versions import dist_version, install_hint
+from .records import OPENVINO_PRECISIONS
 
 OPT_LEVELS = ("disabled", "basic", "extended", "all")
 # The reference evaluator is pure numpy, node by node: it checks small batches only.
@@ -173,6 +174,7 @@ class _OpenVinoRunner(Runner):
         self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)  # "bf16"
         self.label = (None if precision_hint
                       else f"OpenVINO's default inference precision on this CPU: {self.inference_precision}")
+        self.computes_in = OPENVINO_PRECISIONS.get(self.inference_precision, self.inference_precision)
         self.outputs = [o.get_any_name() for o in self.compiled.outputs]
         self.inputs = [i.get_any_name() for i in self.compiled.inputs]
 

@@ -24,7 +24,7 @@ from ..model.repro import stream, to_float32
 from ..spec import GPU_PROVIDERS
 from .backends import Backend, provider_backends, runtime_backends
 from .parity import Tolerance, check_outputs, error_metrics, tolerance_for
-from .records import parity_record
+from .records import computes_in, parity_record
 
 DEFAULT_BATCH_SIZES = (1, 2, 7, 64)
 DISTRIBUTIONS = ("normal", "normal_x10", "zeros")
@@ -114,6 +114,7 @@ def check_backend(backend: Backend, model: onnxio.ModelRef, cases: list[Case], i
         return rec
     if label is None and getattr(runner, "label", None):  # what the runtime chose (OpenVINO's precision)
         rec["label"] = runner.label
+    rec["compute_precision"] = computes_in(runner, precision)  # bf16: not an fp32 figure
     worst: dict = {}
     means = []
     for c in usable:
@@ -216,7 +217,8 @@ def _line(rec: dict) -> str:
     err = rec["max_abs_error"]
     err_s = "-" if err is None else f"{err:.2e}"
     extra = f" ({rec['reason']})" if rec["verdict"] != "pass" and rec["reason"] else ""
-    return f"{rec['precision']} {rec['backend']} vs {rec['reference']}: {rec['verdict']}, max abs {err_s}{extra}"
+    ran = f" (run in {rec['compute_precision']})" if rec.get("compute_precision") else ""
+    return f"{rec['precision']}{ran} {rec['backend']} vs {rec['reference']}: {rec['verdict']}, max abs {err_s}{extra}"
 
 
 def raise_for_failures(records: list[dict], what: str) -> None:

@@ -14,7 +14,24 @@ CHECKS = ("names", "shapes", "values")
 ERROR_FIELDS = ("max_abs_error", "max_rel_error", "mean_abs_error", "p99_abs_error", "cosine_similarity",
                 "rel_l2_error", "top1_agreement")
 FIELDS = ("backend", "runtime", "version", "provider", "optimization", "reference", "precision", "batch_sizes",
-          "distributions", "output", *ERROR_FIELDS, "atol", "rtol", "verdict", "failed_check", "reason", "label")
+          "distributions", "output", *ERROR_FIELDS, "atol", "rtol", "verdict", "failed_check", "reason", "label",
+          "compute_precision")
+# OpenVINO's names of the precisions it computes in, in the zoo's words.
+OPENVINO_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+
+def ran_in(rec: dict) -> str:
+    """The precision a parity or accuracy record's numbers were computed in: the file's, unless the
+    runtime computed in another (``compute_precision``: OpenVINO's default runs an fp32 file in bf16
+    on CPUs with AVX-512 BF16 / AMX). Reports group records by it, so a bf16 figure never counts as fp32."""
+    return rec.get("compute_precision") or rec["precision"]
+
+
+def computes_in(runner, precision: str) -> str | None:
+    """What a loaded runner computes ``precision``'s file in, when that is a reduced precision other
+    than the file's (None: the file's own)."""
+    ran = getattr(runner, "computes_in", None)
+    return ran if ran in ("bf16", "fp16") and ran != precision else None
 
 
 def parity_record(*, backend: str, runtime: str, version: str | None, reference: str, precision: str,
@@ -36,6 +53,6 @@ def parity_record(*, backend: str, runtime: str, version: str | None, reference:
         "batch_sizes": sorted(set(batch_sizes)), "distributions": list(dict.fromkeys(distributions)),
         "output": output, **{k: finite(errors.get(k)) for k in ERROR_FIELDS},
         "atol": tol.atol, "rtol": tol.rtol, "verdict": verdict, "failed_check": failed_check, "reason": reason,
-        "label": label,
+        "label": label, "compute_precision": None,
     }
     return rec

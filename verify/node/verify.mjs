@@ -240,6 +240,7 @@ function baseRecord(runtime, rt, precision, sets, tol) {
     failed_check: null,
     reason: null,
     label: rt.label ?? null,
+    compute_precision: null,
   };
 }
 

@@ -50,6 +50,7 @@ class LatencyOptions:
     torch: bool = True  # PyTorch eager side by side
     optimization: str = "all"
     seed: int = 0
+    measured_by: str = "bench"  # recorded with each latency: "build" (zoo build's short run) or "bench"
 
     def __post_init__(self):
         if not self.batch_sizes or any(not isinstance(b, int) or isinstance(b, bool) or b < 1
@@ -70,7 +71,16 @@ class LatencyOptions:
 
 
 # What ``zoo build`` records unless --no-bench: a few runs per batch size, about a second a model.
-SHORT = LatencyOptions(warmup_runs=2, max_runs=20, time_budget_s=0.25)
+SHORT = LatencyOptions(warmup_runs=2, max_runs=20, time_budget_s=0.25, measured_by="build")
+
+
+def measured_by(rec: dict) -> str:
+    """Which run made a latency record: "build" (zoo build's short run) or "bench". Records of
+    schema version 1 do not say; a short run is known by its bounds."""
+    if rec.get("measured_by"):
+        return rec["measured_by"]
+    short = rec.get("max_runs") == SHORT.max_runs and rec.get("time_budget_s") == SHORT.time_budget_s
+    return "build" if short else "bench"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,6 +312,7 @@ def measure_model(model_bytes: bytes, *, precision: str, flops: int, input_dim: 
             p50_s = rec["p50_ms"] / 1e3
             rec.update(precision=precision, batch_size=int(batch), threads=int(threads),
                        time_budget_s=float(options.time_budget_s), max_runs=int(options.max_runs),
+                       measured_by=options.measured_by,
                        throughput_sps=float(batch / p50_s) if p50_s > 0 else 0.0,
                        gflops_per_s=float(flops * batch / p50_s / 1e9) if p50_s > 0 else 0.0,
                        torch_p50_ms=None, speedup_vs_torch=None, label=_label(provider, precision))

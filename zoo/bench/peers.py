@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..verify.records import OPENVINO_PRECISIONS
 from ..versions import dist_version, install_hint
 from .latency import (
     _load_avg,
@@ -107,7 +108,7 @@ def _openvino(variant: str, path: str, data: bytes, input_name: str) -> Contende
         ms = (time.perf_counter() - t) * 1e3
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # what it really runs at
         actual = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
-        c.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(actual, actual)
+        c.precision = OPENVINO_PRECISIONS.get(actual, actual)
         c.settings = dict(config, inference_precision=actual)
         req = compiled.create_infer_request()
         out = compiled.outputs[0]
@@ -312,11 +313,12 @@ def measure_peers(cands: list[Contender], *, input_dim: int, flops: int, batch_s
 
 
 def add_accuracy(cands: list[Contender], records: list[dict], x_test: np.ndarray, y_test: np.ndarray,
-                 dataset, torch_model, threads: int | None = None, chunk: int = 1000) -> None:
+                 dataset, torch_model, threads: int | None = None, chunk: int = 1000,
+                 min_agreement: float | None = None) -> None:
     """Top-1 of every available contender on the test split, through the same runner that was
     timed, judged by the accuracy gate (:func:`zoo.verify.accuracy.gate`); written into each of
     its records as ``accuracy``."""
-    from ..verify.accuracy import gate, predict_torch, record
+    from ..verify.accuracy import MIN_AGREEMENT, gate, predict_torch, record
 
     threads = threads or default_threads()
     torch_pred = predict_torch(torch_model, x_test)
@@ -328,7 +330,7 @@ def add_accuracy(cands: list[Contender], records: list[dict], x_test: np.ndarray
             fn = c.ready(threads)[0]
             pred = _predict(fn, x_test, chunk)
             acc = record(c.backend, c.precision, dataset, pred, y_test, torch_pred, c.runtime, c.version)
-            why = gate(acc)
+            why = gate(acc, MIN_AGREEMENT if min_agreement is None else min_agreement)
             if why:
                 acc.update(verdict="fail", reason=why)
         for r in records:

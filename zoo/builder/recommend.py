@@ -68,7 +68,8 @@ def load_data(entry: dict, data_file: str | None):
 
 def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time_budget_s,
                     max_rounds: int = 50, roofline=None, accuracy: bool = True, static_int8: bool = True,
-                    int4: bool = True, torch: bool = True, progress: Callable[[str], None] = lambda m: None) -> dict:
+                    int4: bool = True, torch: bool = True, min_agreement: float | None = None,
+                    progress: Callable[[str], None] = lambda m: None) -> dict:
     """Measure the peers of one built model; returns records, the files made here (``derived``:
     ``(precision, relpath, bytes)``, static int8 and int4) and the recommendation (when accuracy
     was measured)."""
@@ -103,7 +104,8 @@ def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time
                             batch_sizes=batch_sizes, threads=threads, time_budget_s=time_budget_s,
                             max_rounds=max_rounds, roofline=roofline, progress=lambda m: progress(f"{name}: {m}"))
     if accuracy:
-        add_accuracy(cands, records, dataset.x_test, dataset.y_test, dataset, model, threads)
+        add_accuracy(cands, records, dataset.x_test, dataset.y_test, dataset, model, threads,
+                     min_agreement=min_agreement)
         for c in cands:
             acc = next((r["accuracy"] for r in records if r["backend"] == c.backend), None)
             if acc and acc["top1"] is not None:
@@ -117,7 +119,7 @@ def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time
 
 def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), threads=None, time_budget_s=10.0,
                 max_rounds: int = 50, roofline=None, recommend_: bool = False, save: bool = True, torch: bool = True,
-                progress: Callable[[str], None] = lambda m: None) -> dict:
+                min_agreement: float | None = None, progress: Callable[[str], None] = lambda m: None) -> dict:
     """Peers of each named model of a built zoo; with ``recommend_``, accuracy on the reference
     task decides eligibility and the manifest gains the static int8 and int4 files, ``peers`` records and
     ``recommended`` per batch size (the manifest is re-read just before writing)."""
@@ -137,8 +139,12 @@ def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), thread
         progress(f"[{i}/{len(entries)}] {entry['model']}: peers")
         results[entry["model"]] = peers_for_model(
             root, entry, data=data[entry["model"]], batch_sizes=batch_sizes, threads=threads, time_budget_s=time_budget_s,
-            max_rounds=max_rounds, roofline=roofline, accuracy=with_data, static_int8=with_data, torch=torch, progress=progress)
+            max_rounds=max_rounds, roofline=roofline, accuracy=with_data, static_int8=with_data, torch=torch,
+            min_agreement=min_agreement, progress=progress)
     if recommend_ and save:
+        from ..verify.accuracy import MIN_AGREEMENT
+
+        gate_floor = MIN_AGREEMENT if min_agreement is None else float(min_agreement)  # the gate it passed
         with artifacts_lock(root, progress):  # a build committing meanwhile is not overwritten
             fresh = mf.load(path)
             staging = Staging(root)  # the derived files and the manifest as one commit, as a build's
@@ -161,7 +167,8 @@ def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), thread
                 entry["peers"] = [_slim(r) for r in res["records"]]
                 entry["recommended"] = {"threads": int(threads), "machine": env["machine"]["cpu"],
                                         "isa": env["machine"]["isa"], "load_avg_1m": env["load_avg_1m"],
-                                        "dataset": res["dataset"], "by_batch": res["recommended"]}
+                                        "dataset": res["dataset"], "min_agreement": gate_floor,
+                                        "by_batch": res["recommended"]}
             mf.validate(fresh, str(path))
             try:
                 staging.commit(mf.to_bytes(fresh), progress=progress)

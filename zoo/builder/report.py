@@ -17,6 +17,8 @@ from ..errors import ZooError
 from ..fsutil import atomic_write_bytes
 from ..versions import install_hint
 from ..spec import FILE_PRECISIONS as PRECISIONS
+from ..bench.latency import measured_by
+from ..verify.records import ran_in
 from . import accuracy_report
 from .charts import save_png
 from .report_peers import PEERS_CHART_NAME, peers_lines, write_peers_chart
@@ -24,6 +26,9 @@ from .report_peers import PEERS_CHART_NAME, peers_lines, write_peers_chart
 REPORT_NAME = "report.md"
 CHART_NAME = "latency.png"
 MAX_PANELS = 4
+# Precisions no file has but a runtime may compute in (OpenVINO's default: bf16): their own column.
+RUN_ONLY = ("bf16",)
+SHORT_RUN = " (zoo build short run)"  # the chart's mark of a series not measured by zoo bench
 
 
 def _short_provider(p: str | None) -> str:
@@ -39,8 +44,9 @@ def latest_latency(entry: dict) -> dict[tuple[str, str, int], dict]:
 
 
 def worst_parity(entry: dict, precision: str) -> dict | None:
-    """The worst max-abs error and lowest cosine similarity over ``precision``'s checked records."""
-    recs = [r for r in entry.get("parity", []) if r.get("precision") == precision and r.get("verdict") != "unavailable"
+    """The worst max-abs error and lowest cosine similarity over the checked records computed in
+    ``precision`` (an fp32 file that OpenVINO's default ran in bf16 counts as bf16, never as fp32)."""
+    recs = [r for r in entry.get("parity", []) if ran_in(r) == precision and r.get("verdict") != "unavailable"
             and r.get("max_abs_error") is not None]
     if not recs:
         return None
@@ -63,14 +69,16 @@ def model_rows(manifest: dict) -> list[dict]:
                 "threads": rec["threads"], "torch_p50_ms": rec.get("torch_p50_ms"),
                 "speedup_vs_torch": (rec["torch_p50_ms"] / rec["p50_ms"]) if rec.get("torch_p50_ms") else None,
                 "speedup_vs_fp32": (fp32["p50_ms"] / rec["p50_ms"]) if fp32 and precision != "fp32" else None,
-                "label": rec.get("label"),
+                "label": rec.get("label"), "measured_by": measured_by(rec),
             })
         rows.append({
             "model": m["model"], "params": m["params"], "mflops": m["flops"] / 1e6,
             "file_mb": {p: files[p] / 1e6 for p in PRECISIONS if p in files},
-            "worst_parity": {p: worst_parity(m, p) for p in PRECISIONS if p in files},
+            "worst_parity": {**{p: worst_parity(m, p) for p in PRECISIONS if p in files},
+                             **{p: w for p in RUN_ONLY if (w := worst_parity(m, p)) is not None}},
             "latency": latency,
             "top1": accuracy_report.top1(m),
+            "agreement": accuracy_report.lowest_agreement(m),
         })
     return rows
 
@@ -100,19 +108,22 @@ def markdown(manifest: dict, chart: str | None = CHART_NAME, accuracy_chart: str
                      + (f", {machine['gpu']}" if machine.get("gpu") else "") + ").")
     lines += ["", "## Models", ""]
     present = [p for p in PRECISIONS if any(p in r["file_mb"] for r in rows)]
+    run_in = present + [p for p in RUN_ONLY if any(r["worst_parity"].get(p) for r in rows)]
     with_acc = any(r["top1"] for r in rows)
     head = ["model", "params", "MFLOPs/sample"] + [f"{p} MB" for p in present] + \
-           [f"worst {p} error (max abs, cosine)" for p in present] + (["top-1 fp32"] if with_acc else [])
+           [f"worst {p} error (max abs, cosine)" + (" (fp32 file run in bf16 by OpenVINO's default)" if p in RUN_ONLY
+                                                    else "") for p in run_in] \
+        + (["top-1 fp32 (agreement)"] if with_acc else [])
     lines += [_row(head), _row(["---"] + ["---:"] * (len(head) - 1))]
     for r in rows:
         parity = []
-        for p in present:
+        for p in run_in:
             w = r["worst_parity"].get(p)
             parity.append("–" if w is None else f"{w['max_abs_error']:.2e}, {_f(w['cosine_similarity'], '{:.4f}')}"
                           + (f" ({w['failed']} failed)" if w["failed"] else ""))
         lines.append(_row([r["model"], f"{r['params']:,}", f"{r['mflops']:.2f}"]
                           + [_f(r["file_mb"].get(p), "{:.1f}") for p in present] + parity
-                          + ([_f(r["top1"].get("fp32"), "{:.2%}")] if with_acc else [])))
+                          + ([_top1_cell(r, "fp32")] if with_acc else [])))
 
     providers = sorted({lat["provider"] for r in rows for lat in r["latency"]})
     for provider in providers:
@@ -130,13 +141,17 @@ def markdown(manifest: dict, chart: str | None = CHART_NAME, accuracy_chart: str
                 by_batch = {lat["batch_size"]: lat for _, lat in recs if _ is r and lat["precision"] == precision}
                 if not by_batch:
                     continue
-                cells = [r["model"], precision + (" *" if any(v["label"] for v in by_batch.values()) else "")]
+                cells = [r["model"], precision + (" *" if any(v["label"] for v in by_batch.values()) else "")
+                         + (" (build run)" if any(v["measured_by"] == "build" for v in by_batch.values()) else "")]
                 cells += [_f(by_batch[b]["p50_ms"] if b in by_batch else None) for b in batches]
                 cells += [_f(by_batch[b]["speedup_vs_torch"] if b in by_batch else None, "{:.2f}×") for b in batches]
                 cells += [_f(by_batch[b]["speedup_vs_fp32"] if b in by_batch else None, "{:.2f}×") for b in batches]
                 lines.append(_row(cells))
         labels = sorted({lat["label"] for _, lat in recs if lat["label"]})
         lines += [""] + [f"\\* {lab}" for lab in labels]
+        if any(lat["measured_by"] == "build" for _, lat in recs):
+            lines += ["", "(build run): zoo build's short latency run (a few runs in 0.25 s); the others are zoo "
+                          "bench's. The two are not comparable; `zoo bench --all` measures every model alike."]
     lines += accuracy_report.markdown_section(manifest)
     if accuracy_chart:
         lines += ["", f"![top-1 against FLOPs and latency]({accuracy_chart})"]
@@ -144,6 +159,12 @@ def markdown(manifest: dict, chart: str | None = CHART_NAME, accuracy_chart: str
         lines += ["", "## Latency against parameters", "", f"![p50 latency against parameters]({chart})"]
     lines += peers_lines(manifest, peers_chart)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _top1_cell(row: dict, precision: str) -> str:
+    """Top-1 with the lowest agreement with PyTorch's classes beside it: ``66.54 % (99.95 %)``."""
+    t, a = row["top1"].get(precision), row["agreement"].get(precision)
+    return "–" if t is None else f"{t:.2%}" + (f" ({a:.2%})" if a is not None else "")
 
 
 def _cpu_p50_b1(entry: dict, precision: str) -> float | None:
@@ -156,12 +177,13 @@ def _row(cells: list[str]) -> str:
 
 
 def chart_series(manifest: dict) -> dict[int, dict[str, list[tuple[int, float]]]]:
-    """``{batch: {"<precision> <provider>": [(params, p50_ms), ...]}}``, sorted by params."""
+    """``{batch: {"<precision> <provider>[ (zoo build short run)]": [(params, p50_ms), ...]}}``, sorted
+    by params. zoo build's short runs and zoo bench's are separate series: a line never joins the two."""
     out: dict[int, dict[str, list[tuple[int, float]]]] = {}
     for m in manifest["models"]:
         for (provider, precision, batch), rec in latest_latency(m).items():
-            out.setdefault(batch, {}).setdefault(f"{precision} {_short_provider(provider)}", []).append(
-                (m["params"], rec["p50_ms"]))
+            name = f"{precision} {_short_provider(provider)}" + (SHORT_RUN if measured_by(rec) == "build" else "")
+            out.setdefault(batch, {}).setdefault(name, []).append((m["params"], rec["p50_ms"]))
     for series in out.values():
         for points in series.values():
             points.sort()
@@ -182,14 +204,16 @@ def write_chart(manifest: dict, path: str | Path) -> Path:
     batches = list(series)[:MAX_PANELS]
     fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 4.2), squeeze=False)
     colors = {"fp32": "tab:blue", "int8": "tab:orange", "fp16": "tab:green"}
-    providers = sorted({name.split(" ", 1)[1] for s in series.values() for name in s})
+    providers = sorted({name.split(" ", 1)[1].removesuffix(SHORT_RUN) for s in series.values() for name in s})
     styles = ["o-", "s--", "^:", "d-."]
     for ax, batch in zip(axes[0], batches):
         for name, points in sorted(series[batch].items(), key=lambda kv: (PRECISIONS.index(kv[0].split()[0]), kv[0])):
             precision, provider = name.split(" ", 1)
+            short = provider.endswith(SHORT_RUN)
             xs, ys = zip(*points)
-            ax.plot([x / 1e6 for x in xs], ys, styles[providers.index(provider) % len(styles)],
-                    color=colors.get(precision), label=name)
+            style = styles[providers.index(provider.removesuffix(SHORT_RUN)) % len(styles)]
+            ax.plot([x / 1e6 for x in xs], ys, style[0] + ":" if short else style, color=colors.get(precision),
+                    label=name, alpha=0.6 if short else 1.0, markerfacecolor="none" if short else None)
         ax.set_xscale("log")
         ax.set_yscale("log")
         for axis in (ax.xaxis, ax.yaxis):  # plain numbers (2, 10, 60), not 2x10^0

@@ -26,20 +26,21 @@ def peers_lines(manifest: dict, chart: str | None = None) -> list[str]:
         lines += [f"### {m['model']}", "",
                   (f"{rec.get('machine', '?')}, {rec.get('threads', '?')} thread(s), load average "
                    f"{_f(rec.get('load_avg_1m'), '{:.1f}')} at the time."), "",
-                  "| batch | contender | precision | p50 ms | x faster than ORT fp32 | % of limit | top-1 | accuracy |",
-                  "|---:|---|---|---:|---:|---:|---:|---|"]
+                  "| batch | contender | precision | p50 ms | x faster than ORT fp32 | % of limit | top-1 | agreement | accuracy |",
+                  "|---:|---|---|---:|---:|---:|---:|---:|---|"]
         best = {(r["batch_size"], r["backend"]) for r in rec.get("by_batch") or []}
         for r in sorted(m["peers"], key=lambda r: (r["batch_size"], r.get("p50_ms") or float("inf"))):
             acc = r.get("accuracy") or {}
             star = " **(recommended)**" if (r["batch_size"], r["backend"]) in best else ""
             if r["verdict"] != "measured":
-                lines.append(f"| {r['batch_size']} | {r['backend']} | {r['precision']} | – | – | – | – | "
+                lines.append(f"| {r['batch_size']} | {r['backend']} | {r['precision']} | – | – | – | – | – | "
                              f"unavailable: {r.get('reason')} |")
                 continue
             roof = r.get("frac_roofline")
             lines.append(f"| {r['batch_size']} | {r['backend']}{star} | {r['precision']} | {_f(r['p50_ms'])} | "
                          f"{_f(r.get('speedup_vs_ort_fp32'), '{:.2f}x')} | {_f(roof * 100 if roof else None, '{:.0f}')} | "
-                         f"{_f(acc.get('top1'), '{:.2%}')} | {acc.get('verdict') or '–'} |")
+                         f"{_f(acc.get('top1'), '{:.2%}')} | {_f(acc.get('agreement'), '{:.2%}')} | "
+                         f"{acc.get('verdict') or '–'} |")
         lines.append("")
     if chart:
         lines += [f"![speed-up over ONNX Runtime fp32 per contender]({chart})"]

@@ -38,7 +38,7 @@ def runtime_reasons() -> dict[str, str | None]:
 
 
 def default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True, js_runtimes=(),
-                   c_runtimes=()) -> list:
+                   c_runtimes=(), min_agreement: float | None = None) -> list:
     """The int8/fp16 variants asked for (with their parity records), the JavaScript runtimes
     named in ``js_runtimes`` and the C / C++ examples named in ``c_runtimes`` (every precision),
     then a short latency run."""
@@ -53,7 +53,7 @@ def default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True
         from ..verify.c import build_extra as c_build_extra
 
         extras.append(c_build_extra(c_runtimes))
-    extras.append(accuracy_extra(verify=verify, js_runtimes=js_runtimes if verify else ()))
+    extras.append(accuracy_extra(verify=verify, js_runtimes=js_runtimes if verify else (), min_agreement=min_agreement))
     if bench:
         extras.append(latency_extra(precisions))
     return extras
@@ -103,17 +103,19 @@ def latency_extra(precisions, *, providers: list[str] | None = None, options: La
     return extra
 
 
-def accuracy_extra(*, verify: bool = True, backends=None, js_runtimes=()):
+def accuracy_extra(*, verify: bool = True, backends=None, js_runtimes=(), min_agreement: float | None = None):
     """A ``zoo build`` extra for models with an evaluation set (``--eval-data``, or the training
     record beside ``--weights``): top-1 of PyTorch and of every model file on every backend
     (ONNX Runtime CPU, GPU providers when present, and with ``verify`` the independent and the
     JavaScript runtimes),
-    written as ``accuracy`` records; the accuracy gate fails the model. A no-op for seeded models."""
+    written as ``accuracy`` records; the accuracy gate (top-1, and agreement with PyTorch's classes of at
+    least ``min_agreement``, default :data:`zoo.verify.accuracy.MIN_AGREEMENT`) fails the model. A no-op
+    for seeded models."""
 
     def extra(art, entry: dict, staged: dict, progress) -> None:
         if art.eval_set is None:
             return
-        from ..verify.accuracy import JsBackend, measure, raise_for_accuracy
+        from ..verify.accuracy import MIN_AGREEMENT, JsBackend, measure, raise_for_accuracy
         from ..verify.backends import provider_backends, runtime_backends
 
         use = backends if backends is not None else (
@@ -124,7 +126,8 @@ def accuracy_extra(*, verify: bool = True, backends=None, js_runtimes=()):
             files = {f["path"]: (f["precision"], stack.enter_context(onnxio.file_ref(staged, f["path"])))
                      for f in entry["files"] if f["role"] == "model"}
             entry["accuracy"] = measure(art.model, files, art.eval_set, use, input_name=spec.input_name,
-                                        output_name=spec.output_name, progress=progress)
+                                        output_name=spec.output_name, progress=progress,
+                                        min_agreement=MIN_AGREEMENT if min_agreement is None else min_agreement)
         raise_for_accuracy(entry["accuracy"], art.request.name)
 
     return extra

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from .common import (artifacts_option, batch_sizes_option, emit_json, json_option, names_or_all, no_record_option,
-                     precision_option, progress, providers_option, table)
+from .common import (artifacts_option, batch_sizes_option, emit_json, json_option, min_agreement_option, names_or_all,
+                     no_record_option, precision_option, progress, providers_option, table)
 
 
 def _short(provider: str | None) -> str:
@@ -45,8 +45,9 @@ def _short(provider: str | None) -> str:
 @click.option("--data", "data_file", type=click.Path(dir_okay=False), default=None,
               help="A .npz from `zoo data` (x, y, x_test, y_test): the training split calibrates static int8, "
                    "the test split checks accuracy [default: the build's regenerable data set].")
+@min_agreement_option
 def bench_cmd(names, all_, artifacts, precisions, providers, batch_sizes, threads, warmup, runs, time_budget,
-              no_torch, roofline, no_record, as_json, peers, recommend, data_file):
+              no_torch, roofline, no_record, as_json, peers, recommend, data_file, min_agreement):
     """Measure latencies of built artifacts and record them in the manifest.
 
     Per model file, provider and batch size: session creation time, untimed warm-up runs, then
@@ -64,7 +65,7 @@ def bench_cmd(names, all_, artifacts, precisions, providers, batch_sizes, thread
     """
     if peers or recommend:
         return _peers(names, all_, artifacts, batch_sizes, threads, runs, time_budget, no_torch, roofline,
-                      recommend and not no_record, recommend, data_file, as_json)
+                      recommend and not no_record, recommend, data_file, as_json, min_agreement)
     from ..bench.latency import LatencyOptions
     from ..bench.roofline import measure_machine, roofline_row
     from ..builder.benchmarks import bench_artifacts
@@ -118,7 +119,7 @@ def bench_cmd(names, all_, artifacts, precisions, providers, batch_sizes, thread
 
 
 def _peers(names, all_, artifacts, batch_sizes, threads, runs, time_budget, no_torch, roofline, save, recommend,
-           data_file, as_json):
+           data_file, as_json, min_agreement):
     from ..bench.latency import default_threads, faster_than
     from ..builder import manifest as mf
     from ..builder.recommend import bench_peers
@@ -139,7 +140,7 @@ def _peers(names, all_, artifacts, batch_sizes, threads, runs, time_budget, no_t
                  + (f"{roof.bf16_gflops:.1f} GFLOP/s" if roof.bf16_gflops else "not native here"))
     out = bench_peers(artifacts, list(names), data_file=data_file, batch_sizes=batch_sizes, threads=threads,
                       time_budget_s=time_budget, max_rounds=runs, roofline=roof, recommend_=recommend,
-                      save=save, torch=not no_torch, progress=progress)
+                      save=save, torch=not no_torch, min_agreement=min_agreement, progress=progress)
     rows = [r for res in out["results"].values() for r in res["records"]]
     recs = {n: res["recommended"] for n, res in out["results"].items() if res["recommended"] is not None}
     if as_json:
@@ -147,15 +148,16 @@ def _peers(names, all_, artifacts, batch_sizes, threads, runs, time_budget, no_t
                    **({"roofline": {"fp32_gflops": roof.fp32_gflops, "bf16_gflops": roof.bf16_gflops}} if roof else {})})
         return
     click.echo(table([dict(r, top1=(r.get("accuracy") or {}).get("top1"), acc=(r.get("accuracy") or {}).get("verdict"),
+                           agreement=(r.get("accuracy") or {}).get("agreement"),
                            pct_roof=100 * r["frac_roofline"] if "frac_roofline" in r else None) for r in rows],
                      [("model", "model"), ("batch_size", "batch"), ("backend", "contender"), ("precision", "precision"),
                       ("p50_ms", "p50 ms"), ("speedup_vs_ort_fp32", "x faster than ORT fp32"), ("compile_s", "compile s"),
-                      ("pct_roof", "% of limit"), ("top1", "top-1"), ("acc", "accuracy"), ("reason", "unavailable")]))
+                      ("pct_roof", "% of limit"), ("top1", "top-1"), ("agreement", "agreement"), ("acc", "accuracy"), ("reason", "unavailable")]))
     for name, by_batch in recs.items():
         for r in by_batch:
             click.echo(f"recommended {name} batch {r['batch_size']}: {r['backend']} {r['precision']} "
                        f"({r['file'] or 'PyTorch'}) p50 {r['p50_ms']:.3f} ms, {faster_than(r['speedup_vs_ort_fp32'], 'ORT fp32')}, "
-                       f"top-1 {r['top1']:.2%}")
+                       f"top-1 {r['top1']:.2%}, agreement with PyTorch {r['agreement']:.2%}")
     if save:
         click.echo(f"recommendations recorded in {out['manifest']}")
 

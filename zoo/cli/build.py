@@ -10,8 +10,8 @@ from ..builder import manifest as mf
 from ..errors import ZooError
 from ..exporters.spec import EXPORTERS, ExportSpec
 from ..model.config import variant_config
-from .common import (artifacts_option, compound_variant, emit_json, json_option, precision_option, progress,
-                     selected_variants, shape_options, table)
+from .common import (artifacts_option, compound_variant, emit_json, json_option, min_agreement_option, precision_option,
+                     progress, selected_variants, shape_options, table)
 
 # What --check takes from the manifest it checks against: giving any of these with it is an error.
 # (--no-verify, --no-bench and --keep-going only skip or relax work that --check does not do.)
@@ -45,6 +45,7 @@ CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_d
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None,
               help="A .npz test split (x_test, y_test; zoo data) to measure top-1 on; default: the dataset named "
                    "by the NAME.train.json beside the weights, if any.")
+@min_agreement_option
 @click.option("--keep-going", is_flag=True,
               help="After a failed model, go on and commit the models that passed (exit 1 all the same).")
 @click.option("--model-version", type=click.IntRange(min=1), default=1, show_default=True,
@@ -58,8 +59,8 @@ CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_d
 @click.pass_context
 def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, input_dim, phi, alpha, beta, gamma, exporter,
               check_manifest,
-              no_verify, external_data, precisions, no_bench, weights, eval_data, keep_going, model_version, license_,
-              author, labels, as_json):
+              no_verify, external_data, precisions, no_bench, weights, eval_data, min_agreement, keep_going, model_version,
+              license_, author, labels, as_json):
     """Export variants to ONNX, verify them, and write artifacts plus manifest.json.
 
     Every file is staged under a temporary name and renamed into place only when every model has
@@ -80,6 +81,7 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
       zoo build --all --weights checkpoints --precision fp32,int8,fp16
       zoo build dense_b0 --weights my_b0.safetensors --eval-data mnist1d_256.npz
       zoo build --all --license Apache-2.0 --author "Jane Doe" --labels labels.txt --model-version 2
+      zoo build dense_b7 --weights checkpoints --precision fp32,int8 --min-agreement 0.9
     """
     from ..builder import steps
     from ..builder.artifact import ModelRequest
@@ -154,7 +156,7 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
         c_runtimes = [r for r in C_RUNTIMES if reasons[r] is None]
     verifier = None if no_verify else steps.default_verifier()
     extras = steps.default_extras(precisions, bench=not no_bench, verify=not no_verify, js_runtimes=js_runtimes,
-                                  c_runtimes=c_runtimes)
+                                  c_runtimes=c_runtimes, min_agreement=min_agreement)
     results = build(requests, artifacts, verifier=verifier, extras=extras, progress=progress, keep_going=keep_going)
     summary = [r.summary() for r in results]
     if as_json:

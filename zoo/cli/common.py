@@ -273,5 +273,15 @@ def json_option(f):
                         help="Print JSON on stdout (shapes: README, CLI contract).")(f)
 
 
+def min_agreement_option(f):
+    """``--min-agreement``: the accuracy gate's floor on agreement with PyTorch's (fp32) classes."""
+    from ..verify.accuracy import MIN_AGREEMENT
+
+    return click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=MIN_AGREEMENT, show_default=True,
+                        metavar="FRACTION",
+                        help="Accuracy gate: every file, in every runtime, must give PyTorch's class for at least "
+                             "this share of the test samples (besides the top-1 rule).")(f)
+
+
 def no_record_option(f):
     return click.option("--no-record", is_flag=True, help="Leave the manifest as it is (print only).")(f)
