@@ -119,3 +119,23 @@ def test_build_names_the_runtimes_it_will_leave_out(monkeypatch, tmp_path):
     assert any(line.startswith("note: no parity on node: Node.js not found") for line in lines), lines
     assert any(line.startswith("note: no parity on web: ") for line in lines), lines
     assert not any("openvino" in line or "tract" in line for line in lines), lines
+
+    # zoo verify without --runtimes names them too (here it then stops: there is no manifest)
+    res = CliRunner().invoke(cli, ["verify", "--all", "--artifacts", str(tmp_path / "none")])
+    assert res.exit_code == 2
+    lines = res.stderr.splitlines()
+    assert any(line.startswith("note: no parity on node: Node.js not found") for line in lines), lines
+    assert any(line.startswith("note: no parity on web: ") for line in lines), lines
+    # ... and not when --runtimes says which to use
+    res = CliRunner().invoke(cli, ["verify", "--all", "--runtimes", "tract", "--artifacts", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "note: no parity" not in res.stderr
+
+
+def test_a_table_prints_every_float_of_a_column_alike():
+    """Sizes print evenly: 159.00 above 249.69, never 159; small values keep 3 significant digits."""
+    from zoo.cli.common import table
+
+    text = table([{"m": "a", "mb": 159.0, "ms": 0.0123}, {"m": "b", "mb": 249.69, "ms": 1.5}],
+                 [("m", "model"), ("mb", "MB"), ("ms", "ms")])
+    rows = [ln.split() for ln in text.splitlines()[2:]]
+    assert rows == [["a", "159.00", "0.0123"], ["b", "249.69", "1.5000"]]

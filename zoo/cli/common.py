@@ -10,6 +10,7 @@ unexpected exception is a bug and exits 4; Ctrl-C (SIGINT) exits 130 with the li
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -110,8 +111,10 @@ def progress(msg: str) -> None:
 
 
 def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    """A plain aligned text table; numbers right-aligned."""
-    cells = [[h for _, h in columns]] + [[_fmt(r.get(k)) for k, _ in columns] for r in rows]
+    """A plain aligned text table; numbers right-aligned, and every float of a column printed with the
+    same number of decimals (``159.00`` above ``249.69``, never ``159``)."""
+    places = {k: _decimals([r.get(k) for r in rows]) for k, _ in columns}
+    cells = [[h for _, h in columns]] + [[_fmt(r.get(k), places[k]) for k, _ in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     numeric = [all(isinstance(r.get(k), (int, float)) for r in rows if r.get(k) is not None) for k, _ in columns]
     lines = []
@@ -123,11 +126,21 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _fmt(v) -> str:
+def _decimals(values: list) -> int | None:
+    """Decimals for a column's floats: 2, or enough for 3 significant digits of its smallest non-zero
+    magnitude (at most 6); None when the column has no floats."""
+    floats = [abs(v) for v in values if isinstance(v, float) and v == v and abs(v) != float("inf")]
+    if not floats:
+        return None
+    small = min((v for v in floats if v), default=1.0)
+    return 2 if small >= 0.1 else min(6, 2 - int(math.floor(math.log10(small))))
+
+
+def _fmt(v, places: int | None = 2) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 1e-2 and v else f"{v:,.2f}".rstrip("0").rstrip(".") if v != int(v) else f"{v:g}"
+        return f"{v:,.{2 if places is None else places}f}" if math.isfinite(v) else str(v)
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)

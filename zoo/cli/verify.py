@@ -53,6 +53,12 @@ def verify_cmd(names, all_, artifacts, precisions, providers, runtimes, batch_si
     from ..builder.verification import verify_models
 
     names_or_all(names, all_)
+    if runtimes is None:  # the defaults are what is available here: say what that leaves out, as zoo build does
+        from ..builder.steps import runtime_reasons
+
+        for name, why in runtime_reasons().items():
+            if why:
+                progress(f"note: no parity on {name}: {why}")
     results = verify_models(artifacts, None if all_ else list(dict.fromkeys(names)), providers=providers,
                             runtimes=runtimes, batch_sizes=batch_sizes, precisions=precisions,
                             record=not no_record, progress=progress)
