@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -10,6 +11,7 @@ from ..builder import manifest as mf
 from ..errors import ZooError
 from ..exporters.spec import EXPORTERS, ExportSpec
 from ..model.config import variant_config
+from .bars import Bar
 from .common import (artifacts_option, compound_variant, emit_json, json_option, min_agreement_option, precision_option,
                      progress, selected_variants, shape_options, table)
 
@@ -17,6 +19,28 @@ from .common import (artifacts_option, compound_variant, emit_json, json_option,
 # (--no-verify, --no-bench and --keep-going only skip or relax work that --check does not do.)
 CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_dim", "phi", "alpha", "beta", "gamma",
                  "exporter", "precisions", "external_data", "model_version", "license", "author", "labels")
+
+
+class ModelsProgress:
+    """zoo build's progress: its lines, and on a terminal a bar over the models below them (the
+    pipeline tags each line ``[i/n] NAME: ``; a model is done at its ``ok``/``FAILED`` line)."""
+
+    TAG = re.compile(r"^\[(\d+)/\d+\] (\S+): (ok \(|FAILED)?")
+
+    def __init__(self, total: int):
+        self.bar = Bar(total, "zoo build", unit="model") if total > 1 else None
+
+    def __call__(self, msg: str) -> None:
+        if self.bar is None:
+            return progress(msg)
+        self.bar.note(msg)
+        m = self.TAG.match(msg)
+        if m:
+            self.bar.moveto(int(m.group(1)) - (0 if m.group(3) else 1), desc=m.group(2))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 @click.command("build")
@@ -157,7 +181,11 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
     verifier = None if no_verify else steps.default_verifier()
     extras = steps.default_extras(precisions, bench=not no_bench, verify=not no_verify, js_runtimes=js_runtimes,
                                   c_runtimes=c_runtimes, min_agreement=min_agreement)
-    results = build(requests, artifacts, verifier=verifier, extras=extras, progress=progress, keep_going=keep_going)
+    show = ModelsProgress(len(requests))
+    try:
+        results = build(requests, artifacts, verifier=verifier, extras=extras, progress=show, keep_going=keep_going)
+    finally:
+        show.close()
     summary = [r.summary() for r in results]
     if as_json:
         emit_json({"artifacts": str(artifacts), "manifest": str(artifacts / mf.MANIFEST_NAME), "models": summary})

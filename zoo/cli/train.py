@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import click
 
-from .common import emit_json, progress, selected_variants, table
-
-BAR = 24
+from .bars import Bar, on_terminal
+from .common import emit_json, selected_variants, table
 
 
 def _clock(s: float) -> str:
@@ -18,37 +16,51 @@ def _clock(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-class Bar:
-    """One progress line per epoch on stderr: redrawn in place on a terminal; in a log, a line at
-    each quarter of an epoch and one at its end."""
+class TrainProgress:
+    """Training progress on stderr: on a terminal a tqdm bar per epoch (steps, loss, time left);
+    in a log a line at each quarter of an epoch. Either way one line per finished epoch."""
 
-    def __init__(self):
-        self.tty = sys.stderr.isatty()
+    def __init__(self, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = on_terminal(self.stream)
+        self.bar: Bar | None = None
         self.epoch_s: list[float] = []
-        self.last_draw = 0.0
+
+    def line(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.note(msg)
+        else:
+            print(msg, file=self.stream, flush=True)
 
     def __call__(self, e: dict) -> None:
         if e["event"] == "data":
             d = e["dataset"]
-            progress(f"{e['model']}: MNIST-1D, {d['samples']} samples at {d['input_dim']} features (seed {d['seed']})")
+            self.line(f"{e['model']}: MNIST-1D, {d['samples']} samples at {d['input_dim']} features (seed {d['seed']})")
         elif e["event"] == "resume":
-            progress(f"{e['model']}: resuming after epoch {e['epoch']}")
+            self.line(f"{e['model']}: resuming after epoch {e['epoch']}")
         elif e["event"] == "step":
+            if self.tty:
+                if self.bar is None:
+                    self.bar = Bar(e["steps"], f"{e['model']} epoch {e['epoch']}/{e['epochs']}", unit="step",
+                                   stream=self.stream, leave=False)
+                    self.bar.bar.set_postfix(loss=f"{e['loss']:.3f}", refresh=False)
+                self.bar.moveto(e["step"])
+                self.bar.bar.set_postfix(loss=f"{e['loss']:.3f}", refresh=False)
+                return
             frac = e["step"] / e["steps"]
-            quarter = int(4 * frac) > int(4 * (e["step"] - 1) / e["steps"]) and e["step"] < e["steps"]
-            if (self.tty and time.monotonic() - self.last_draw > 0.2) or (not self.tty and quarter):
-                self.last_draw = time.monotonic()
+            if int(4 * frac) > int(4 * (e["step"] - 1) / e["steps"]) and e["step"] < e["steps"]:  # each quarter
                 per_epoch = e["elapsed_s"] / frac
                 left = per_epoch * (1 - frac) + per_epoch * (e["epochs"] - e["epoch"])
-                bar = "#" * int(BAR * frac) + "." * (BAR - int(BAR * frac))
-                click.echo(("\r" if self.tty else "") + f"{e['model']} epoch {e['epoch']}/{e['epochs']} [{bar}] "
-                           f"loss {e['loss']:.3f}  ~{_clock(left)} left ", err=True, nl=not self.tty)
+                self.line(f"{e['model']} epoch {e['epoch']}/{e['epochs']} {frac:.0%} loss {e['loss']:.3f}  "
+                          f"~{_clock(left)} left")
         elif e["event"] == "epoch":
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
             self.epoch_s.append(e["wall_s"])
             left = sum(self.epoch_s) / len(self.epoch_s) * (e["epochs"] - e["epoch"])
-            click.echo(("\r" if self.tty else "") + f"{e['model']} epoch {e['epoch']}/{e['epochs']} [{'#' * BAR}] "
-                       f"loss {e['loss']:.3f}  test top-1 {e['test_top1']:.2%}  {e['wall_s']:.0f}s  "
-                       f"~{_clock(left)} left", err=True)
+            self.line(f"{e['model']} epoch {e['epoch']}/{e['epochs']}: loss {e['loss']:.3f}  test top-1 "
+                      f"{e['test_top1']:.2%}  {e['wall_s']:.0f}s  ~{_clock(left)} left")
 
 
 @click.command("train")
@@ -94,7 +106,7 @@ def train_cmd(names, all_, epochs, samples, out, seed, data_seed, threads, resum
         torch.set_num_threads(threads)
     records = []
     for v in variants:
-        bar = Bar()
+        bar = TrainProgress()
         rec = train(v.name, out, recipe, samples=samples or ds.DEFAULT_SAMPLES,
                     data_seed=ds.DEFAULT_SEED if data_seed is None else data_seed, resume=resume, progress=bar)
         records.append(rec)
