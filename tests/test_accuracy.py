@@ -41,7 +41,7 @@ def test_build_from_checkpoint_records_accuracy_everywhere(trained_b0, tmp_path)
     for r in acc:
         assert r["dataset"] == "mnist1d" and r["split"] == "test" and r["verdict"] in ("pass", "unavailable", "not_gated")
         assert r["verdict"] != "not_gated" or (r["samples"] < accuracy.GATE_MIN_SAMPLES and r["precision"] != "fp32")
-        assert r["compute_precision"] in (None, "bf16") and (r["compute_precision"] is None or r["backend"] == "openvino:default")
+        assert r["compute_precision"] is None or (r["compute_precision"], r["backend"]) == ("bf16", "openvino:default")
         if ran_in(r) == "fp32" and r["verdict"] == "pass":
             assert r["agreement"] >= 0.999 and abs(r["top1"] - r["torch_top1"]) <= 0.001
     assert {r["backend"] for r in acc if r["precision"] == "fp32" and r["verdict"] == "pass"} >= backends

@@ -44,8 +44,8 @@ def test_a_build_of_several_models_draws_a_bar_over_them(monkeypatch):
     term = Terminal()
     monkeypatch.setattr(sys, "stderr", term)
     show = ModelsProgress(2)
-    for msg in ("[1/2] dense_b0: create + export ...", "[1/2] dense_b0: ok (1.0s)", "[2/2] dense_b1: create + export ...",
-                "[2/2] dense_b1: ok (2.0s)"):
+    for msg in ("[1/2] dense_b0: create + export ...", "[1/2] dense_b0: ok (1.0s)",
+                "[2/2] dense_b1: create + export ...", "[2/2] dense_b1: ok (2.0s)"):
         show(msg)
     assert show.bar.bar.n == 2
     show.close()

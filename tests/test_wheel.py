@@ -45,7 +45,8 @@ def installed(wheel, tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     # This environment's pip installs into the new one (no pip of its own to bootstrap).
     proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
-                           "--no-compile", "--disable-pip-version-check", "-c", str(ROOT / "constraints.txt"), str(wheel)],
+                           "--no-compile", "--disable-pip-version-check", "-c", str(ROOT / "constraints.txt"),
+                           str(wheel)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return venv

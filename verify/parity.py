@@ -57,9 +57,6 @@ BACKEND_TOLERANCES: dict[str, dict[str, Tolerance]] = {
         "int8": Tolerance(atol=6.0, rtol=0.25),
     },
 }
-# Backends that compute an fp32 file in a lower precision by default: their accuracy is gated like a
-# low-precision file's (top-1 loss, not the fp32 rule), and the record says what they ran in.
-REDUCED_PRECISION_BACKENDS = {"openvino:default": "bf16"}
 # Near-zero references make relative error meaningless; below this the denominator is clamped.
 REL_ERROR_FLOOR = 1e-3
 

@@ -78,7 +78,8 @@ def _upgrade_v1(manifest: dict) -> None:
             for old, new in _V1_RATIOS.items():
                 if isinstance(r, dict) and old in r:
                     v = r.pop(old)
-                    r[new] = 1.0 / v if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
+                    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and math.isfinite(1.0 / v)
+                    r[new] = 1.0 / v if ok else None
     manifest["schema_version"] = SCHEMA_VERSION
 
 
