@@ -99,6 +99,9 @@ def test_recommend_writes_the_manifest_and_the_hub_opens_the_file(small_build, t
         assert rec["verdict"] == "measured" and rec["accuracy"]["verdict"] in ("pass", "fail")
         assert rec["timing"]["method"] == "interleaved bursts" and rec["timing"]["rounds"] >= 1
     best = entry["recommended"]["by_batch"][0]
+    assert entry["recommended"]["min_agreement"] == 0.95  # the gate's agreement floor it passed
+    assert all(p["accuracy"]["verdict"] == "fail" for p in entry["peers"] if p["verdict"] == "measured"
+               and p["accuracy"]["agreement"] is not None and p["accuracy"]["agreement"] < 0.95)
     assert best == {k: v for k, v in out["recommended"]["dense_b0"][0].items()}
     assert best["batch_size"] == 1 and best["backend"] in {p["backend"] for p in entry["peers"]}
     chosen = next(p for p in entry["peers"] if p["backend"] == best["backend"])
@@ -113,8 +116,10 @@ def test_recommend_writes_the_manifest_and_the_hub_opens_the_file(small_build, t
     want = hub.recommended_precision(entry)
     if best["runtime"] == "onnxruntime":
         assert want == next(f["precision"] for f in entry["files"] if f["path"] == best["file"])
-    else:
-        assert want is None  # another runtime won here: the hub falls back to fp32
+    else:  # another runtime won here: the hub opens the fastest ONNX Runtime file that passed the same gate
+        ort = [p for p in entry["peers"] if p["runtime"] == "onnxruntime" and p["batch_size"] == 1 and eligible(p)]
+        fastest = min(ort, key=lambda p: p["p50_ms"])["file"] if ort else None
+        assert want == next((f["precision"] for f in entry["files"] if f["path"] == fastest), None)
     sess = hub.session("dense_b0", str(root), cache_dir=tmp_path / "cache")
     path = hub.load("dense_b0", str(root), want or "fp32", cache_dir=tmp_path / "cache")
     assert sess.run(None, {"input": np.zeros((1, 64), np.float32)})[0].shape == (1, 10)
