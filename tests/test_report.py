@@ -163,7 +163,8 @@ def test_a_version_1_manifest_is_read_with_its_time_ratios_turned_into_speedups(
         for r in m["latency"]:
             r["ratio_vs_torch"] = 1 / r.pop("speedup_vs_torch")
         m["peers"] = [{"runtime": "onnxruntime", "backend": "onnxruntime:int8", "precision": "int8", "batch_size": 1,
-                       "verdict": "measured", "p50_ms": 1.0, "ratio_vs_ort_fp32": 0.25}]
+                       "verdict": "measured", "p50_ms": 1.0, "ratio_vs_ort_fp32": 0.25,
+                       "file": f"{m['model']}/model.int8.onnx"}]
     (tmp_path / "manifest.json").write_text(json.dumps(old))
     got = mf.load(tmp_path / "manifest.json")
     assert got["schema_version"] == mf.SCHEMA_VERSION == 2
