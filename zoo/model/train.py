@@ -35,8 +35,9 @@ from ..errors import InputError
 from ..fsutil import atomic_write_json
 from ..versions import toolchain_versions
 from . import data as ds
-from .config import resolve_variant
+from .config import resolve_variant, variant_config
 from .init import create
+from .layers import DenseEfficientNet
 from .scaling import Variant, round_filters
 from .weights import SUFFIX, parse_state, read_bytes, save_weights
 
@@ -135,7 +136,8 @@ def _save_checkpoint(path: Path, model, opt, meta: dict) -> None:
     save_weights(tensors, path, metadata={"zoo.checkpoint": json.dumps(meta, sort_keys=True)})
 
 
-def _read_meta(path: Path) -> dict:
+def read_checkpoint_meta(path: Path) -> dict:
+    """A checkpoint's epoch, history, recipe and dataset (its JSON metadata)."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
@@ -144,7 +146,7 @@ def _read_meta(path: Path) -> dict:
 
 def _load_checkpoint(path: Path, model, opt) -> dict:
     state = parse_state(read_bytes(path), str(path))
-    meta = _read_meta(path)
+    meta = read_checkpoint_meta(path)
     model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")}, strict=True)
     osd = opt.state_dict()
     per: dict[int, dict] = {}
@@ -182,17 +184,21 @@ def train(name: str | Variant, out: str | os.PathLike, recipe: Recipe = Recipe()
     by_width = {variant.input_dim: data}  # progressive training: the same digits at each width
     y = torch.from_numpy(data["y"])
 
-    model = create(variant, num_classes=ds.NUM_CLASSES, seed=recipe.seed, input_dim=schedule[0]).train()
+    resuming = resume and p["checkpoint"].exists()
+    if resuming:  # every tensor comes from the checkpoint: the seeded initialisation would be overwritten
+        model = DenseEfficientNet(variant_config(variant, ds.NUM_CLASSES, input_dim=schedule[0])).train()
+    else:
+        model = create(variant, num_classes=ds.NUM_CLASSES, seed=recipe.seed, input_dim=schedule[0]).train()
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = math.ceil(len(y) / recipe.batch_size)
     total = steps_per_epoch * recipe.epochs
     meta = {"epoch": 0, "history": [], "wall_s": 0.0, "recipe": asdict(recipe), "dataset": dataset}
     if grow_from is not None:
         meta["progressive"] = {"input_dims": schedule}
-    if resume and p["checkpoint"].exists():
+    if resuming:
         if grow_from is not None:  # the stem as it was saved: at the width of the checkpoint's last epoch
             parse_state(read_bytes(p["checkpoint"]), str(p["checkpoint"]))  # a damaged file: a typed error
-            done = _read_meta(p["checkpoint"]).get("epoch")
+            done = read_checkpoint_meta(p["checkpoint"]).get("epoch")
             if isinstance(done, int) and 1 <= done <= recipe.epochs:
                 grow_input(model, None, schedule[done - 1])
         saved = _load_checkpoint(p["checkpoint"], model, opt)
