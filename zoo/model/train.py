@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ..errors import InputError, WeightsError
 from ..fsutil import atomic_write_json
 from ..versions import toolchain_versions
 from . import data as ds
@@ -137,11 +137,17 @@ def _save_checkpoint(path: Path, model, opt, meta: dict) -> None:
 
 
 def read_checkpoint_meta(path: Path) -> dict:
-    """A checkpoint's epoch, history, recipe and dataset (its JSON metadata)."""
+    """A checkpoint's epoch, history, recipe and dataset (its JSON metadata; a typed error when unreadable)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as f:
-        return json.loads((f.metadata() or {})["zoo.checkpoint"])
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {})["zoo.checkpoint"])
+    except Exception as e:  # noqa: BLE001 - safetensors' own errors are untyped: one line, as for weights
+        raise WeightsError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("epoch"), int):
+        raise WeightsError(f"{path}: not a readable checkpoint (no epoch in its metadata)")
+    return meta
 
 
 def _load_checkpoint(path: Path, model, opt) -> dict:
@@ -196,17 +202,15 @@ def train(name: str | Variant, out: str | os.PathLike, recipe: Recipe = Recipe()
     if grow_from is not None:
         meta["progressive"] = {"input_dims": schedule}
     if resuming:
-        if grow_from is not None:  # the stem as it was saved: at the width of the checkpoint's last epoch
-            parse_state(read_bytes(p["checkpoint"]), str(p["checkpoint"]))  # a damaged file: a typed error
-            done = read_checkpoint_meta(p["checkpoint"]).get("epoch")
-            if isinstance(done, int) and 1 <= done <= recipe.epochs:
-                grow_input(model, None, schedule[done - 1])
-        saved = _load_checkpoint(p["checkpoint"], model, opt)
+        saved = read_checkpoint_meta(p["checkpoint"])  # checked before its tensors meet the model
         for k in ("recipe", "dataset", "progressive"):
             if saved.get(k) != meta.get(k):
-                raise InputError(f"{p['checkpoint']}: made with another {k} ({saved[k]}); give the same options or "
-                                 f"remove the checkpoint")
-        meta = saved
+                raise InputError(f"{p['checkpoint']}: made with another {k} ({saved.get(k)}); give the same options "
+                                 f"or remove the checkpoint")
+        done = saved.get("epoch")
+        if grow_from is not None and isinstance(done, int) and 1 <= done <= recipe.epochs:
+            grow_input(model, opt, schedule[done - 1])  # the stem as it was saved
+        meta = _load_checkpoint(p["checkpoint"], model, opt)
         progress({"event": "resume", "model": name, "epoch": meta["epoch"]})
     elif p["checkpoint"].exists():
         raise InputError(f"{p['checkpoint']} exists: an interrupted run; continue it with --resume, or remove it")
