@@ -81,7 +81,7 @@ def test_claim_verdicts_say_what_held():
     v = {c["claim"]: c for c in claim_verdicts(rows)}
     assert v["se"]["result"] == "held" and v["activation"]["result"] == "not shown (a tie)"
     assert v["baselines"]["result"] == ("at 1x B0's FLOPs: held; at 4x B0's FLOPs: "
-                                        "baseline vs mlp@4x did not hold, baseline vs resmlp@4x a tie")
+                                        "mlp@4x did not hold, resmlp@4x a tie")
     assert v["progressive"]["result"] == "did not hold" and v["progressive"]["comparisons"][0]["a"].startswith("prog")
     with pytest.raises(ValueError, match="unknown claim 'speed'"):
         ablation_points(["speed"])

@@ -11,9 +11,11 @@ node) is submitted again from the last checkpoint: the variant loses at most the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -132,6 +134,22 @@ def train_on_ray(names: list[str], out: str | Path, recipe, *, samples: int, dat
         if ckpt.exists() and not resume:
             raise InputError(f"{ckpt} exists: an interrupted run; continue it with --resume, or remove it")
         start[name] = ckpt.read_bytes() if ckpt.exists() else None
+    with quiet_stdout():
+        return _train_on_ray(names, out, recipe, start, samples=samples, data_seed=data_seed, address=address,
+                             threads=threads, progress=progress)
+
+
+@contextlib.contextmanager
+def quiet_stdout():
+    """Ray's driver prints cluster events (``(raylet) A worker died ...``) on stdout, which belongs to
+    ``--json``: while Ray runs, they go to stderr with the progress lines."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _train_on_ray(names, out: Path, recipe, start: dict, *, samples, data_seed, address, threads, progress):
+    from ..model.train import paths, read_checkpoint_meta
+
     owned = not ray_initialized()
     ray = connect_ray(address)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import InputError, ZooError
 from ..fsutil import atomic_write_bytes
 from ..jsonio import dumps
-from .cluster import connect_ray, ray_initialized
+from .cluster import connect_ray, quiet_stdout, ray_initialized
 from .trials import TRIALS_DIR, WORK_DIR, Trial, read_record, record_path, run_trial
 
 Progress = Callable[[str], None]
@@ -67,7 +67,8 @@ def run_trials(trials: list[Trial], out: str | os.PathLike, *, workers: int = 2,
             where = f"Ray at {ray_address}" if ray_address is not None else f"{min(workers, len(todo))} local worker(s)"
             progress(f"running {len(todo)} trial(s) on {where}")
             if ray_address is not None:
-                _run_ray(ray, todo, finished)
+                with quiet_stdout():  # stdout is --json's
+                    _run_ray(ray, todo, finished)
             else:
                 _run_pool(todo, out / WORK_DIR, workers, finished)
     finally:
