@@ -21,7 +21,10 @@ from zoo.model.train import Recipe, read_checkpoint_meta, train
 
 # Two small variants, two epochs over 600 samples: the second epoch lasts long enough to kill its worker.
 ARGS = ["train", "dense_b0", "dense_b1", "--epochs", "2", "--samples", "600"]
-ENV = dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
+# A cluster of our own: no usage reports, and no token authentication from a ~/.ray/auth_token that
+# another Ray user of this home may have left (the worker node would not be let in).
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_")} | {
+    "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 READY = "Ray runtime started"
 
 
@@ -57,12 +60,12 @@ def _node_ports() -> list[str]:
 @pytest.fixture(scope="module")
 def ray_cluster():
     temp = Path(tempfile.mkdtemp(prefix="zr", dir="/tmp"))  # short: Ray's socket paths live under it
-    port, client = _free_ports(2)
+    port, client, dashboard = _free_ports(3)
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
     procs = []
     try:
         procs.append(_ray_start(["--head", "--port", str(port), "--ray-client-server-port", str(client),
-                                 "--include-dashboard", "false", "--temp-dir", str(temp), *common, *_node_ports()],
+                                 "--include-dashboard", "false", "--dashboard-port", str(dashboard), "--temp-dir", str(temp), *common, *_node_ports()],
                                 temp / "head.log"))
         procs.append(_ray_start(["--address", f"127.0.0.1:{port}", *common, *_node_ports()], temp / "worker.log"))
         yield {"address": f"127.0.0.1:{port}", "procs": procs}
