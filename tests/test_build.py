@@ -140,11 +140,11 @@ def test_a_failure_mid_build_leaves_the_previous_manifest_and_no_temporaries(tmp
     real = artifact.export_model
     calls = []
 
-    def flaky(model, input_dim, spec, metadata):
+    def flaky(model, input_dim, spec, metadata, *rest):
         calls.append(metadata["zoo.name"])
         if len(calls) == 2:
             raise ExportError("injected exporter failure")
-        return real(model, input_dim, spec, metadata)
+        return real(model, input_dim, spec, metadata, *rest)
 
     monkeypatch.setattr(artifact, "export_model", flaky)
     r = runner.invoke(cli, ["build", "dense_b0", "dense_b1", "--input-dim", "32", "--seed", "5", "--no-verify",
@@ -161,10 +161,10 @@ def test_keep_going_commits_the_models_that_passed(tmp_path, monkeypatch):
 
     real = artifact.export_model
 
-    def fail_b1(model, input_dim, spec, metadata):
+    def fail_b1(model, input_dim, spec, metadata, *rest):
         if metadata["zoo.name"] == "dense_b1":
             raise ExportError("b1 broke")
-        return real(model, input_dim, spec, metadata)
+        return real(model, input_dim, spec, metadata, *rest)
 
     monkeypatch.setattr(artifact, "export_model", fail_b1)
     out = tmp_path / "art"
@@ -200,8 +200,8 @@ def test_self_check_failure_keeps_the_model_out(tmp_path, monkeypatch):
 
     real = artifact.export_model
 
-    def perturbed(model, input_dim, spec, metadata):
-        proto = real(model, input_dim, spec, metadata)
+    def perturbed(model, input_dim, spec, metadata, *rest):
+        proto = real(model, input_dim, spec, metadata, *rest)
         init = proto.graph.initializer[0]
         arr = onnx.numpy_helper.to_array(init).copy()
         arr.flat[0] += 5.0

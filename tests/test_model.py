@@ -189,3 +189,66 @@ def test_public_names_survive_importing_every_submodule():
     for name in ("build", "output_size", "mbconv_block", "squeeze_excitation", "create", "compound"):
         assert callable(getattr(zoo, name)), name
     assert isinstance(zoo.build(input_dim=16, num_classes=3), torch.nn.Module)
+
+
+# --- architecture options (the ablation study's networks) --------------------------------------
+
+OPTION_NAMES = ["dense_b0_nose", "dense_b0_relu", "dense_b1_nose_relu", "resmlp_1x", "mlp_1x"]
+
+
+@pytest.mark.parametrize("name", OPTION_NAMES)
+def test_option_networks_params_and_flops_match_the_built_model(name):
+    cfg = zoo.variant_config(zoo.get_variant(name), num_classes=10, input_dim=64)
+    m = zoo.DenseEfficientNet(cfg).eval()
+    assert cfg.params() == sum(p.numel() for p in m.parameters() if p.requires_grad)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        m(torch.zeros(1, 64))
+    assert cfg.flops() == counter.get_total_flops()
+
+
+def test_se_off_and_relu_change_only_what_they_name():
+    from zoo.model import SqueezeExcitation
+
+    base, nose, relu = (zoo.create(n, input_dim=64) for n in ("dense_b0", "dense_b0_nose", "dense_b0_relu"))
+    kinds = {n: {type(m) for m in net.modules()} for n, net in (("b0", base), ("nose", nose), ("relu", relu))}
+    assert SqueezeExcitation in kinds["b0"] and SqueezeExcitation not in kinds["nose"]
+    assert torch.nn.SiLU in kinds["nose"] and torch.nn.ReLU not in kinds["nose"]
+    assert torch.nn.ReLU in kinds["relu"] and torch.nn.SiLU not in kinds["relu"]
+    # no SE: every other parameter is the same tensor of the same name; ReLU: the same state dict
+    b, n = base.state_dict(), nose.state_dict()
+    assert set(n) == {k for k in b if ".se." not in k} and all(torch.equal(n[k], b[k]) for k in n
+                                                                 if "running" not in k)
+    assert relu.state_dict().keys() == b.keys()
+    # the default options are the default network, module for module (the build's bytes rest on it)
+    assert str(zoo.build(input_dim=64, se=True, activation="silu")) == str(zoo.build(input_dim=64))
+
+
+@pytest.mark.parametrize("body,prefix", [("residual", "resmlp"), ("plain", "mlp")])
+def test_baselines_are_sized_to_b0_flops_by_the_analytic_counter(body, prefix):
+    from zoo.model import Arch, ResidualBlock, SqueezeExcitation
+
+    b0 = zoo.variant_config("dense_b0", num_classes=10).flops()
+    for m in (1, 4):
+        v = zoo.get_variant(f"{prefix}_{m}x")
+        cfg = zoo.variant_config(v, num_classes=10)
+        assert v.arch.body == body and v.arch.width % 8 == 0 and not v.arch.se
+        assert abs(cfg.flops() / b0 - m) < 0.01 * m, (m, cfg.flops() / b0)
+        # one width step narrower is further from the target (the width is the closest one)
+        narrower = zoo.network_config(256, num_classes=10, arch=Arch(body, width=v.arch.width - 8,
+                                                                    depth=v.arch.depth))
+        assert abs(math.log(narrower.flops() / (m * b0))) >= abs(math.log(cfg.flops() / (m * b0)))
+    net = zoo.create(f"{prefix}_1x", input_dim=64)
+    kinds = {type(x) for x in net.modules()}
+    assert SqueezeExcitation not in kinds and MBConv not in kinds
+    assert (ResidualBlock in kinds) == (body == "residual")
+    widths = {x.out_features for x in net.modules() if isinstance(x, torch.nn.Linear)}
+    assert widths == {zoo.get_variant(f"{prefix}_1x").arch.width, 10}  # no expansion: one width, then the classes
+
+
+@pytest.mark.parametrize("name,words", [
+    ("dense_b0_nose_nose", "unknown variant"), ("dense_b9_relu", "unknown variant"),
+    ("resmlp_0x", "multiplier must be a positive number"), ("mlp-4x", "unknown variant"),
+])
+def test_bad_option_names_are_value_errors(name, words):
+    with pytest.raises(ValueError, match=words):
+        zoo.get_variant(name)

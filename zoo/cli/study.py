@@ -1,4 +1,4 @@
-"""``zoo study scaling`` and ``zoo study grid``: the scaling study (thin: parse, run, print)."""
+"""``zoo study scaling``, ``grid`` and ``ablation``: the studies (thin: parse, run, print)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..study.ablation import CLAIMS, DEFAULT_BASELINE_MULTIPLIERS, DEFAULT_GROW_FROM
 from ..study.plans import (
     DEFAULT_GRID,
     DEFAULT_MULTIPLIERS,
@@ -74,7 +75,8 @@ def _run(kind, points, out, seeds, epochs, samples, workers, ray_address, as_jso
 
 @click.group("study", cls=ZooGroup)
 def study_group():
-    """Does compound scaling pay off for this family, and with which alpha, beta, gamma?
+    """Does compound scaling pay off for this family, and with which alpha, beta, gamma? Do SE,
+    SiLU and progressive training help, and does B0 beat plain (residual) MLPs at equal FLOPs?
 
     Each trial (a network shape, a seed, a budget) trains with zoo train's recipe and writes one
     JSON record under OUT/trials; a study that is run again reads finished trials back.
@@ -83,6 +85,7 @@ def study_group():
     Examples:
       zoo study scaling                      # depth, width, resolution, compound at 2x and 4x FLOPs
       zoo study grid --seeds 1               # alpha, beta, gamma at phi = 1
+      zoo study ablation                     # SE, SiLU vs ReLU, MLP baselines, progressive training
       zoo study scaling --ray-address 10.0.0.5:6379 --seeds 5
     """
 
@@ -142,3 +145,33 @@ def grid_cmd(alphas, betas, gammas, out, seeds, epochs, samples, workers, ray_ad
         c = v["best_vs_reference"]
         click.echo(f"best: {v['best']} vs the table's {v['reference']}: {c['diff_points']:+.2f} points "
                    f"({c['verdict']})")
+
+
+@study_group.command("ablation")
+@click.option("--claims", default=",".join(CLAIMS), show_default=True,
+              help="Comma list of the claims to test: se, activation, baselines, progressive.")
+@click.option("--baseline-multipliers", default=",".join(f"{m:g}" for m in DEFAULT_BASELINE_MULTIPLIERS),
+              show_default=True, help="The residual-MLP and MLP baselines' FLOPs, as multiples of B0's.")
+@click.option("--grow-from", type=click.IntRange(min=8, max=248), default=DEFAULT_GROW_FROM, show_default=True,
+              help="Progressive training: B0's input width in the first epoch (it grows to 256 by the last).")
+@_common("ablation")
+def ablation_cmd(claims, baseline_multipliers, grow_from, out, seeds, epochs, samples, workers, ray_address, as_json):
+    """The seed material's other claims, each against B0 under one budget: squeeze-excitation on/off,
+    SiLU vs ReLU, a residual MLP and an MLP at B0's FLOPs and at 4x, and progressive input width
+    against the final width from the start. The report says, claim by claim, what held.
+
+    \b
+    Examples:
+      zoo study ablation
+      zoo study ablation --claims se,activation --seeds 5
+      zoo study ablation --claims baselines --baseline-multipliers 1,2,4,8
+      zoo study ablation --ray-address 10.0.0.5:6379
+    """
+    from ..study.ablation import ablation_points
+
+    points = ablation_points([c.strip() for c in claims.split(",") if c.strip()],
+                             _floats(baseline_multipliers, "--baseline-multipliers"), grow_from)
+    summary = _run("ablation", points, out, seeds, epochs, samples, workers, ray_address, as_json)
+    if not as_json:
+        for v in summary["verdicts"]:
+            click.echo(f"{v['claim']}: {v['result']}")

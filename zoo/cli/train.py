@@ -78,8 +78,11 @@ class TrainProgress:
               help="PyTorch threads (results are bit-identical for the same seed, thread count and machine) "
                    "[default: PyTorch's]")
 @click.option("--resume", is_flag=True, help="Continue from NAME.ckpt.safetensors (written after every epoch).")
+@click.option("--ray-address", default=None,
+              help="Train the variants as Ray tasks, side by side, on the cluster at host:port, ray://host:port or "
+                   "auto (--threads CPUs each, default 1); the files in --out are the same. Needs the study extra.")
 @click.option("--json", "as_json", is_flag=True, help="Print the training records as JSON.")
-def train_cmd(names, all_, epochs, samples, out, seed, data_seed, threads, resume, as_json):
+def train_cmd(names, all_, epochs, samples, out, seed, data_seed, threads, resume, ray_address, as_json):
     """Train variants on MNIST-1D at their own input_dim (AdamW, warm-up + cosine, label smoothing,
     the table's dropout and stochastic depth), writing OUT/NAME.safetensors and OUT/NAME.train.json.
 
@@ -91,6 +94,7 @@ def train_cmd(names, all_, epochs, samples, out, seed, data_seed, threads, resum
       zoo train --all
       zoo train dense_b0 --epochs 3 --samples 8000 --out /tmp/ckpt
       zoo train dense_b0 dense_b1 --resume
+      zoo train --all --ray-address HEAD:6379      # on a Ray cluster: one task per variant and epoch
       zoo build --all --weights checkpoints --precision fp32,int8,fp16
     """
     import torch
@@ -105,6 +109,13 @@ def train_cmd(names, all_, epochs, samples, out, seed, data_seed, threads, resum
     if threads:
         torch.set_num_threads(threads)
     records = []
+    if ray_address is not None:
+        from ..study.cluster import train_on_ray
+
+        records = train_on_ray([v.name for v in variants], out, recipe, samples=samples or ds.DEFAULT_SAMPLES,
+                               data_seed=ds.DEFAULT_SEED if data_seed is None else data_seed, resume=resume,
+                               address=ray_address, threads=threads or 1, progress=progress)
+        variants = []
     for v in variants:
         bar = TrainProgress()
         rec = train(v.name, out, recipe, samples=samples or ds.DEFAULT_SAMPLES,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .arch import Arch
 from .config import check_dim, network_config
 from .layers import DenseEfficientNet, MBConv, SqueezeExcitation
 from .scaling import BASE_HEAD, check_positive, round_filters
@@ -15,10 +16,16 @@ def build(
     dropout: float = 0.0,
     flavor: str = "paper",
     se_ratio: float = 0.25,
+    *,
+    se: bool = True,
+    activation: str = "silu",
 ) -> DenseEfficientNet:
-    """Build a dense EfficientNet (PyTorch's default initialisation, train mode)."""
+    """Build a dense EfficientNet (PyTorch's default initialisation, train mode); ``se=False`` drops
+    squeeze-excitation, ``activation="relu"`` puts ReLU for every SiLU. The baselines:
+    ``DenseEfficientNet(network_config(..., arch=zoo.model.config.baseline_arch("residual", 4.0)))``."""
     return DenseEfficientNet(
-        network_config(input_dim, base_dim, depth_multiplier, width_multiplier, num_classes, dropout, flavor, se_ratio)
+        network_config(input_dim, base_dim, depth_multiplier, width_multiplier, num_classes, dropout, flavor, se_ratio,
+                       arch=Arch(se=se, activation=activation))
     )
 
 
@@ -30,9 +37,10 @@ def output_size(width_multiplier: float = 1.0, num_classes: int | None = None) -
 
 
 def mbconv_block(
-    in_dim: int, out_dim: int, expand_ratio: int = 6, se_ratio: float = 0.25, *, drop_rate: float = 0.0, flavor: str = "paper"
+    in_dim: int, out_dim: int, expand_ratio: int = 6, se_ratio: float = 0.25, *, drop_rate: float = 0.0,
+    flavor: str = "paper", se: bool = True, activation: str = "silu",
 ) -> MBConv:
-    return MBConv(in_dim, out_dim, expand_ratio, se_ratio, drop_rate=drop_rate, flavor=flavor)
+    return MBConv(in_dim, out_dim, expand_ratio, se_ratio, drop_rate=drop_rate, flavor=flavor, se=se, act=activation)
 
 
 def squeeze_excitation(dim: int, squeeze_dim: int) -> SqueezeExcitation:

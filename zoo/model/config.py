@@ -5,11 +5,14 @@ Pure Python (no torch): ``zoo list`` and the hub read shapes without the build t
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
-from .scaling import BASE_HEAD, BASE_STAGES, Stage, Variant, check_positive, get_variant, round_filters, scaled_stages
 from ..errors import InputError
+from .arch import BASELINE_DEPTH, BODIES, Arch
+from .scaling import (BASE_HEAD, BASE_INPUT_DIM, BASE_STAGES, DIVISOR, Stage, Variant, check_positive, get_variant,
+                      round_filters, scaled_stages)
 
 FLAVORS = ("paper", "edifice")
 STOCHASTIC_DEPTH_RATE = 0.2
@@ -61,6 +64,7 @@ class NetworkConfig:
     flavor: str = "paper"
     se_ratio: float = 0.25
     dropout: float = 0.0
+    arch: Arch = Arch()  # SE, activation, or a baseline body (see zoo.model.arch)
 
     @property
     def blocks(self) -> tuple[BlockSpec, ...]:
@@ -79,12 +83,16 @@ class NetworkConfig:
         """Every Linear layer as ``(in, out, has_bias)``, in forward order."""
         bias = self.flavor == "edifice"
         layers = [(self.input_dim, self.stem_dim, bias)]
+        if self.arch.body != "mbconv":  # a baseline: depth blocks of two layers, or depth layers
+            w = self.arch.width
+            layers += [(w, w, bias)] * (self.arch.depth * (2 if self.arch.body == "residual" else 1))
+            return layers + ([(w, self.num_classes, True)] if self.num_classes is not None else [])
         for b in self.blocks:
             h = hidden_dim_for(b.in_dim, b.out_dim, b.expand_ratio, self.flavor)
             s = squeeze_dim_for(b.in_dim, b.out_dim, b.expand_ratio, self.se_ratio, self.flavor)
             if self.flavor == "edifice" or b.expand_ratio != 1:
                 layers.append((b.in_dim, h, bias))
-            layers += [(h, s, True), (s, h, True), (h, b.out_dim, bias)]
+            layers += ([(h, s, True), (s, h, True)] if self.arch.se else []) + [(h, b.out_dim, bias)]
         layers.append((self.blocks[-1].out_dim if self.blocks else self.stem_dim, self.head_dim, bias))
         if self.num_classes is not None:
             layers.append((self.head_dim, self.num_classes, True))
@@ -94,6 +102,10 @@ class NetworkConfig:
         """Trainable parameters, counted analytically (no model is built)."""
         total = sum(i * o + (o if b else 0) for i, o, b in self.linear_layers())
         norm = 2 * (self.stem_dim + self.head_dim)  # BatchNorm / LayerNorm: weight and bias
+        if self.arch.body == "residual":  # stem, two per block, the head's final pre-activation norm
+            return total + 2 * self.arch.width * (2 + 2 * self.arch.depth)
+        if self.arch.body == "plain":  # stem, one per layer; no head
+            return total + 2 * self.arch.width * (1 + self.arch.depth)
         for b in self.blocks:
             h = hidden_dim_for(b.in_dim, b.out_dim, b.expand_ratio, self.flavor)
             if self.flavor == "paper":
@@ -121,8 +133,10 @@ def network_config(
     dropout: float = 0.0,
     flavor: str = "paper",
     se_ratio: float = 0.25,
+    arch: Arch = Arch(),
 ) -> NetworkConfig:
-    """Validate the options of :func:`build` and derive the network's shape."""
+    """Validate the options of :func:`build` and derive the network's shape (``arch``: SE on/off,
+    activation, or a baseline body; the default is the paper's network)."""
     check_dim("input_dim", input_dim)
     check_dim("base_dim", base_dim)
     check_positive("width", width_multiplier)
@@ -132,15 +146,19 @@ def network_config(
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise InputError(f"dropout must be in [0, 1), got {dropout!r}")
     check_flavor(flavor)
+    if not isinstance(arch, Arch):
+        raise InputError(f"arch must be a zoo.model.arch.Arch, got {arch!r}")
+    baseline = arch.body != "mbconv"
     return NetworkConfig(
         input_dim=input_dim,
-        stem_dim=round_filters(base_dim, width_multiplier),
-        stages=scaled_stages(width_multiplier, depth_multiplier, BASE_STAGES),
-        head_dim=round_filters(BASE_HEAD, width_multiplier),
+        stem_dim=arch.width if baseline else round_filters(base_dim, width_multiplier),
+        stages=() if baseline else scaled_stages(width_multiplier, depth_multiplier, BASE_STAGES),
+        head_dim=arch.width if baseline else round_filters(BASE_HEAD, width_multiplier),
         num_classes=num_classes,
         flavor=flavor,
         se_ratio=float(se_ratio),
         dropout=float(dropout),
+        arch=arch,
     )
 
 
@@ -160,6 +178,36 @@ def variant_config(
         num_classes=num_classes,
         dropout=v.dropout,
         flavor=flavor,
+        arch=v.arch,
     )
+
+
+B0_CLASSES = 10  # the reference task's classes: the FLOPs a baseline is sized against
+
+
+@functools.lru_cache(maxsize=64)
+def baseline_arch(body: str, multiplier: float = 1.0, depth: int | None = None, activation: str = "silu",
+                  input_dim: int = BASE_INPUT_DIM) -> Arch:
+    """The baseline ``body`` ("residual" or "plain") at ``depth`` (default :data:`BASELINE_DEPTH`)
+    whose width (a multiple of 8) puts its FLOPs closest, in log, to ``multiplier`` x B0's (both at
+    ``input_dim`` features and 10 classes), by the analytic counter :meth:`NetworkConfig.flops`."""
+    if body not in BODIES or body == "mbconv":
+        raise InputError(f"a baseline body is residual or plain, got {body!r}")
+    check_positive("multiplier", multiplier)
+    depth = BASELINE_DEPTH[body] if depth is None else depth
+    target = multiplier * network_config(input_dim, num_classes=B0_CLASSES).flops()
+
+    def flops(width: int) -> int:
+        return network_config(input_dim, num_classes=B0_CLASSES,
+                              arch=Arch(body, activation=activation, width=width, depth=depth)).flops()
+
+    lo, hi = 1, 1
+    while flops(hi * DIVISOR) < target:  # FLOPs grow with the width: double, then bisect
+        lo, hi = hi, hi * 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if flops(mid * DIVISOR) < target else (lo, mid)
+    best = min((k for k in (lo - 1, lo) if k >= 1), key=lambda k: abs(math.log(flops(k * DIVISOR) / target)))
+    return Arch(body, activation=activation, width=best * DIVISOR, depth=depth)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import DenseEfficientNet, FeatureAffine, MBConv, SqueezeExcitation
+from .layers import DenseEfficientNet, FeatureAffine, MBConv, ResidualBlock, SqueezeExcitation
 from .repro import matmul64, mean64, sigmoid64, silu64, sqrt64
 
 
@@ -50,19 +50,23 @@ class _Runner:
             return d / sqrt64(var + m.eps) * m.weight.double() + m.bias.double()
         if isinstance(m, nn.SiLU):
             return silu64(x)
+        if isinstance(m, nn.ReLU):
+            return x.clamp_min(0.0)  # exact
         if isinstance(m, (nn.Dropout, nn.Identity)):
             return x
         if isinstance(m, FeatureAffine):
             return x * m.scale.double() + m.shift.double()
         if isinstance(m, SqueezeExcitation):
-            return x * sigmoid64(self.run(m.expand, silu64(self.run(m.reduce, x))))
+            return x * sigmoid64(self.run(m.expand, self.run(m.act, self.run(m.reduce, x))))
         if isinstance(m, MBConv):
             y = x
             for part in (m.expand, m.transform, m.se, m.project):
                 if part is not None:
                     y = self.run(part, y)
             return x + y if m.has_residual else y
-        if isinstance(m, DenseEfficientNet):
+        if isinstance(m, ResidualBlock):
+            return x + self.run(m.branch, x)
+        if isinstance(m, DenseEfficientNet):  # eval mode: dropout is the identity
             y = self.run(m.head, self.run(m.blocks, self.run(m.stem, x)))
             return self.run(m.classifier, y) if m.classifier is not None else y
         raise TypeError(f"forward64 does not know {type(m).__name__}")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
 from ..errors import InputError
+from .arch import Arch, parse_name
 
 BASE_STEM = 32
 BASE_HEAD = 1280
@@ -74,6 +76,7 @@ class Variant:
     phi: float | None = field(default=None, compare=False)
     flops_factor: float | None = field(default=None, compare=False)
     coefficients: tuple[float, float, float] | None = field(default=None, compare=False)
+    arch: Arch = Arch()  # the paper's network; other options make the ablation study's networks
 
     @property
     def stem_dim(self) -> int:
@@ -152,8 +155,21 @@ def compound(phi: float, alpha: float = PAPER_COEFFICIENTS[0], beta: float = PAP
 
 
 def get_variant(name: str) -> Variant:
-    """The variant called ``name``; a ``ValueError`` listing the valid names otherwise."""
-    try:
+    """The variant called ``name``: a table row, a row with architecture options (``dense_b0_nose``,
+    ``dense_b0_relu``) or a baseline at a multiple of B0's FLOPs (``resmlp_1x``, ``mlp_4x``); a
+    ``ValueError`` listing the valid names otherwise."""
+    if isinstance(name, str) and name in VARIANTS:
         return VARIANTS[name]
-    except (KeyError, TypeError):
-        raise InputError(f"unknown variant {name!r}; valid names: {', '.join(VARIANTS)}") from None
+    parsed = parse_name(name)
+    if parsed is None:
+        raise InputError(f"unknown variant {name!r}; valid names: {', '.join(VARIANTS)}, or a row with _nose and/or "
+                         f"_relu (dense_b0_relu), or a baseline resmlp_Mx / mlp_Mx (M: a multiple of B0's FLOPs)")
+    row, opts = parsed
+    if row == "baseline":
+        from .config import baseline_arch  # config builds on this module
+
+        base = VARIANTS["dense_b0"]
+        arch = baseline_arch(opts["body"], opts["multiplier"], activation=opts["activation"])
+        return Variant(name, base.width, base.depth, base.resolution, base.dropout, base.input_dim, arch=arch)
+    v = VARIANTS[row] if row in VARIANTS else get_variant(row)
+    return Variant(name, v.width, v.depth, v.resolution, v.dropout, v.input_dim, arch=Arch(**opts))

@@ -47,8 +47,7 @@ class Point:
     def to_dict(self) -> dict:
         return {"label": self.label, "strategy": self.strategy, "multiplier": self.multiplier,
                 "coefficients": list(self.coefficients) if self.coefficients else None, "phi": self.phi,
-                "shape": {"depth": self.shape.depth, "width": self.shape.width,
-                          "resolution": self.shape.resolution, "input_dim": self.shape.input_dim}}
+                "shape": self.shape.to_dict() | {"input_dim": self.shape.input_dim}}
 
 
 def flops_ratio(shape: Shape) -> float:

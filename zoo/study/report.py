@@ -18,7 +18,10 @@ from .trials import BASE_SHAPE, Trial
 
 REPORT = "report.md"
 SUMMARY = "summary.json"
-CHART = {"scaling": "scaling.png", "grid": "grid.png"}
+CHART = {"scaling": "scaling.png", "grid": "grid.png", "ablation": "ablation.png"}
+# The ablation chart's marker and colour per strategy (B0 grey, its options blue, the baselines orange/red).
+_ABLATION_STYLE = {"baseline": ("s", "tab:gray"), "se": ("o", "tab:blue"), "activation": ("D", "tab:blue"),
+                   "resmlp": ("^", "tab:orange"), "mlp": ("v", "tab:red"), "progressive": ("P", "tab:green")}
 
 
 def summarize(points: list[Point], trials: list[Trial], records: dict[str, dict]) -> list[dict]:
@@ -87,6 +90,9 @@ def _table(rows: list[dict]) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["shape"]
+        a = s.get("arch") or {}
+        if a.get("body") not in (None, "mbconv"):  # a baseline: its own width and depth
+            s = dict(s, depth=a["depth"], width=a["width"])
         lines.append(f"| {r['label']} | {s['depth']:g} | {s['width']:g} | {s['input_dim']} | {r['params']:,} | "
                      f"{r['flops'] / 1e6:.1f} | {r['flops_ratio']:.2f} | {_pct(r['top1_mean'], r['top1_std'])} | "
                      f"{len(r['seeds'])} |")
@@ -101,7 +107,8 @@ def _verdict_line(c: dict) -> str:
 
 def markdown(kind: str, rows: list[dict], verdicts, setting: dict) -> str:
     title = {"scaling": "Scaling study: depth, width, resolution and compound scaling at equal FLOPs",
-             "grid": "Grid search for alpha, beta, gamma at phi = 1"}[kind]
+             "grid": "Grid search for alpha, beta, gamma at phi = 1",
+             "ablation": "Ablation study: squeeze-excitation, SiLU, baselines at equal FLOPs, progressive training"}[kind]
     b = setting["budget"]
     lines = [f"# {title}", "",
              (f"Every trial: MNIST-1D ({b['samples']:,} samples, 80 % train, data seed {b['data_seed']}) at its own "
@@ -119,6 +126,10 @@ def markdown(kind: str, rows: list[dict], verdicts, setting: dict) -> str:
         for v in verdicts:
             lines.append(f"- **{v['multiplier']:g}x**: best {v['best']}; "
                          + "; ".join(_verdict_line(c) for c in v["compound_vs"] or v["best_vs"]))
+    elif kind == "ablation":
+        from .ablation import claim_lines
+
+        lines += claim_lines(verdicts, _verdict_line)
     else:
         c = verdicts["best_vs_reference"]
         a, bb, g = verdicts["best_coefficients"]
@@ -150,11 +161,14 @@ def chart(kind: str, rows: list[dict], path: Path) -> None:
         for r, e in zip(rows, err):
             style = {"reference": ("*", "tab:red", 12), "baseline": ("s", "tab:gray", 7)}.get(r["strategy"],
                                                                                             ("o", "tab:blue", 6))
+            if kind == "ablation":
+                style = (*_ABLATION_STYLE.get(r["strategy"], ("o", "tab:blue")), 7)
             ax.errorbar(r["flops_ratio"], 100 * r["top1_mean"], yerr=e, marker=style[0], color=style[1],
                         markersize=style[2], capsize=3, linestyle="none")
             ax.annotate(r["label"], (r["flops_ratio"], 100 * r["top1_mean"]), fontsize=6, xytext=(3, 3),
                         textcoords="offset points")
-        ax.set_title("Grid candidates at phi = 1 (red star: 1.2, 1.1, 1.15)")
+        ax.set_title("Grid candidates at phi = 1 (red star: 1.2, 1.1, 1.15)" if kind == "grid" else
+                     "B0 (grey), its options (blue), progressive (green), residual MLP / MLP (orange / red)")
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.set_xlabel("FLOPs relative to B0 (analytic, log scale)")
@@ -173,7 +187,12 @@ def write(kind: str, points: list[Point], trials: list[Trial], records: dict[str
     """Write ``report.md``, the chart and ``summary.json`` under ``out``; returns the summary."""
     out = Path(out)
     rows = summarize(points, trials, records)
-    verdicts = scaling_verdicts(rows) if kind == "scaling" else grid_verdict(rows)
+    if kind == "ablation":
+        from .ablation import claim_verdicts
+
+        verdicts = claim_verdicts(rows)
+    else:
+        verdicts = scaling_verdicts(rows) if kind == "scaling" else grid_verdict(rows)
     setting = {"budget": records[trials[0].id]["budget"], "seeds": seeds, "trials": len(trials),
                "dropout": records[trials[0].id]["config"]["dropout"],
                "recipe": records[trials[0].id]["recipe"],

@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from ..errors import InputError, ProviderUnavailableError, ZooError
+from ..errors import InputError, ZooError
 from ..fsutil import atomic_write_bytes
-from ..versions import install_hint
 from ..jsonio import dumps
+from .cluster import connect_ray, quiet_stdout, ray_initialized
 from .trials import TRIALS_DIR, WORK_DIR, Trial, read_record, record_path, run_trial
-
-RAY_LOCAL = "local"  # --ray-address local: start a Ray instance on this machine (what CI runs)
-RAY_PROBE_S = 5.0
 
 Progress = Callable[[str], None]
 
@@ -49,8 +44,8 @@ def run_trials(trials: list[Trial], out: str | os.PathLike, *, workers: int = 2,
         raise InputError(f"workers must be a positive integer, got {workers!r}")
     out = Path(out)
     if ray_address is not None:
-        owned = not _ray_initialized()
-        ray = _connect_ray(ray_address, workers)  # checked before anything is written
+        owned = not ray_initialized()
+        ray = connect_ray(ray_address, workers)  # checked before anything is written
     (out / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
     records, todo = pending(trials, out, progress)
     reused = list(records)
@@ -72,7 +67,8 @@ def run_trials(trials: list[Trial], out: str | os.PathLike, *, workers: int = 2,
             where = f"Ray at {ray_address}" if ray_address is not None else f"{min(workers, len(todo))} local worker(s)"
             progress(f"running {len(todo)} trial(s) on {where}")
             if ray_address is not None:
-                _run_ray(ray, todo, finished)
+                with quiet_stdout():  # stdout is --json's
+                    _run_ray(ray, todo, finished)
             else:
                 _run_pool(todo, out / WORK_DIR, workers, finished)
     finally:
@@ -102,52 +98,6 @@ def _run_pool(todo: list[Trial], work: Path, workers: int, finished) -> None:
         pool.shutdown(wait=True, cancel_futures=True)
     with contextlib.suppress(OSError):
         work.rmdir()  # empty once every trial has finished
-
-
-def _ray_initialized() -> bool:
-    try:
-        import ray
-    except ImportError:
-        return False
-    return ray.is_initialized()
-
-
-def _probe(address: str) -> None:
-    """Fail fast, in one line, when nothing listens at ``host:port`` (``ray.init`` would retry for a minute)."""
-    parts = urlsplit(address if "://" in address else f"ray://{address}")
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        host = port = None
-    if not host or not port:
-        raise InputError(f"--ray-address {address!r}: give host:port, ray://host:port, auto or {RAY_LOCAL}")
-    try:
-        socket.create_connection((host, port), timeout=RAY_PROBE_S).close()
-    except OSError as e:
-        raise ZooError(f"--ray-address {address}: cannot connect ({e.strerror or e}); is a Ray head running there "
-                       f"(ray start --head)?") from None
-
-
-def _connect_ray(address: str, workers: int):
-    try:
-        import ray
-    except ImportError:
-        raise ProviderUnavailableError(f"--ray-address needs the ray package: {install_hint('study')}") from None
-    import logging
-
-    if address != RAY_LOCAL and address != "auto":
-        _probe(address)
-    if ray.is_initialized():  # the caller's own Ray session: used, and left running
-        return ray
-    opts = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
-    try:
-        if address == RAY_LOCAL:
-            ray.init(num_cpus=workers, **opts)
-        else:
-            ray.init(address=address, **opts)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise ZooError(f"--ray-address {address}: cannot join the Ray cluster: {str(e).splitlines()[0][:200]}") from None
-    return ray
 
 
 def _run_ray(ray, todo: list[Trial], finished) -> None:

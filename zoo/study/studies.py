@@ -14,7 +14,7 @@ from .trials import Budget
 # CPU cores (README, "The scaling study"): 8,000 MNIST-1D samples (6,400 train), 4 epochs.
 DEFAULT_SAMPLES = 8_000
 DEFAULT_EPOCHS = 4
-DEFAULT_SEEDS = {"scaling": 3, "grid": 2}
+DEFAULT_SEEDS = {"scaling": 3, "grid": 2, "ablation": 3}
 DEFAULT_WORKERS = 2
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..model import data as ds
+from ..model.arch import Arch
 from ..model.config import network_config
 from ..model.scaling import Variant, check_positive, input_dim_for
 
@@ -50,31 +51,56 @@ class Budget:
 
 @dataclass(frozen=True)
 class Shape:
-    """A dense EfficientNet's shape: depth and width multipliers over B0 and a resolution."""
+    """What a study point trains: a dense EfficientNet's depth and width multipliers over B0 and a
+    resolution; for the ablation study also architecture options (:class:`Arch`: no SE, ReLU, a
+    baseline body) and progressive training (``grow_from``: the input width of the first epoch)."""
 
     depth: float
     width: float
     resolution: int
+    arch: Arch = Arch()
+    grow_from: int | None = None
 
     def __post_init__(self):
         check_positive("depth", self.depth)
         check_positive("width", self.width)
         if not isinstance(self.resolution, int) or self.resolution < 1:
             raise InputError(f"resolution must be a positive integer, got {self.resolution!r}")
+        if not isinstance(self.arch, Arch):
+            raise InputError(f"arch must be an Arch, got {self.arch!r}")
+        if self.grow_from is not None and (not isinstance(self.grow_from, int) or isinstance(self.grow_from, bool)
+                                           or not 8 <= self.grow_from < self.input_dim):
+            raise InputError(f"grow_from must be an integer input width in [8, {self.input_dim}), got {self.grow_from!r}")
 
     @property
     def input_dim(self) -> int:
         return input_dim_for(self.resolution)
 
+    @property
+    def tag(self) -> str:
+        """'' for a plain scaled shape; the options otherwise (ids, labels)."""
+        return "-".join(t for t in (self.arch.tag, f"grow{self.grow_from}" if self.grow_from else "") if t)
+
+    def to_dict(self) -> dict:
+        """depth, width, resolution; the ablation's options only where set (so the scaling study's
+        records keep their exact form)."""
+        return ({"depth": self.depth, "width": self.width, "resolution": self.resolution}
+                | ({"arch": self.arch.options()} if not self.arch.is_default else {})
+                | ({"grow_from": self.grow_from} if self.grow_from is not None else {}))
+
+    @staticmethod
+    def from_dict(d: dict) -> Shape:
+        return Shape(d["depth"], d["width"], d["resolution"], Arch.from_options(d.get("arch")), d.get("grow_from"))
+
     def config(self):
         return network_config(self.input_dim, depth_multiplier=self.depth, width_multiplier=self.width,
-                              num_classes=NUM_CLASSES, dropout=STUDY_DROPOUT)
+                              num_classes=NUM_CLASSES, dropout=STUDY_DROPOUT, arch=self.arch)
 
     def flops(self) -> int:
         return self.config().flops()
 
     def variant(self, name: str) -> Variant:
-        return Variant(name, self.width, self.depth, self.resolution, STUDY_DROPOUT, self.input_dim)
+        return Variant(name, self.width, self.depth, self.resolution, STUDY_DROPOUT, self.input_dim, arch=self.arch)
 
 
 BASE_SHAPE = Shape(1.0, 1.0, 224)  # dense_b0
@@ -94,15 +120,16 @@ class Trial:
     def id(self) -> str:
         """Readable and unique: the file name of the record, the same in every study."""
         s, b = self.shape, self.budget
-        return (f"d{s.depth:g}-w{s.width:g}-r{s.resolution}-s{self.seed}-e{b.epochs}-n{b.samples}"
+        return (f"d{s.depth:g}-w{s.width:g}-r{s.resolution}" + (f"-{s.tag}" if s.tag else "")
+                + f"-s{self.seed}-e{b.epochs}-n{b.samples}"
                 + ("" if b.data_seed == ds.DEFAULT_SEED else f"-ds{b.data_seed}"))
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "shape": asdict(self.shape), "seed": self.seed, "budget": asdict(self.budget)}
+        return {"id": self.id, "shape": self.shape.to_dict(), "seed": self.seed, "budget": asdict(self.budget)}
 
     @staticmethod
     def from_dict(d: dict) -> Trial:
-        return Trial(Shape(**d["shape"]), d["seed"], Budget(**d["budget"]))
+        return Trial(Shape.from_dict(d["shape"]), d["seed"], Budget(**d["budget"]))
 
 
 def recipe_for(trial: Trial) -> dict:
@@ -189,12 +216,13 @@ def run_trial(trial_dict: dict, work_root: str | None = None) -> dict:
             work.mkdir(parents=True, exist_ok=True)
         params = ds.DatasetParams(trial.shape.input_dim, trial.budget.samples, trial.budget.data_seed)
         res = train(trial.shape.variant("trial"), work, Recipe(epochs=trial.budget.epochs, seed=trial.seed),
-                    samples=params.samples, data_seed=params.seed, resume=True, data=_dataset(params))
+                    samples=params.samples, data_seed=params.seed, resume=True, data=_dataset(params),
+                    grow_from=trial.shape.grow_from)
         cfg = trial.shape.config()
         record = {
             "schema": RECORD_SCHEMA,
             "trial": trial.to_dict(),
-            "config": {**asdict(trial.shape), "input_dim": cfg.input_dim, "dropout": cfg.dropout,
+            "config": {**trial.shape.to_dict(), "input_dim": cfg.input_dim, "dropout": cfg.dropout,
                        "stem_dim": cfg.stem_dim, "head_dim": cfg.head_dim, "blocks": len(cfg.blocks),
                        "stages": [asdict(s) for s in cfg.stages]},
             "params": cfg.params(),
@@ -205,7 +233,7 @@ def run_trial(trial_dict: dict, work_root: str | None = None) -> dict:
             "dataset": res["dataset"],
             "epochs": res["epochs"],
             "top1": float(res["final_top1"]),
-            "history": [{k: h[k] for k in ("epoch", "loss", "test_top1")} for h in res["history"]],
+            "history": [{k: h[k] for k in ("epoch", "loss", "test_top1", "input_dim") if k in h} for h in res["history"]],
             "train_wall_s": float(res["wall_s"]),  # the epochs only (summed over resumed runs)
             "wall_s": time.perf_counter() - t0,  # this job: data, model, epochs
             "cpu_s": time.process_time() - c0,  # the same, in CPU time: what a busy machine does not inflate
