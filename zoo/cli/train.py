@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .bars import Bar, on_terminal
-from .common import emit_json, selected_variants, table
+from .common import emit_json, progress, selected_variants, table
 
 
 def _clock(s: float) -> str:

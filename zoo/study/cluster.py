@@ -126,7 +126,7 @@ def train_on_ray(names: list[str], out: str | Path, recipe, *, samples: int, dat
                  address: str, threads: int = 1, progress: Callable[[str], None] = lambda m: None) -> list[dict]:
     """Train ``names`` on the Ray cluster at ``address``, every variant's epochs in turn and the
     variants side by side (``threads`` CPUs each); returns the records, in the order of ``names``."""
-    from ..model.train import paths, read_checkpoint_meta
+    from ..model.train import paths
 
     out = Path(out)
     start: dict[str, bytes | None] = {}
