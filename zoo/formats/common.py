@@ -14,12 +14,11 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..builder import manifest as mf
-from ..errors import InputError, NoManifestError, ManifestError
+from ..errors import InputError
 from ..hub.config import IntegrityError, Progress, quiet
 from ..hub.external import external_data_files
 from ..hub.paths import Dir, copy_verified
-from ..hub.pull import find_entry
+from ..hub.publish import read_artifacts
 from ..hub.source import Source
 from ..modelinfo import DEFAULT_VERSION, labels_of
 from ..spec import EXTERNAL_ROLE, FILE_PRECISIONS
@@ -111,17 +110,7 @@ def load_models(artifacts: str | os.PathLike, names=None, releases: dict[str, Re
     root = Path(artifacts).expanduser()
     if not root.is_dir():
         raise InputError(f"artifacts folder {root} does not exist")
-    src = Source(url=root.resolve().as_uri() + "/", root=root.resolve())
-    where = str(root / mf.MANIFEST_NAME)
-    try:
-        manifest = src.read_manifest()
-    except ManifestError as e:
-        if str(e).startswith("no manifest"):
-            raise NoManifestError(f"no manifest at {where}; run `zoo build` first") from None
-        raise
-    entries = [find_entry(manifest, n, src) for n in dict.fromkeys(names)] if names else list(manifest["models"])
-    if not entries:
-        raise InputError(f"{where} lists no models; nothing to publish")
+    src, where, manifest, entries = read_artifacts(root, names, InputError)
     header = {k: v for k, v in manifest.items() if k != "models"}
     out = []
     for e in entries:

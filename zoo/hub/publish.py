@@ -55,7 +55,9 @@ def publish(artifacts: str | os.PathLike = DEFAULT_SOURCE, to: str | os.PathLike
         return _publish(src_root, dest, names, progress, meta)
 
 
-def _publish(src_root: Path, dest: Path, names, progress: Progress, meta: dict) -> list[dict]:
+def read_artifacts(src_root: Path, names, empty_error: type[Exception] = HubError):
+    """A local artifacts folder as a source: (source, where, manifest, the entries of ``names`` or
+    all); a missing manifest says to build first, an empty one is ``empty_error``."""
     where = str(src_root / mf.MANIFEST_NAME)
     src = Source(url=src_root.resolve().as_uri() + "/", root=src_root.resolve())
     try:
@@ -66,7 +68,12 @@ def _publish(src_root: Path, dest: Path, names, progress: Progress, meta: dict) 
         raise
     entries = [find_entry(manifest, n, src) for n in dict.fromkeys(names)] if names else list(manifest["models"])
     if not entries:
-        raise HubError(f"{where} lists no models; nothing to publish")
+        raise empty_error(f"{where} lists no models; nothing to publish")
+    return src, where, manifest, entries
+
+
+def _publish(src_root: Path, dest: Path, names, progress: Progress, meta: dict) -> list[dict]:
+    src, where, manifest, entries = read_artifacts(src_root, names)
 
     # 1. Check everything first: a bad file publishes nothing.
     with Dir.open_root(src.root, f"artifacts {src.root}") as root:

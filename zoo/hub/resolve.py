@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from ..builder import manifest as mf
 from ..errors import InputError, ManifestError
 from . import config, lockfile, release, signing
 from .config import OFFLINE_ENV, Deadline, IntegrityError, OfflineError, Progress, SourceError, UnknownModelError, offline
@@ -76,32 +75,14 @@ def wanted(names, lock, key) -> bool:
 
 def read_bytes(src: Source, rel: str, limit: int, progress: Progress, budget: Deadline) -> bytes | None:
     """A small file of the source (None when it has none), bounded in size and time."""
-    from .transport import stream as _stream, with_retries
-
-    where = src._where(rel)
-    if src.remote:
-        def consume(resp, read):
-            buf = bytearray()
-
-            def sink(block):
-                buf.extend(block)
-                if len(buf) > limit:
-                    raise ManifestError(f"{where}: larger than {limit:,} bytes; refusing it")
-            _stream(read, sink, budget, where)
-            return bytes(buf)
-        try:
-            return with_retries(where, lambda: src._http(rel, consume, budget), progress, budget)
-        except SourceError as e:
-            if "HTTP 404" in str(e):
-                return None
-            raise
-    with src._root() as root:
-        try:
-            return root.read_bytes(rel, limit)
-        except FileNotFoundError:
+    try:
+        return src.read_small(rel, limit, progress, budget)
+    except FileNotFoundError:
+        return None
+    except SourceError as e:
+        if "HTTP 404" in str(e):
             return None
-        except IntegrityError:
-            raise ManifestError(f"{where}: larger than {limit:,} bytes; refusing it") from None
+        raise
 
 
 class _Reader:

@@ -117,9 +117,10 @@ class Source:
                 budget.expire(where)
             return result
 
-    def read_manifest(self, progress: Progress = quiet, budget: config.Deadline | None = None) -> dict:
-        budget = budget or config.Deadline()
-        where, limit = self._where(mf.MANIFEST_NAME), config.MAX_MANIFEST_BYTES
+    def read_small(self, rel: str, limit: int, progress: Progress, budget: config.Deadline) -> bytes:
+        """A small file of the source (a manifest, an index), bounded in size and time. A missing
+        file is FileNotFoundError in a folder, a SourceError (HTTP 404) on a server."""
+        where = self._where(rel)
         if self.remote:
             def consume(resp, read):
                 buf = bytearray()
@@ -131,17 +132,21 @@ class Source:
                 stream(read, sink, budget, where)
                 return bytes(buf)
 
-            raw = with_retries(where, lambda: self._http(mf.MANIFEST_NAME, consume, budget), progress, budget)
-        else:
-            with self._root() as root:
-                try:
-                    raw = root.read_bytes(mf.MANIFEST_NAME, limit)
-                except FileNotFoundError:
-                    raise NoManifestError(f"no manifest at {where}") from None
-                except IntegrityError:
-                    raise ManifestError(f"{where}: larger than {limit:,} bytes; refusing it") from None
-                except OSError as e:
-                    raise SourceError(f"cannot read {where}: {e.strerror or first_line(e)}") from None
+            return with_retries(where, lambda: self._http(rel, consume, budget), progress, budget)
+        with self._root() as root:
+            try:
+                return root.read_bytes(rel, limit)
+            except IntegrityError:
+                raise ManifestError(f"{where}: larger than {limit:,} bytes; refusing it") from None
+
+    def read_manifest(self, progress: Progress = quiet, budget: config.Deadline | None = None) -> dict:
+        where = self._where(mf.MANIFEST_NAME)
+        try:
+            raw = self.read_small(mf.MANIFEST_NAME, config.MAX_MANIFEST_BYTES, progress, budget or config.Deadline())
+        except FileNotFoundError:
+            raise NoManifestError(f"no manifest at {where}") from None
+        except OSError as e:
+            raise SourceError(f"cannot read {where}: {e.strerror or first_line(e)}") from None
         return parse_manifest(raw, where)
 
     def fetch_into(self, rec: dict, f, progress: Progress = quiet, budget: config.Deadline | None = None) -> None:
