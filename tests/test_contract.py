@@ -105,6 +105,9 @@ def cases(art, tmp_path):
                           (["--multipliers", "-2", "--out", tmp_path / "s"], 2, "multiplier must be a number > 1")],
         "study grid": [(["--alphas", "1", "--betas", "1", "--gammas", "1", "--out", tmp_path / "s"], 2, "within 10% of 2"),
                        (["--ray-address", "nowhere", "--out", tmp_path / "s"], 2, "give host:port")],
+        "study ablation": [(["--claims", "nonsense", "--out", tmp_path / "s"], 2, "unknown claim 'nonsense'"),
+                           (["--baseline-multipliers", "0", "--out", tmp_path / "s"], 2, "multiplier must be a number > 0"),
+                           (["--grow-from", "100000", "--out", tmp_path / "s"], 2, "--grow-from")],
     }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...bench.latency import bench_input, default_threads
+from ...bench.latency import bench_input, default_threads, speedup
 from ...fsutil import atomic_write_bytes, atomic_write_json
 from .build import Built
 from .env import CUDA, CUDA_OPTIONS, NO_GPU_BANNER
@@ -88,14 +88,15 @@ def latency_records(b: Built, opts, provider: str, machine: dict, ort_times: dic
 
 
 def _torch_fields(m, prefix: str, ort_m) -> dict:
-    """``<prefix>_p50_ms`` and co. of a PyTorch measurement, and ONNX Runtime's ratio to it."""
+    """``<prefix>_p50_ms`` and co. of a PyTorch measurement, and how many times faster ONNX Runtime is
+    (``speedup_vs_<prefix>``: PyTorch p50 / ONNX Runtime p50, above 1 is faster, as everywhere)."""
     if m is None or m.summary is None:
-        return {f"{prefix}_p50_ms": None, f"ratio_vs_{prefix}": None,
+        return {f"{prefix}_p50_ms": None, f"speedup_vs_{prefix}": None,
                 f"{prefix}_note": None if m is None else m.reason}
     s = m.summary
     out = {f"{prefix}_p50_ms": s["p50_ms"], f"{prefix}_p90_ms": s["p90_ms"], f"{prefix}_mean_ms": s["mean_ms"],
            f"{prefix}_runs": m.runs,
-           f"ratio_vs_{prefix}": float(ort_m.summary["p50_ms"] / s["p50_ms"]) if s["p50_ms"] else None}
+           f"speedup_vs_{prefix}": speedup(s["p50_ms"], ort_m.summary["p50_ms"])}
     if prefix == "torch_compile":
         out["torch_compile_first_call_ms"] = m.session_create_ms
     return out
@@ -168,7 +169,7 @@ def summary(result: dict) -> str:
               "ONNX Runtime (plain `run` with host arrays; I/O binding with device arrays; CUDA graph replay) "
               "against PyTorch on the same device (eager; `torch.compile`). Ratio: best ONNX Runtime / eager.", "",
               "| model | precision | batch | ORT run | ORT I/O binding | ORT CUDA graph | torch eager | torch.compile "
-              "| best ORT / eager |",
+              "| best ORT, x faster than eager |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, mod in result["models"].items():
         cells: dict[tuple, dict] = {}
@@ -178,7 +179,7 @@ def summary(result: dict) -> str:
             any_rec = next(iter(c.values()))
             ort_best = min(r["p50_ms"] for r in c.values())
             eager = any_rec.get("torch_p50_ms")
-            ratio = f"{ort_best / eager:.2f}x" if eager else "-"
+            ratio = f"{speedup(eager, ort_best):.2f}x" if eager and ort_best else "-"
             lines.append(f"| {name} | {precision} | {batch} | {_ms(c.get('all', {}).get('p50_ms'))} | "
                          f"{_ms(c.get('iobinding', {}).get('p50_ms'))} | {_ms(c.get('cudagraph', {}).get('p50_ms'))} | "
                          f"{_ms(eager)} | {_ms(any_rec.get('torch_compile_p50_ms'))} | {ratio} |")
