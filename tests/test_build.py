@@ -174,6 +174,22 @@ def test_keep_going_commits_the_models_that_passed(tmp_path, monkeypatch):
     assert [m["model"] for m in mf.load(out)["models"]] == ["dense_b0"]
 
 
+def test_a_model_that_fails_late_counts_the_time_of_the_stage_that_failed(tmp_path):
+    # An accuracy gate fails inside the extras, after export and parity: the summary's seconds
+    # must include that stage (they once showed 15 s for a model that failed after minutes).
+    import time
+
+    from zoo.errors import AccuracyError
+
+    def slow_gate(art, entry, staged, progress):
+        time.sleep(0.3)
+        raise AccuracyError("injected gate failure")
+
+    (r,) = build([request_for("dense_b0", input_dim=32)], tmp_path / "art", extras=[slow_gate])
+    assert r.status == "failed" and "injected gate failure" in r.error
+    assert r.timings_s["write"] >= 0.3 and {"export", "self_check"} <= set(r.timings_s)
+
+
 def test_building_a_subset_keeps_the_other_entries(tmp_path):
     out = tmp_path / "art"
     build([request_for("dense_b0", input_dim=32), request_for("dense_b1", input_dim=32)], out)

@@ -172,23 +172,26 @@ def _build_locked(requests, out: Path, manifest_path: Path, verifier, extras, pr
 
 def _build_one(req: ModelRequest, staging: Staging, verifier, extras, progress: Progress) -> ModelResult:
     timings: dict[str, float] = {}
+    # The stage in flight and when it began: a failed model's time includes the stage that failed
+    # (an accuracy gate fails late, in the "write" stage's extras).
+    stage, t = "export", time.perf_counter()
     try:
         progress("create + export ...")
         art = make_artifact(req)
         timings.update(art.timings_s)
         progress(f"exported {art.model_size / 1e6:.1f} MB in {timings['export']:.1f}s")
 
-        t = time.perf_counter()
+        stage, t = "self_check", time.perf_counter()
         self_check(art)
         timings["self_check"] = time.perf_counter() - t
 
         entry = art.manifest_entry()
         if verifier is not None:
-            t = time.perf_counter()
+            stage, t = "parity", time.perf_counter()
             entry["parity"] = verifier(art, progress)
             timings["parity"] = time.perf_counter() - t
 
-        t = time.perf_counter()
+        stage, t = "write", time.perf_counter()
         staged: dict[str, bytes] = dict(art.files)
         for extra in extras:
             extra(art, entry, staged, progress)
@@ -198,6 +201,7 @@ def _build_one(req: ModelRequest, staging: Staging, verifier, extras, progress: 
         progress(f"ok ({sum(timings.values()):.1f}s)")
         return ModelResult(req.name, "ok", entry=entry, timings_s=timings)
     except ZooError as e:
+        timings.setdefault(stage, time.perf_counter() - t)
         return ModelResult(req.name, "failed", error=str(e), timings_s=timings)
 
 
