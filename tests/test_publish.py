@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import shutil
 import stat
@@ -27,8 +29,13 @@ def test_publish_writes_the_manifest_and_exactly_the_files_it_lists(built, tmp_p
 
     entry = mf.entry(mf.load(src), MODEL)
     blobs = [f"blobs/sha256/{f['sha256'][:2]}/{f['sha256']}" for f in entry["files"]]
-    assert files_under(dest) == sorted(["manifest.json", "index.json", MODEL_PATH, TEST_IN, TEST_OUT, *blobs,
-                                        f"releases/{MODEL}/1/manifest.json"])
+    vm = (dest / "releases" / MODEL / "1" / "manifest.json").read_bytes()
+    assert files_under(dest) == sorted(["manifest.json", MODEL_PATH, TEST_IN, TEST_OUT, *blobs,
+                                        f"releases/{MODEL}/1/manifest.json",
+                                        f"releases/{MODEL}/1/{hashlib.sha256(vm).hexdigest()}.manifest.json",
+                                        # the TUF metadata: unsigned (no keys given), but the same layout
+                                        "metadata/1.root.json", "metadata/root.json", "metadata/1.targets.json",
+                                        "metadata/1.snapshot.json", "metadata/timestamp.json"])
     published = mf.load(dest)
     assert published["models"][0].pop("release")["version"] == 1  # the entry gains its release record
     assert published == mf.load(src)

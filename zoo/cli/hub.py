@@ -40,44 +40,67 @@ def _mb(n: int | None) -> float | None:
 @click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=Path(hub.DEFAULT_SOURCE),
               show_default=True, help="Build output to publish (manifest.json at its root).")
 @click.option("--sign-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Private EC key (PEM, `zoo keygen`): sign each new version (OpenSSF model signing) and the index.")
+              help="One private EC key (PEM, `zoo keygen`) for every TUF role: root, targets, snapshot, timestamp. "
+                   "Simple; for offline root and targets keys use the three options below.")
+@click.option("--root-key", "root_keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Root key (offline; repeat for a threshold): needed for a mirror's first signed publish.")
+@click.option("--targets-key", "targets_keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Targets key (offline; repeat for a threshold): signs new versions and their model signatures.")
+@click.option("--online-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Online key: signs the snapshot and the short-lived timestamp (all that --renew-index needs).")
+@click.option("--threshold", type=click.IntRange(1, 16), default=None,
+              help="Signatures needed for root and targets, for a new root (default 1).")
 @click.option("--license", "license_", metavar="SPDX", default=None,
               help="SPDX license id or expression recorded in new versions (no default: without it a release "
                    "states no license).")
 @click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Class labels recorded in new versions: one per line, or a JSON list (one per class).")
 @click.option("--publisher", default=None, help="Who publishes [default: $ZOO_PUBLISHER, else user@host].")
-@click.option("--index-ttl-days", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
-              help="The index expires after this; trusted clients refuse an expired one (republish to renew).")
-@click.option("--renew-index", is_flag=True, help="Rewrite (and re-sign) the index with a fresh expiry even if "
-                                                  "nothing changed.")
+@click.option("--index-ttl-days", default="1", show_default=True, metavar="DAYS",
+              help="The timestamp and snapshot expire after this (at most 31); trusted clients refuse expired "
+                   "ones: renew with --renew-index and the online key.")
+@click.option("--targets-ttl-days", default="365", show_default=True, metavar="DAYS",
+              help="The targets metadata (the release) expires after this (at most 3660).")
+@click.option("--renew-index", is_flag=True, help="Write a fresh snapshot and timestamp even if nothing changed "
+                                                  "(needs only --online-key).")
+@click.option("--drop-unverified", is_flag=True,
+              help="Signing an unsigned mirror: leave out earlier versions whose files the artifacts folder does "
+                   "not hold (else the publish is refused: they cannot be checked).")
 @json_option
-def publish_cmd(names, to, artifacts, sign_key, license_, labels, publisher, index_ttl_days, renew_index, as_json):
-    """Publish built artifacts as a static mirror: manifest.json plus the files it lists.
+def publish_cmd(names, to, artifacts, sign_key, root_keys, targets_keys, online_key, threshold, license_, labels,
+                publisher, index_ttl_days, targets_ttl_days, renew_index, drop_unverified, as_json):
+    """Publish built artifacts as a static mirror: manifest.json, the files, and TUF metadata.
 
     Every file is checked against the manifest's sha256 before anything is written, and only
     listed files are published. A model whose files changed becomes a new version (1, 2, ...);
     every version stays pullable (NAME@V), files are stored by sha256 and never rewritten.
-    Publishing the same files again changes nothing. Layout and signing: docs/releases.md.
+    Publishing the same files again changes nothing. The mirror's metadata/ folder is a TUF
+    repository (python-tuf): signed with the keys given, verified with them before anything is
+    signed on top of it. Layout, roles and keys: docs/releases.md.
 
     \b
     Examples:
       zoo publish --to /srv/www/zoo
       zoo publish dense_b0 --artifacts /tmp/zoo --to ./mirror --json
-      zoo publish --to ./mirror --sign-key zoo.key --license Apache-2.0 --labels labels.txt
+      zoo keygen --publisher --out keys/      # keys/root.key, targets.key, online.key (+ .pub)
+      zoo publish --to ./mirror --root-key keys/root.key --targets-key keys/targets.key \\
+          --online-key keys/online.key --license Apache-2.0 --labels labels.txt
+      zoo publish --to ./mirror --online-key keys/online.key --renew-index     # daily, from cron
+      zoo publish --to ./mirror --sign-key zoo.key --license MIT              # one key for every role
       python -m http.server -d ./mirror 8000   # then: zoo pull dense_b0 --from http://localhost:8000/
-      zoo publish --to oci://registry.example.com/zoo   # then: zoo pull --from oci://.../zoo/dense_b0:1
+      zoo publish --to oci://registry.example.com/zoo   # then: zoo pull dense_b0 --from oci://.../zoo
     """
-    if to.lower().startswith("oci://"):  # zoo.formats.oci
+    if to.lower().startswith("oci://"):  # zoo.hub.oci
         from .export import publish_oci
 
         return publish_oci(names, to, artifacts, as_json)
     to = Path(to)
     if license_ is None:
         progress("note: no --license given; new versions record license null (the release states none)")
-    rows = hub.publish(artifacts, to, names or None, progress=progress, sign_key=sign_key, license=license_,
-                       labels=labels, publisher=publisher, index_ttl_s=index_ttl_days * 86400.0,
-                       renew_index=renew_index)
+    rows = hub.publish(artifacts, to, names or None, progress=progress, sign_key=sign_key, root_keys=root_keys,
+                       targets_keys=targets_keys, online_key=online_key, threshold=threshold, license=license_,
+                       labels=labels, publisher=publisher, index_ttl_days=index_ttl_days,
+                       targets_ttl_days=targets_ttl_days, renew_index=renew_index, drop_unverified=drop_unverified)
     if as_json:
         emit_json({"to": str(to), "files": rows})
         return
@@ -104,9 +127,10 @@ def publish_cmd(names, to, artifacts, sign_key, license_, labels, publisher, ind
 @click.option("--lock", "lock", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Lockfile (zoo lock): pull exactly its versions and bytes, from its source unless --from names "
                    "another mirror; no NAME pulls all of them.")
-@click.option("--trust", "trust", metavar="PUBLIC_KEY", default=None,
-              help=f"Public key (PEM) the release must be signed with, checked before anything is written "
-                   f"[default: ${hub.TRUST_ENV}, else `zoo trust add`].")
+@click.option("--trust", "trust", metavar="ROOT.json|KEY.pub", default=None,
+              help=f"Trust anchor: the publisher's TUF root metadata, or one of its root keys (PEM); the metadata "
+                   f"and the model signature are checked before anything is written [default: ${hub.TRUST_ENV}, "
+                   "else `zoo trust add`].")
 @cache_option
 @json_option
 def pull_cmd(names, all_, source, precisions, with_test_data, with_weights, lock, trust, cache_dir, as_json):
@@ -124,7 +148,7 @@ def pull_cmd(names, all_, source, precisions, with_test_data, with_weights, lock
       zoo pull dense_b0 --from https://example.org/zoo/
       zoo pull dense_b0@2 --from ./mirror                 # version 2 (dense_b0@sha256:<digest> also works)
       zoo pull --lock zoo.lock --from https://mirror2.example.org/zoo/
-      zoo pull dense_b0 --from ./mirror --trust zoo.key.pub
+      zoo pull dense_b0 --from ./mirror --trust root.json
       zoo pull --all --from ./mirror --with-test-data
       zoo pull dense_b3 --precision fp32,int8 --cache-dir /tmp/zoo-cache --json
       zoo pull dense_b0 --from ./mirror --with-weights
@@ -133,24 +157,28 @@ def pull_cmd(names, all_, source, precisions, with_test_data, with_weights, lock
     """
     if lock is None or names or all_:
         names_or_all(names, all_)
-    results = [r for p in precisions for r in hub.pull(None if all_ or not names else names, source, p,
-                                                       with_test_data=with_test_data, with_weights=with_weights,
-                                                       cache_dir=cache_dir, progress=with_bars(progress), lock=lock,
-                                                       trust=trust)]
+    results = hub.pull(None if all_ or not names else names, source, precisions=precisions,
+                       with_test_data=with_test_data, with_weights=with_weights, cache_dir=cache_dir,
+                       progress=with_bars(progress), lock=lock, trust=trust)  # one deadline for the whole command
     if as_json:
         emit_json([r.summary() for r in results])
         return
-    click.echo(table([{"name": r.name, "precision": r.precision, "status": r.status,
+    click.echo(table([{"name": r.name, "version": r.version if r.version is not None else "-",
+                       "precision": r.precision, "status": r.status, "trust": r.trust,
                        "mb": _mb(sum(f["bytes"] for f in r.files)), "path": str(r.path)} for r in results],
-                     [("name", "name"), ("precision", "precision"), ("status", "status"), ("mb", "MB"),
-                      ("path", "path")]))
+                     [("name", "name"), ("version", "version"), ("precision", "precision"), ("status", "status"),
+                      ("trust", "signature"), ("mb", "MB"), ("path", "path")]))
+    for d in dict.fromkeys(f"{r.name}@{r.digest}" for r in results if r.digest):
+        click.echo(f"  {d}")  # the full digest: copy it to pin exactly these bytes
 
 
 @click.command("models")
 @source_option
+@click.option("--trust", "trust", metavar="ROOT.json|KEY.pub", default=None,
+              help=f"Trust anchor: list only what verifies against it [default: ${hub.TRUST_ENV}, else `zoo trust add`].")
 @cache_option
 @json_option
-def models_cmd(source, cache_dir, as_json):
+def models_cmd(source, trust, cache_dir, as_json):
     """List the models a source offers.
 
     \b
@@ -159,13 +187,14 @@ def models_cmd(source, cache_dir, as_json):
       zoo models --from https://example.org/zoo/ --json
       ZOO_OFFLINE=1 zoo models --from https://example.org/zoo/   # from the cached manifest
     """
-    rows = hub.list_models(source, cache_dir=cache_dir, progress=progress)
-    try:
-        versions = hub.list_versions(source, cache_dir=cache_dir, progress=progress) or {}
-    except hub.OfflineError:
-        versions = {}
-    for r in rows:
-        r["versions"] = versions.get(r["name"], [])
+    rows = hub.list_models(source, cache_dir=cache_dir, trust=trust, progress=progress)
+    if rows and not any(r["versions"] for r in rows):  # a plain read: the mirror's versions beside it, if any
+        try:
+            versions = hub.list_versions(source, cache_dir=cache_dir, progress=progress) or {}
+        except hub.OfflineError:
+            versions = {}
+        for r in rows:
+            r["versions"] = versions.get(r["name"], [])
     if as_json:
         emit_json(rows)
         return
@@ -174,11 +203,12 @@ def models_cmd(source, cache_dir, as_json):
         return
     click.echo(table([dict(r, precisions=",".join(r["precisions"]), mb=_mb(r["model_bytes"]),
                            sha=r["model_sha"][:12],
-                           vers=",".join(str(v["version"]) + ("s" if v["signed"] else "") for v in r["versions"]) or "-")
+                           vers=",".join(str(v["version"]) + ("v" if v["verified"] else "s" if v["signed"] else "")
+                                    for v in r["versions"]) or "-")
                       for r in rows],
                      [("name", "name"), ("flavor", "flavor"), ("input_dim", "input_dim"),
                       ("num_classes", "classes"), ("params", "params"), ("precisions", "precisions"),
-                      ("mb", "MB"), ("sha", "sha256"), ("vers", "versions (s: signed)")]))
+                      ("mb", "MB"), ("sha", "sha256"), ("vers", "versions (s: signed, v: verified)")]))
 
 
 @click.group("cache", cls=ZooGroup)

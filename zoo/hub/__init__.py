@@ -15,11 +15,12 @@ Cache (``--cache-dir``, else ``$ZOO_CACHE``, else ``$XDG_CACHE_HOME/zoo``, else 
 see :mod:`zoo.hub.cache` for the layout and the locking. ``ZOO_OFFLINE=1`` makes no network call.
 
 Modules: ``config`` (settings, errors), ``paths`` (safe names, the no-follow filesystem),
-``source`` (sources), ``transport`` (one request: deadline, redirects, retries), ``external`` and
-``onnxwire`` (ONNX external data, read in a stream), ``cache``, ``pull``,
-``publish``, ``admin`` (cache list/verify/clear), ``inspect`` (``zoo info``); releases: ``release``
-(versions, the mirror's layout), ``resolve`` (pinned and trusted pulls), ``lockfile``, ``signing``,
-``trust``. No torch here.
+``source`` (sources and their identity), ``transport`` (one request: deadline, redirects, retries),
+``external`` and ``onnxwire`` (ONNX external data, read in a stream), ``cache``, ``admin`` (cache
+list/verify/clear), ``inspect`` (``zoo info``). A pull (``pull``) goes source -> ``trust`` (the
+anchor) -> ``metadata`` (python-tuf's client) -> ``plan`` -> ``modelpull`` (blobs, view). Releases:
+``publish`` and ``release`` (versions, the mirror's layout), ``repo`` (TUF metadata, the
+publisher's side), ``rotate``, ``keys``, ``signing`` (OpenSSF model signing), ``lockfile``. No torch here.
 """
 
 from __future__ import annotations
@@ -54,10 +55,11 @@ from .config import (
 from .external import external_data_files
 from .paths import safe_name, safe_relpath
 from .publish import publish
-from .resolve import list_versions, lock
-from .signing import SignatureError, keygen
-from .trust import TRUST_ENV, trust_add, trust_list, trust_remove
-from .pull import PullResult, list_models, load, pull
+from .signing import SignatureError
+from .keys import keygen, keygen_publisher
+from .trust import REQUIRE_ENV, TRUST_ENV, TrustStoreError, trust_add, trust_list, trust_policy, trust_remove, trust_require
+from .pull import PullResult, list_models, list_versions, load, lock, pull
+from .rotate import rotate
 from .run import recommended_precision, session
 from .source import Source, parse_manifest, resolve_source
 
@@ -67,7 +69,8 @@ __all__ = [
     "UnknownModelError", "UnsafePathError", "Cache", "PullResult", "Source", "cache_clear", "cache_list",
     "cache_verify", "external_data_files", "list_models", "load", "offline", "parse_manifest", "publish", "pull",
     "recommended_precision", "redact", "resolve_cache_dir", "resolve_source", "safe_name", "safe_relpath", "session",
-    "SignatureError", "TRUST_ENV", "keygen", "list_versions", "lock", "trust_add", "trust_list", "trust_remove",
+    "SignatureError", "TRUST_ENV", "REQUIRE_ENV", "TrustStoreError", "keygen", "keygen_publisher", "list_versions",
+    "lock", "rotate", "trust_add", "trust_list", "trust_policy", "trust_remove", "trust_require",
 ]
 
 

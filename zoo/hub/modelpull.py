@@ -16,7 +16,7 @@ from .cache import Cache
 from .config import OFFLINE_ENV, IntegrityError, OfflineError, offline
 from .external import external_data_files
 from .paths import copy_verified, hash_stream, tmp_name
-from . import resolve
+from .plan import fetched
 
 WEIGHT_ROLES = ("weights", "train_record")  # a trained model's safetensors file and its training record
 
@@ -30,6 +30,9 @@ class PullResult:
     source: str
     status: str  # "downloaded" (something was fetched) | "cached"
     files: list[dict] = field(default_factory=list)  # path, bytes, sha256, role, precision, status
+    version: int | None = None  # the release version (None: an unversioned source)
+    digest: str | None = None  # the version's content digest, sha256:<64 hex>
+    trust: str = "unverified"  # "verified": TUF metadata and model signature checked against a trust anchor
 
     @property
     def fetched_bytes(self) -> int:
@@ -38,7 +41,7 @@ class PullResult:
     def summary(self) -> dict:
         return {"name": self.name, "precision": self.precision, "status": self.status, "path": str(self.path),
                 "view": str(self.view), "source": self.source, "fetched_bytes": self.fetched_bytes,
-                "files": self.files}
+                "version": self.version, "digest": self.digest, "trust": self.trust, "files": self.files}
 
 
 
@@ -167,7 +170,7 @@ class ModelPull:
                 tmp, f = bd.create_temp(tag)
                 try:
                     with f:
-                        self.src.fetch_into(resolve.fetched(rec, self.by_blob), f, self.progress, self.budget)  # size, sha256
+                        self.src.fetch_into(fetched(rec, self.by_blob), f, self.progress, self.budget)  # size, sha256
                         os.fsync(f.fileno())
                     try:
                         bd.rename(tmp, name)

@@ -19,29 +19,39 @@ from .cache import file_errors
 from .config import DEFAULT_SOURCE, HubError, IntegrityError, Progress, quiet
 from .external import external_data_files
 from .paths import Dir, copy_verified
-from .pull import find_entry
+from .plan import find_entry
 from .source import Source, parse_manifest
 
 
 def publish(artifacts: str | os.PathLike = DEFAULT_SOURCE, to: str | os.PathLike | None = None,
-            names: Iterable[str] | None = None, *, progress: Progress = quiet, sign_key=None, license=None,
-            labels=None, publisher=None, index_ttl_s: float | None = None, renew_index: bool = False) -> list[dict]:
+            names: Iterable[str] | None = None, *, progress: Progress = quiet, sign_key=None, root_keys=(),
+            targets_keys=(), online_key=None, threshold: int | None = None, license=None, labels=None,
+            publisher=None, index_ttl_days=None, targets_ttl_days=None, index_ttl_s: float | None = None,
+            renew_index: bool = False, drop_unverified: bool = False) -> list[dict]:
     """Write a static mirror of ``artifacts`` into ``to``: manifest.json plus the files it lists.
 
     Every file is checked against the manifest before anything is written; only listed files are
     published; files already there with the right content are left alone (publishing again is a
     no-op). An existing mirror keeps its other models and every earlier version of these: files
-    that changed make a new version (see :mod:`zoo.hub.release` for the layout), signed with
-    ``sign_key`` (a PEM EC private key) when given. ``license`` (SPDX), ``labels`` (a list, or a
-    file) and ``publisher`` go into the new versions' release records.
+    that changed make a new version (see :mod:`zoo.hub.release` for the layout). The mirror's TUF
+    metadata (:mod:`zoo.hub.repo`) is signed with the keys given: ``sign_key`` (one key for every
+    role), or ``root_keys`` / ``targets_keys`` (offline) and ``online_key`` (timestamp, snapshot),
+    with ``threshold`` for a new root. ``license`` (SPDX), ``labels`` (a list, or a file) and
+    ``publisher`` go into the new versions' release records. The mirror is locked while it is
+    written; a publish killed at any point leaves it as it was or completable by the next one.
     Returns one row per file: model, path, bytes, sha256, status (published | unchanged).
     """
-    meta = {"sign_key": sign_key, "license": release.check_license(license), "publisher": publisher,
+    from . import repo
+
+    if index_ttl_s is not None and index_ttl_days is None:
+        index_ttl_days = index_ttl_s / repo.DAY
+    meta = {"license": release.check_license(license), "publisher": publisher,
             "labels": release.read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels,
-            "index_ttl_s": release.INDEX_TTL_S if index_ttl_s is None else float(index_ttl_s),
-            "renew_index": renew_index}
-    if not meta["index_ttl_s"] > 0:
-        raise InputError("the index's time to live must be positive")
+            "online_days": repo.check_days(repo.ONLINE_DAYS if index_ttl_days is None else index_ttl_days,
+                                           "--index-ttl-days", repo.ONLINE_MAX_DAYS),
+            "targets_days": repo.check_days(repo.TARGETS_DAYS if targets_ttl_days is None else targets_ttl_days,
+                                            "--targets-ttl-days", repo.OFFLINE_MAX_DAYS),
+            "renew_index": renew_index, "drop_unverified": drop_unverified}
     if to in (None, ""):
         raise InputError("publish needs a destination folder (--to DIR)")
     src_root, dest = Path(artifacts).expanduser(), Path(to).expanduser()
@@ -51,6 +61,9 @@ def publish(artifacts: str | os.PathLike = DEFAULT_SOURCE, to: str | os.PathLike
         raise InputError(f"--to {dest} is not a folder")
     if dest.resolve() == src_root.resolve():
         raise InputError(f"--to {dest} is the artifacts folder itself; publish into another folder")
+    # Keys before any file is hashed: a public key given to sign, a wrong passphrase, are bad input.
+    meta["ring"] = repo.Keyring.from_files(sign_key=sign_key, root_keys=root_keys, targets_keys=targets_keys,
+                                           online_key=online_key, threshold=threshold)
     with file_errors(f"cannot publish {src_root} to {dest}"):
         return _publish(src_root, dest, names, progress, meta)
 
@@ -89,10 +102,17 @@ def _publish(src_root: Path, dest: Path, names, progress: Progress, meta: dict) 
             progress(f"{e['model']}: {len(e['files'])} file(s) verified")
 
     # 2. The mirror's manifest: the existing one (if any) with these entries replaced or added.
-    with Dir.open_root(dest, f"--to {dest}", create=True) as out:
+    # One publisher at a time (the builder's folder lock): two would both claim the next version.
+    from ..builder.lock import artifacts_lock
+
+    with artifacts_lock(dest, progress, what=f"zoo publish to {dest}", recover=False), \
+            Dir.open_root(dest, f"--to {dest}", create=True) as out:
         header = {k: v for k, v in manifest.items() if k != "models"}
         pub = release.Publication(out, header, progress=progress, **meta)
         entries = pub.stamp(entries)  # each as its latest version: a new one where its files changed
+        pub.needs_keys()
+        for note in pub.notes:
+            progress(f"note: {note}")
         try:
             raw = out.read_bytes(mf.MANIFEST_NAME, config.MAX_MANIFEST_BYTES)
         except FileNotFoundError:

@@ -1,5 +1,13 @@
-"""Pulling: list what a source offers, check every name and precision, then bring each model
-into the cache verified (one model's blobs and view: :mod:`zoo.hub.modelpull`)."""
+"""A pull, one way through, each step a module called once, in order:
+
+1. the source's identity and transport (:mod:`zoo.hub.source`), and its trust anchor
+   (:mod:`zoo.hub.trust`);
+2. verified metadata (:mod:`zoo.hub.metadata`: python-tuf's client for a TUF mirror);
+3. the plan (:mod:`zoo.hub.plan`: which version of which model, which files);
+4. fetching blobs into the cache and 5. the view (:mod:`zoo.hub.modelpull`).
+
+The whole command shares one deadline (``$ZOO_DEADLINE``), every precision and model included.
+"""
 
 from __future__ import annotations
 
@@ -7,76 +15,84 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import InputError, ManifestError
+from ..errors import InputError
 from ..jsonio import dumps as strict_json
 from ..spec import FILE_PRECISIONS as PRECISIONS
-from . import config
+from . import config, lockfile, metadata, plan, trust
 from .cache import Cache, file_errors
-from .config import (
-    OFFLINE_ENV,
-    Deadline,
-    OfflineError,
-    Progress,
-    SourceError,
-    UnknownModelError,
-    first_line,
-    offline,
-    quiet,
-)
+from .config import Deadline, Progress, offline, quiet
 from .modelpull import WEIGHT_ROLES, ModelPull, PullResult
-from .source import Source, parse_manifest, resolve_source
-from . import resolve
+from .plan import find_entry, offered  # noqa: F401 - re-exported
+from .source import resolve_source
 
 
-def offered(manifest: dict) -> str:
-    return ", ".join(m["model"] for m in manifest["models"]) or "no models"
+def _names(names) -> list[str] | None:
+    if names is None:
+        return None
+    names = [names] if isinstance(names, str) else list(dict.fromkeys(names))
+    if not names:
+        raise InputError("no model names given (pass None for every model the source offers)")
+    return names
 
 
-def find_entry(manifest: dict, name: str, src) -> dict:
-    for m in manifest["models"]:
-        if m["model"] == name:
-            return m
-    raise UnknownModelError(f"model {name!r} is not offered by {src}; it offers: {offered(manifest)}")
+def open_source(source, lock, trust_arg, cache, progress, budget, names=None, versioned: bool = False):
+    """Steps 1-2: the source (the lockfile's when none is given), its anchor, its catalogue (the
+    mirror's versions for a trusted, pinned or locked request, else its plain manifest)."""
+    src = resolve_source(source if source not in (None, "") or not lock else lockfile.read_lock(lock)["source"])
+    anchor = trust.anchor_for(src, trust_arg, progress)
+    versioned = versioned or bool(lock) or any("@" in str(n) for n in names or [])
+    return src, metadata.open_catalogue(src, anchor, versioned=versioned, cache=cache, progress=progress,
+                                        budget=budget)
 
 
-def _model_record(entry: dict, precision: str, src: Source) -> dict:
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    cands = [f for f in entry["files"] if f["role"] == "model" and f["precision"] == precision]
-    cands.sort(key=lambda f: (f["path"] != entry["model_path"], not f["path"].endswith(".onnx")))
-    if not cands:
-        have = sorted({f["precision"] for f in entry["files"] if f["role"] == "model"})
-        raise UnknownModelError(f"{entry['model']} has no {precision} model at {src}; it has: {', '.join(have)}")
-    return cands[0]
+def pull(names: Iterable[str] | None = None, source: str | os.PathLike | None = None, precision: str = "fp32", *,
+         precisions: Iterable[str] | None = None, with_test_data: bool = False, with_weights: bool = False,
+         cache_dir=None, progress: Progress = quiet, lock=None, trust=None,
+         budget: Deadline | None = None) -> list[PullResult]:
+    """Bring ``names`` (all models when None) into the cache, verified; return where they are.
 
-
-def _manifest(src: Source, cache: Cache, progress: Progress, budget: Deadline) -> dict:
-    """The source's manifest: fetched (online), or the last verified copy in the cache (offline)."""
-    if src.remote and offline():
-        where = str(cache.source_key_path(src.key))
-        try:
-            raw = cache.read_source_record(src.key)
-        except OSError as e:
-            raise ManifestError(f"{where}: unreadable ({first_line(e)})") from None
-        if raw is None:
-            raise OfflineError(f"{OFFLINE_ENV}=1 and the cache {cache.root} holds no manifest from {src}; "
-                               "pull once online first")
-        return parse_manifest(raw, where)
-    try:
-        return src.read_manifest(progress, budget)
-    except SourceError as e:
-        if src.remote and cache.read_source_record_quietly(src.key) is not None:
-            raise SourceError(f"{e}; set {OFFLINE_ENV}=1 to use what is cached") from None
-        raise
-
-
-def list_models(source: str | os.PathLike | None = None, *, cache_dir=None, progress: Progress = quiet) -> list[dict]:
-    """What ``source`` offers: one summary per model (name, precisions, params, sizes, hashes)."""
-    src = resolve_source(source)
+    ``NAME``, ``NAME@V`` or ``NAME@sha256:...``; ``lock``: a lockfile's exact bytes; ``trust``: a
+    trust anchor (the publisher's root.json or root key) for this pull, else ``$ZOO_TRUST``, else
+    the trust store. Every name and precision is checked before anything is written. A failed
+    model leaves the cache as it was before that model; models pulled before it stay. The whole
+    pull, every precision included, ends within ``$ZOO_DEADLINE`` seconds.
+    """
+    precs = list(dict.fromkeys(precisions or [precision]))
+    for p in precs:
+        if p not in PRECISIONS:
+            raise InputError(f"unknown precision {p!r}; choose one of {', '.join(PRECISIONS)}")
+    names = _names(names)
+    budget = budget or Deadline()
     with Cache(cache_dir) as cache:
-        manifest = _manifest(src, cache, progress, Deadline())
+        src, cat = open_source(source, lock, trust, cache, progress, budget, names)
+        plans = plan.make(cat, names, lock=lock, cache=cache, progress=progress)
+        jobs = [(p, plan.model_record(p.entry, prec, src)) for prec in precs for p in plans]  # every check first
+        results = []
+        with file_errors(f"cannot pull into the cache {cache.root}"):
+            for p, rec in jobs:
+                r = ModelPull(src, cache, p.manifest, p.entry, rec, progress, budget, p.by_blob).run(
+                    with_test_data, with_weights)
+                r.version, r.digest, r.trust = p.version, p.digest, p.trust
+                results.append(r)
+            if cat.kind == "plain" and src.remote and not offline():  # what ZOO_OFFLINE=1 will work from
+                cache.save_source_record(src.key, (strict_json(cat.manifest) + "\n").encode())
+        return results
+
+
+def list_models(source: str | os.PathLike | None = None, *, cache_dir=None, trust=None,
+                progress: Progress = quiet) -> list[dict]:
+    """What ``source`` offers: one summary per model (its latest version: name, precisions, params,
+    sizes, hashes; and every version with its digest and whether it was verified)."""
+    budget = Deadline()
+    with Cache(cache_dir) as cache:
+        src, cat = open_source(source, None, trust, cache, progress, budget)
+        if cat.kind == "plain":
+            entries = [(m, None) for m in cat.manifest["models"]]
+        else:
+            entries = [(p.entry, p) for p in plan.make(cat, None, cache=cache, progress=progress)] if cat.versions else []
+    versions = cat.summary()  # a plain read lists no versions: `zoo models` asks list_versions for them
     rows = []
-    for m in manifest["models"]:
+    for m, p in entries:
         models = [f for f in m["files"] if f["role"] == "model"]
         rows.append({
             "name": m["model"], "flavor": m["flavor"], "input_dim": m["scaling"]["input_dim"],
@@ -86,54 +102,27 @@ def list_models(source: str | os.PathLike | None = None, *, cache_dir=None, prog
             "model_bytes": m["metadata"]["model_bytes"], "model_sha": m["metadata"]["model_sha"],
             "tags": m["metadata"]["tags"],
             "files": {f"{f['precision']}:{f['role']}": f["bytes"] for f in m["files"]},
+            "versions": versions.get(m["model"], []),
+            "trust": "verified" if cat.trusted else "unverified",
         })
     return rows
 
 
-def pull(names: Iterable[str] | None = None, source: str | os.PathLike | None = None, precision: str = "fp32", *,
-         with_test_data: bool = False, with_weights: bool = False, cache_dir=None,
-         progress: Progress = quiet, lock=None, trust=None) -> list[PullResult]:
-    """Bring ``names`` (all models when None) into the cache, verified; return where they are.
-
-    Every name and precision is checked against the source's manifest before anything is written.
-    A failed model leaves the cache as it was before that model; models pulled before it stay.
-    The whole pull ends within ``$ZOO_DEADLINE`` seconds. ``with_weights``: also the safetensors
-    weights and training record of a model built from them (roles in :data:`WEIGHT_ROLES`).
-    ``NAME@V``, ``NAME@sha256:...``, ``lock`` and ``trust`` pin and verify first: :mod:`zoo.hub.resolve`.
-    """
-    src = resolve_source(source if source not in (None, "") or not lock else resolve.lock_source(lock))
-    budget = Deadline()
-    names = [names] if isinstance(names, str) else names
+def list_versions(source=None, *, cache_dir=None, trust=None, progress: Progress = quiet) -> dict | None:
+    """name -> versions (number, digest, signed) of a versioned source, or None for a plain one."""
     with Cache(cache_dir) as cache:
-        key = resolve.trusted_key(src, trust)
-        if resolve.wanted(names, lock, key):  # a pinned or trusted pull: through the mirror's index
-            res = resolve.resolve(src, cache, names, lock=lock, key=key, progress=progress, budget=budget,
-                                  root_manifest=lambda: _manifest(src, cache, progress, budget))
-            return _pull_plans(src, cache, res.tuples(), precision, with_test_data, with_weights, progress, budget, res.commit)
-        manifest = _manifest(src, cache, progress, budget)
-        if names is not None:
-            names = list(dict.fromkeys(names))
-            if not names:
-                raise InputError("no model names given (pass None for every model the source offers)")
-        else:
-            names = [m["model"] for m in manifest["models"]]
-            if not names:
-                raise UnknownModelError(f"{src} offers no models")
-        plans = [(manifest, find_entry(manifest, name, src), False) for name in names]
-        return _pull_plans(src, cache, plans, precision, with_test_data, with_weights, progress, budget, None)
+        _, cat = open_source(source, None, trust, cache, progress, Deadline(), versioned=True)
+    return None if cat.kind == "plain" else cat.summary()
 
 
-def _pull_plans(src, cache, plans, precision, with_test_data, with_weights, progress, budget, commit) -> list[PullResult]:
-    plans = [(m, e, _model_record(e, precision, src), by_blob) for m, e, by_blob in plans]  # every check first
-    results = []
-    with file_errors(f"cannot pull into the cache {cache.root}"):
-        for manifest, entry, model_rec, by_blob in plans:
-            results.append(ModelPull(src, cache, manifest, entry, model_rec, progress, budget, by_blob).run(with_test_data, with_weights))
-            if commit is None and src.remote and not offline():  # what ZOO_OFFLINE=1 will work from
-                cache.save_source_record(src.key, (strict_json(manifest) + "\n").encode())
-        if commit is not None:
-            commit(cache, src)
-    return results
+def lock(names, source=None, out="zoo.lock", *, cache_dir=None, trust=None, progress: Progress = quiet) -> dict:
+    """Resolve ``names`` (``NAME``, ``NAME@V``, ``NAME@sha256:...``; every model when None) at
+    ``source`` (verified against its trust anchor, if any) and write the lockfile ``out``."""
+    budget = Deadline()
+    with Cache(cache_dir) as cache:
+        src, cat = open_source(source, None, trust, cache, progress, budget, versioned=True)
+        plans = plan.make(cat, _names(names), cache=cache, progress=progress)
+    return lockfile.write_lock(out, src.identity if src.remote else src.shown, [p.entry for p in plans])
 
 
 def load(name: str, source: str | os.PathLike | None = None, precision: str = "fp32", *,
@@ -153,8 +142,11 @@ def load(name: str, source: str | os.PathLike | None = None, precision: str = "f
         return res.path
     rec = next((f for f in res.files if f["role"] == role), None)
     if rec is None:
+        from .config import UnknownModelError
+
         raise UnknownModelError(f"{name} was published without a {role} file (built from seeded weights)")
     return res.view / rec["path"]
 
 
-__all__ = ["PullResult", "WEIGHT_ROLES", "config", "find_entry", "list_models", "load", "offered", "pull"]
+__all__ = ["PullResult", "WEIGHT_ROLES", "config", "find_entry", "list_models", "list_versions", "load", "lock",
+           "offered", "pull"]

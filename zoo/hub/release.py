@@ -176,75 +176,239 @@ def find_version(index: dict, name: str, spec, where: str) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
-# Publishing
+# Publishing (TUF metadata: :mod:`zoo.hub.repo`)
 
 
 class Publication:
-    """One ``zoo publish`` into ``out``: which entries are new versions, then writing them."""
+    """One ``zoo publish`` into ``out`` (held under the mirror's lock by the caller): what the mirror
+    holds, checked first; which entries are new versions; then writing them, metadata last.
 
-    def __init__(self, out: Dir, header: dict, *, sign_key=None, license=None, labels=None, publisher=None,
-                 index_ttl_s: float = INDEX_TTL_S, renew_index: bool = False, progress: Progress = config.quiet):
-        self.out, self.header, self.sign_key, self.progress = out, header, sign_key, progress
+    Before anything is signed, the mirror's current metadata is verified with the publisher's keys
+    and every existing version against its recorded sha256, digest and blobs; versions of an
+    unsigned mirror are signed only when they match the local, checked artifacts."""
+
+    def __init__(self, out: Dir, header: dict, *, ring=None, license=None, labels=None, publisher=None,
+                 online_days: float | None = None, targets_days: float | None = None, renew_index: bool = False,
+                 drop_unverified: bool = False, progress: Progress = config.quiet):
+        from . import repo
+
+        self.out, self.header, self.progress = out, header, progress
+        self.ring = ring or repo.Keyring()
         self.license, self.labels, self.publisher = license, labels, publisher
-        self.ttl, self.renew = index_ttl_s, renew_index
-        where = str(out.path / INDEX_NAME)
-        try:
-            self.raw_index = out.read_bytes(INDEX_NAME, MAX_INDEX_BYTES)
-        except FileNotFoundError:
-            self.raw_index = None
-        except IntegrityError:
-            raise ManifestError(f"{where}: larger than {MAX_INDEX_BYTES:,} bytes; not overwriting it") from None
-        self.index = parse_index(self.raw_index, where) if self.raw_index is not None else {"signed": empty_index(),
-                                                                                          "signatures": []}
-        if self.index["signatures"] and sign_key is None:
-            raise InputError(f"{where} is signed; give --sign-key to publish into it (an unsigned index would be "
-                             "refused by everyone who trusts this mirror)")
-        self.models = {n: [dict(v) for v in vs] for n, vs in self.index["signed"]["models"].items()}
-        self.new: list[dict] = []  # entries that become new versions
-        self.sign: list[tuple[str, int, dict]] = []  # (name, version, entry) to sign
-        self.signer_id = None
-        if sign_key is not None:
-            from .signing import key_id, load_private_key
+        self.online_days = repo.ONLINE_DAYS if online_days is None else online_days
+        self.targets_days = repo.TARGETS_DAYS if targets_days is None else targets_days
+        self.renew, self.drop_unverified = renew_index, drop_unverified
+        self.where = str(out.path)
+        self.state = repo.read_state(out)
+        self.legacy = None  # a pre-TUF index.json being migrated
+        self.versions: dict[str, dict[int, dict]] = {}
+        self.trusted = False  # the existing versions are the publisher's (its keys signed their metadata)
+        self.notes: list[str] = []
+        if self.state is not None and self.state.signed:
+            if not self.ring.any:
+                raise InputError(f"{self.where} is signed; give its keys to publish into it (--sign-key, or "
+                                 "--targets-key and --online-key): an unsigned release would be refused by everyone "
+                                 "who trusts this mirror")
+            repo.verify_state(self.state, self.ring, self.where)
+            self.trusted = True
+        elif self.state is None:
+            self._read_legacy()
+        self._load_versions()
+        self.new: list[dict] = []
+        self.to_sign: list[tuple[str, int]] = []
 
-            self.signer_id = key_id(load_private_key(sign_key))
+    # -- what the mirror holds
+
+    def _read_legacy(self) -> None:
+        try:
+            raw = self.out.read_bytes(INDEX_NAME, MAX_INDEX_BYTES)
+        except FileNotFoundError:
+            return
+        except IntegrityError:
+            raise ManifestError(f"{self.out.path / INDEX_NAME}: larger than {MAX_INDEX_BYTES:,} bytes; not "
+                                "overwriting it") from None
+        env = parse_index(raw, str(self.out.path / INDEX_NAME))
+        self.progress(f"note: {self.out.path / INDEX_NAME} is a pre-TUF index; "
+                      + ("migrating it to TUF metadata" if self.ring.any else "keeping its versions"))
+        if env["signatures"]:
+            from . import repo, signing
+
+            if not self.ring.content_signer:
+                raise InputError(f"{self.out.path / INDEX_NAME} is signed; give its key (--sign-key) to publish into it")
+            try:
+                signing.verify_index(env, self.ring.content_signer.zoo_key.public_key(), str(self.out.path / INDEX_NAME))
+            except signing.SignatureError as e:
+                raise repo.TrustStateError(f"{e}; not signing anything on top of it") from None
+            self.trusted = True
+        self.legacy = env
+
+    def _load_versions(self) -> None:
+        from . import repo
+
+        if self.state is not None and self.state.targets is not None:
+            for name, vs in self.state.versions().items():
+                for v, rec in sorted(vs.items()):
+                    mpath, mtf = rec["manifest"]
+                    spath, stf = rec["signature"] or (None, None)
+                    self._load_one(name, v, rec.get("digest"), mpath, mtf.hashes.get("sha256"), mtf.length,
+                                   spath, stf.hashes.get("sha256") if stf else None)
+        elif self.legacy is not None:
+            for name, vs in self.legacy["signed"]["models"].items():
+                for r in vs:
+                    self._load_one(name, r["version"], r["digest"], r["manifest"], r["manifest_sha256"], None,
+                                   r.get("signature"), r.get("signature_sha256"))
+        for name, vs in self.versions.items():
+            if sorted(vs) != list(range(1, len(vs) + 1)):
+                raise repo.TrustStateError(f"{self.where}: {name}'s versions are not 1..{len(vs)}; not publishing into it")
+
+    def _load_one(self, name, v, digest, mpath, msha, mlen, spath, ssha) -> None:
+        from . import repo
+
+        bad = repo.TrustStateError
+        safe_name(name, f"{self.where}: model name")
+        if mpath != f"{version_dir(name, v)}/{mf.MANIFEST_NAME}":
+            raise bad(f"{self.where}: {name} version {v} names its manifest at {cut(mpath, 80)!r}")
+        raw = self._read(mpath, config.MAX_MANIFEST_BYTES)
+        if hashlib.sha256(raw).hexdigest() != msha or (mlen is not None and len(raw) != mlen):
+            raise bad(f"{self.out.path / mpath} differs from its sha256 in the mirror's metadata (changed by hand?); "
+                      "not publishing into it")
+        entry = mf.parse(raw, str(self.out.path / mpath))["models"][0]
+        rel = entry.get("release") or {}
+        if entry["model"] != name or rel.get("version") != v or rel.get("digest") != digest \
+                or version_digest(entry["files"]) != digest:
+            raise bad(f"{self.out.path / mpath} is not {name} version {v} ({cut(digest, 19)}...); not publishing into it")
+        for f in entry["files"]:
+            if not self.out.matches(blob_path(f["sha256"]), f):
+                raise bad(f"{self.out.path / blob_path(f['sha256'])} ({name} version {v}'s {f['path']}) is missing or "
+                          "damaged; not publishing into it")
+        sig = None
+        if spath is not None:
+            from .signing import SIGNATURE_NAME, MAX_SIGNATURE_BYTES
+
+            if spath != f"{version_dir(name, v)}/{SIGNATURE_NAME}":
+                raise bad(f"{self.where}: {name} version {v} names its signature at {cut(spath, 80)!r}")
+            sig = self._read(spath, MAX_SIGNATURE_BYTES)
+            if hashlib.sha256(sig).hexdigest() != ssha:
+                raise bad(f"{self.out.path / spath} differs from its sha256 in the mirror's metadata; not publishing "
+                          "into it")
+        self.versions.setdefault(name, {})[v] = {"version": v, "digest": digest, "entry": entry, "manifest": mpath,
+                                                 "manifest_bytes": raw, "signature": spath, "signature_bytes": sig}
+
+    def _read(self, rel: str, limit: int) -> bytes:
+        from . import repo
+
+        try:
+            return self.out.read_bytes(rel, limit)
+        except FileNotFoundError:
+            raise repo.TrustStateError(f"{self.out.path / rel} is missing (the mirror's metadata lists it); not "
+                                       "publishing into it") from None
+        except IntegrityError:
+            raise repo.TrustStateError(f"{self.out.path / rel}: larger than {limit:,} bytes") from None
+
+    # -- deciding
 
     def stamp(self, entries: list[dict]) -> list[dict]:
         """Each entry as its latest published version (a new one where its files changed)."""
         out = []
+        local = {(e["model"], version_digest(e["files"])): e for e in entries}
+        self._adopt(local)
         for e in entries:
             name, digest = e["model"], version_digest(e["files"])
-            versions = self.models.setdefault(name, [])
-            known = next((v for v in versions if v["digest"] == digest), None)
+            versions = self.versions.setdefault(name, {})
+            known = next((v for v in versions.values() if v["digest"] == digest), None)
             if known is None:
                 if self.labels is not None and len(self.labels) != e["num_classes"]:
                     raise InputError(f"--labels holds {len(self.labels)} label(s); {name} has {e['num_classes']} classes")
                 rec = {"version": len(versions) + 1, "digest": digest, "published_at": stamp_time(now()),
                        "published_by": self.publisher or _default_publisher(), "license": self.license,
-                       "labels": self.labels, "signed_by": self.signer_id}
+                       "labels": self.labels, "signed_by": self._signer_id()}
                 entry = dict({k: v for k, v in e.items() if k != "release"}, release=rec)
                 self.new.append(entry)
-                versions.append({"version": rec["version"], "digest": digest, "entry": entry})
+                versions[rec["version"]] = {"version": rec["version"], "digest": digest, "entry": entry, "new": True,
+                                            "manifest": None, "signature": None}
                 self.progress(f"{name}: new version {rec['version']} ({digest[:19]}...)")
-            elif self.sign_key is not None and known.get("signature") is None:
-                self.sign.append((name, known["version"], None))
+            else:
+                rel = known["entry"].get("release") or {}
+                if (self.license is not None and self.license != rel.get("license")) or \
+                        (self.labels is not None and self.labels != rel.get("labels")):
+                    self.notes.append(f"{name}: version {known['version']} already holds these files with license "
+                                      f"{rel.get('license')!r}; --license/--labels were not applied (a version's "
+                                      "records are never rewritten: publish a new build to make a new version)")
             out.append(self._latest(name))
+        for name, vs in self.versions.items():
+            for v in vs.values():
+                if v["signature"] is None and self.ring.content_signer is not None:
+                    self.to_sign.append((name, v["version"]))
         return out
 
-    def _latest(self, name: str) -> dict:
-        v = self.models[name][-1]
-        return v["entry"] if "entry" in v else self._read_entry(name, v)
+    def _signer_id(self):
+        from .keys import key_id
 
-    def _read_entry(self, name: str, v: dict) -> dict:
-        rel = v["manifest"]
-        raw = self.out.read_bytes(rel, config.MAX_MANIFEST_BYTES)
-        if hashlib.sha256(raw).hexdigest() != v["manifest_sha256"]:
-            raise IntegrityError(f"{self.out.path / rel} differs from its sha256 in {INDEX_NAME}; the mirror "
-                                 "was changed by hand; not publishing into it")
-        return mf.parse(raw, str(self.out.path / rel))["models"][0]
+        s = self.ring.content_signer
+        return None if s is None else key_id(s.zoo_key)
+
+    def _adopt(self, local: dict) -> None:
+        """Signing an unsigned mirror: each existing version must be one the publisher can check,
+        i.e. the local artifacts hold exactly its files (and the same entry, release record aside)."""
+        if self.trusted or not self.ring.any:
+            return
+        drop = []
+        for name, vs in self.versions.items():
+            for v, rec in vs.items():
+                mine = local.get((name, rec["digest"]))
+                strip = lambda e: {k: x for k, x in e.items() if k != "release"}  # noqa: E731
+                if mine is not None and strip(mine) == strip(rec["entry"]):
+                    self.progress(f"{name}: version {v} checked against the artifacts folder; signing it "
+                                  f"(license {(rec['entry'].get('release') or {}).get('license')!r} as published)")
+                    continue
+                if not self.drop_unverified:
+                    from . import repo
+
+                    raise repo.TrustStateError(
+                        f"{name} version {v} in {self.where} is unsigned and the artifacts folder does not hold its "
+                        "files: signing it would vouch for bytes the publisher never checked; publish from the build "
+                        "that made it, or give --drop-unverified to leave it out of the signed release")
+                drop.append((name, v))
+        for name, v in drop:
+            self.notes.append(f"{name}: unsigned version {v} left out of the signed release (--drop-unverified)")
+            del self.versions[name][v]
+            if not self.versions[name]:
+                del self.versions[name]
+        for name, vs in self.versions.items():
+            if sorted(vs) != list(range(1, len(vs) + 1)):
+                from . import repo
+
+                raise repo.TrustStateError(f"{name}: dropping unverified versions would leave a gap in its version "
+                                           "numbers; publish from the build that made them instead")
+
+    def _latest(self, name: str) -> dict:
+        vs = self.versions[name]
+        return vs[max(vs)]["entry"]
+
+    # -- writing
+
+    def needs_keys(self) -> None:
+        """Refuse up front (bad input) when the keys given cannot sign what this publish changes."""
+        ring, st = self.ring, self.state
+        if not ring.any:
+            return
+        creating = st is None or not st.signed
+        if creating and not (ring.root and ring.targets and ring.online):
+            raise InputError("a mirror's first signed publish makes its root: give --sign-key (one key for every role) "
+                             "or --root-key, --targets-key and --online-key")
+        if (self.new or self.to_sign or creating) and not ring.targets:
+            raise InputError("new versions are signed with the targets key: give --targets-key (or --sign-key)")
+        if not ring.online:
+            raise InputError("the snapshot and timestamp are signed with the online key: give --online-key "
+                             "(or --sign-key)")
 
     def write(self, src_root: Dir) -> list[dict]:
-        """Blobs, version manifests, signatures, then the index (readers see a version only when
-        everything it names is in place). Returns a row per thing written."""
+        """Blobs, version manifests and signatures, then the metadata (targets, snapshot, root,
+        timestamp last: readers see a version only when everything it names is in place)."""
+        from . import repo
+        from .signing import SIGNATURE_NAME, sign_version
+
+        self.needs_keys()
         rows = []
         for entry in self.new:
             for f in entry["files"]:
@@ -252,52 +416,105 @@ class Publication:
                     with src_root.open_read(f["path"]) as fh:
                         copy_verified(fh, self.out, blob_path(f["sha256"]), f, tag="publish")
             name, version = entry["model"], entry["release"]["version"]
-            vdir = self.out.sub(version_dir(name, version), create=True)
-            with vdir:
-                if vdir.lstat(mf.MANIFEST_NAME) is not None:
-                    raise HubError(f"{self.out.path / version_dir(name, version)} already exists but {INDEX_NAME} "
-                                   "does not list it; refusing to overwrite a published version")
-                data = (strict_json(dict(self.header, models=[entry])) + "\n").encode()
-                mf.validate(dict(self.header, models=[entry]), str(vdir.path / mf.MANIFEST_NAME))
+            vd = version_dir(name, version)
+            if self.out.lstat(vd) is not None:  # left by a publish killed before its metadata: never listed
+                self.out.remove(vd)
+            data = (strict_json(dict(self.header, models=[entry])) + "\n").encode()
+            mf.validate(dict(self.header, models=[entry]), str(self.out.path / vd / mf.MANIFEST_NAME))
+            with self.out.sub(vd, create=True) as vdir:
                 vdir.write_atomic(mf.MANIFEST_NAME, data, tag="publish")
-            rec = next(v for v in self.models[name] if v["version"] == version)
-            rec.update(manifest=f"{version_dir(name, version)}/{mf.MANIFEST_NAME}",
-                       manifest_sha256=hashlib.sha256(data).hexdigest())
-            rec.pop("entry", None)
-            if self.sign_key is not None:
-                self.sign.append((name, version, entry))
+            rec = self.versions[name][version]
+            rec.update(manifest=f"{vd}/{mf.MANIFEST_NAME}", manifest_bytes=data)
             rows.append({"model": name, "version": version, "digest": entry["release"]["digest"], "status": "published"})
-        for name, version, entry in self.sign:
-            from .signing import SIGNATURE_NAME, sign_version
-
-            rec = next(v for v in self.models[name] if v["version"] == version)
-            entry = entry or self._read_entry(name, rec)
-            bundle = sign_version(entry, self.sign_key)
+        for name, version in self.to_sign:
+            rec = self.versions[name][version]
+            bundle = sign_version(rec["entry"], self.ring.content_signer)
             with self.out.sub(version_dir(name, version), create=True) as vdir:
                 vdir.write_atomic(SIGNATURE_NAME, bundle, tag="publish")
-            rec.update(signature=f"{version_dir(name, version)}/{SIGNATURE_NAME}",
-                       signature_sha256=hashlib.sha256(bundle).hexdigest())
+            rec.update(signature=f"{version_dir(name, version)}/{SIGNATURE_NAME}", signature_bytes=bundle)
             self.progress(f"{name}: version {version} signed")
-        self._write_index(bool(self.new or self.sign))
+        self._write_metadata(bool(self.new or self.to_sign))
         return rows
 
-    def _write_index(self, changed: bool) -> None:
-        if not (changed or self.renew or self.raw_index is None):
-            return
-        old = self.index["signed"]
-        signed = dict(empty_index(), version=old["version"] + 1,
-                      expires=stamp_time(now() + dt.timedelta(seconds=self.ttl)),
-                      models={n: [{k: v for k, v in r.items() if k != "entry"} for r in vs]
-                              for n, vs in sorted(self.models.items()) if vs})
-        if self.sign_key is not None:
-            from .signing import sign_index
+    def targets(self) -> dict:
+        from . import repo
 
-            env = sign_index(signed, self.sign_key)
-        else:
-            env = {"signed": signed, "signatures": []}
-        self.out.write_atomic(INDEX_NAME, (strict_json(env) + "\n").encode(), tag="publish")
-        self.progress(f"{INDEX_NAME}: version {signed['version']}, expires {signed['expires']}"
-                      + (", signed" if self.sign_key is not None else ", unsigned"))
+        out = {}
+        for name, vs in sorted(self.versions.items()):
+            for v, rec in sorted(vs.items()):
+                custom = {"model": name, "version": v, "digest": rec["digest"], "kind": "manifest"}
+                out[rec["manifest"]] = repo.target_file(rec["manifest"], rec["manifest_bytes"], custom)
+                if rec["signature"] is not None:
+                    custom = {"model": name, "version": v, "kind": "signature"}
+                    out[rec["signature"]] = repo.target_file(rec["signature"], rec["signature_bytes"], custom)
+        return out
+
+    def _write_metadata(self, changed: bool) -> None:
+        from tuf.api.metadata import Metadata, MetaFile, Snapshot, Targets, Timestamp
+
+        from . import repo
+
+        ring, st = self.ring, self.state
+        adopting = ring.any and (st is None or not st.signed)
+        if not (changed or adopting or self.renew or st is None or self.legacy is not None):
+            return
+        online = [ring.online] if ring.online else []
+        root = st.root if st is not None and not adopting else None
+        root_changed = root is None
+        if root is None:
+            root = repo.new_root(ring)
+            if ring.root:
+                repo.sign(root, ring.root, "root", root.signed.roles["root"].threshold)
+        roles = root.signed.roles
+        old_t = st.targets.signed.version if st is not None and st.targets is not None else 0
+        old_s = st.snapshot.signed.version if st is not None and st.snapshot is not None else 0
+        old_ts = st.timestamp.signed.version if st is not None and st.timestamp is not None else 0
+        files = []  # (rel, bytes), written in this order
+        targets = st.targets if st is not None and st.targets is not None and not (changed or adopting or root_changed) \
+            else None
+        if targets is None:
+            targets = Metadata(Targets(version=old_t + 1, spec_version=repo.SPEC_VERSION,
+                                       expires=repo.expiry(self.targets_days), targets=self.targets()))
+            if ring.targets:
+                repo.sign(targets, ring.targets, "targets", roles["targets"].threshold)
+            for path, tf in targets.signed.targets.items():  # TUF clients fetch targets by hash
+                data = self.versions_bytes(path)
+                files.append((repo.hashed_name(path, tf.hashes["sha256"]), data))
+            files.append((repo.meta_name("targets", targets.signed.version), repo.to_bytes(targets)))
+        snapshot = Metadata(Snapshot(version=old_s + 1, spec_version=repo.SPEC_VERSION,
+                                     expires=repo.expiry(self.online_days),
+                                     meta={"targets.json": MetaFile(version=targets.signed.version)}))
+        timestamp = Metadata(Timestamp(version=old_ts + 1, spec_version=repo.SPEC_VERSION,
+                                       expires=repo.expiry(self.online_days),
+                                       snapshot_meta=MetaFile(version=snapshot.signed.version)))
+        if online:
+            repo.sign(snapshot, online, "snapshot", roles["snapshot"].threshold)
+            repo.sign(timestamp, online, "timestamp", roles["timestamp"].threshold)
+        files.append((repo.meta_name("snapshot", snapshot.signed.version), repo.to_bytes(snapshot)))
+        if root_changed:
+            files.append((repo.meta_name("root", root.signed.version), repo.to_bytes(root)))
+            files.append((repo.meta_name("root"), repo.to_bytes(root)))
+        files.append((repo.meta_name("timestamp"), repo.to_bytes(timestamp)))  # last: what makes it all current
+        for rel, data in files:
+            head, _, base = rel.rpartition("/")
+            with self.out.sub(head, create=True) as d:
+                if head == repo.METADATA or not d.matches(base, {"bytes": len(data),
+                                                                  "sha256": hashlib.sha256(data).hexdigest()}):
+                    d.write_atomic(base, data, tag="publish")
+        if self.legacy is not None and self.out.lstat(INDEX_NAME) is not None:
+            self.out.unlink(INDEX_NAME)  # migrated: its versions are in the TUF metadata now
+        self.progress(f"metadata: targets version {targets.signed.version}, timestamp version "
+                      f"{timestamp.signed.version}, expires {stamp_time(timestamp.signed.expires)}"
+                      + (", signed" if online else ", unsigned"))
+
+    def versions_bytes(self, path: str) -> bytes:
+        for vs in self.versions.values():
+            for rec in vs.values():
+                if rec["manifest"] == path:
+                    return rec["manifest_bytes"]
+                if rec["signature"] == path:
+                    return rec["signature_bytes"]
+        raise KeyError(path)
 
 
 def _default_publisher() -> str:

@@ -7,12 +7,11 @@ from collections.abc import Iterable
 
 from ..errors import ProviderUnavailableError
 from ..spec import eligible
+from ..spec import FILE_PRECISIONS as PRECISIONS
 from .cache import Cache
 from .config import Deadline, HubError, Progress, first_line, quiet
-from .pull import PRECISIONS, _manifest, find_entry, load
-from . import resolve
-from .source import resolve_source
-from .trust import trusted_key
+from . import plan
+from .pull import load, open_source
 
 
 def session(name: str, source: str | os.PathLike | None = None, providers: Iterable | None = None,
@@ -38,14 +37,9 @@ def session(name: str, source: str | os.PathLike | None = None, providers: Itera
             raise ProviderUnavailableError(
                 f"execution provider {pname} is not available here (available: {', '.join(available)})")
     if precision is None:
-        src = resolve_source(source if source not in (None, "") or not lock else resolve.lock_source(lock))
         with Cache(cache_dir) as cache:
-            key = trusted_key(src, trust)
-            if resolve.wanted([name], lock, key):
-                entry = resolve.resolve(src, cache, [name], lock=lock, key=key, progress=progress,
-                                        root_manifest=lambda: _manifest(src, cache, progress, Deadline())).plans[0].entry
-            else:
-                entry = find_entry(_manifest(src, cache, progress, Deadline()), name, src)
+            _, cat = open_source(source, lock, trust, cache, progress, Deadline(), [name])
+            entry = plan.make(cat, [name], lock=lock, cache=cache, progress=progress)[0].entry
         precision = recommended_precision(entry, batch_size) or "fp32"
     path = load(name, source, precision, cache_dir=cache_dir, progress=progress, lock=lock, trust=trust)
     try:

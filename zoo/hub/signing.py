@@ -142,21 +142,22 @@ def signed_files(entry: dict) -> dict[str, str]:
     return out
 
 
-def sign_version(entry: dict, private_key_path) -> bytes:
+def sign_version(entry: dict, signer) -> bytes:
     """The model_signing bundle (JSON bytes) over every file of ``entry``, from the recorded
-    sha256 of each (the publisher checked them against the files just before)."""
+    sha256 of each (the publisher checked them against the files just before). ``signer``: a
+    :func:`zoo.hub.keys.signer` (the release's targets key)."""
     from model_signing import manifest
     from model_signing._hashing.hashing import Digest
     from model_signing._signing import sign_ec_key, signing
 
-    load_private_key(private_key_path)  # one clear line for a bad key
     items = [manifest.FileManifestItem(path=pathlib.PurePosixPath(ident), digest=Digest("sha256", bytes.fromhex(sha)))
              for ident, sha in sorted(signed_files(entry).items())]
     # The serialization model_signing's own `sign` records for a folder hashed file by file.
     serialization = manifest._FileSerialization("sha256", allow_symlinks=False)
     payload = signing.Payload(manifest.Manifest(entry["model"], items, serialization))
-    sig = sign_ec_key.Signer(Path(private_key_path).expanduser()).sign(payload)
-    return sig.bundle.to_json().encode()
+    ms = sign_ec_key.Signer.__new__(sign_ec_key.Signer)  # its constructor reads an unencrypted file; the key is loaded
+    ms._private_key = signer.zoo_key
+    return ms.sign(payload).bundle.to_json().encode()
 
 
 def verify_version(entry: dict, bundle: bytes, public_key_path, where: str) -> None:
@@ -207,7 +208,7 @@ def verify_index(envelope: dict, public_key_path, where: str) -> None:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    key = load_public_key(public_key_path)
+    key = public_key_path if hasattr(public_key_path, "public_numbers") else load_public_key(public_key_path)
     kid = key_id(key)
     sigs = [s for s in envelope.get("signatures") or [] if isinstance(s, dict) and s.get("keyid") == kid]
     if not envelope.get("signatures"):

@@ -65,8 +65,15 @@ class Source:
         return self.shown
 
     @property
+    def identity(self) -> str:
+        """The source's one normalised name (what trust is bound to): the URL without credentials,
+        scheme and host lowercased, IDNA, default port dropped, dot segments and ``//`` resolved;
+        a folder's real path as a file:// URL."""
+        return self.url
+
+    @property
     def key(self) -> str:
-        return hashlib.sha256(self.shown.encode()).hexdigest()[:16]
+        return hashlib.sha256(self.identity.encode()).hexdigest()[:16]
 
     def _url(self, rel: str) -> str:
         return urllib.parse.urljoin(self.url, urllib.parse.quote(rel))
@@ -279,6 +286,33 @@ def _explain_paths(raw: bytes) -> None:
                 safe_relpath(f["path"], "manifest file")
 
 
+def normal_url(url: str, shown: str) -> str:
+    """One spelling per http(s) source: scheme and host lowercased, the host in IDNA (ASCII), the
+    default port dropped, ``//`` and dot segments resolved, no query or fragment, a final ``/``.
+    ``url`` has no credentials (``strip_credentials``)."""
+    import posixpath
+
+    p = urllib.parse.urlsplit(url)
+    scheme = p.scheme.lower()
+    host = p.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    else:
+        try:
+            host = host.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            raise InputError(f"source {shown!r}: the host is not a valid internationalised domain name") from None
+    port = p.port
+    if port is not None and port != {"http": 80, "https": 443}.get(scheme):
+        host = f"{host}:{port}"
+    path = re.sub(r"/+", "/", p.path or "/")
+    path = posixpath.normpath(path) if path not in ("", "/") else "/"
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    path = path.rstrip("/") + "/"
+    return urllib.parse.urlunsplit((scheme, host, path, "", ""))
+
+
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}(/\S*)?")  # 127.0.0.1:8000/zoo
 
 
@@ -306,8 +340,7 @@ def resolve_source(source: str | os.PathLike | None = None) -> Source:
         if not host:
             raise InputError(f"source {shown!r} has no host")
         clean, creds = strip_credentials(spec)
-        clean = urllib.parse.urlunsplit(urllib.parse.urlsplit(clean)._replace(query="", fragment=""))
-        base = clean if clean.endswith("/") else clean + "/"
+        base = normal_url(clean, shown)
         if base.endswith("/" + mf.MANIFEST_NAME + "/"):
             base = base[: -len(mf.MANIFEST_NAME) - 1]
         return Source(url=base, credentials=creds)
