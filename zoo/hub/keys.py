@@ -50,11 +50,11 @@ def load_private(path):
     try:
         key = serialization.load_pem_private_key(data, None)
     except TypeError:  # encrypted: "Password was not given but private key is encrypted"
+        pw = _passphrase(path)
         try:
-            key = serialization.load_pem_private_key(data, _passphrase(path))
-        except (ValueError, TypeError) as e:
-            raise InputError(f"signing key {path}: cannot decrypt it with the passphrase given "
-                             f"({cut(first_line(e), 100)})") from None
+            key = serialization.load_pem_private_key(data, pw)
+        except (ValueError, TypeError):
+            raise InputError(f"signing key {path}: the passphrase does not decrypt it") from None
     except ValueError as e:
         raise InputError(f"signing key {path}: not a PEM private key ({cut(first_line(e), 120)}); a public key "
                          "(.pub) cannot sign") from None

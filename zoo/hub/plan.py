@@ -99,7 +99,8 @@ def _plain(cat: Catalogue, name: str, spec) -> ModelPlan:
 
 def _target(cat: Catalogue, pair, limit: int, cache) -> bytes:
     """A version's target: from the cache's verified copies when there (offline too), else the source;
-    checked against its TUF length and sha256 either way, and kept in the cache."""
+    checked against its TUF length and sha256 either way (kept by the caller once the whole version
+    verified)."""
     sha = pair[1].hashes["sha256"]
     data = _cached(cache, sha, limit)
     if data is not None:
@@ -113,7 +114,6 @@ def _target(cat: Catalogue, pair, limit: int, cache) -> bytes:
     except OfflineError:
         raise OfflineError(f"{config.OFFLINE_ENV}=1 and the cache holds no verified copy of {pair[0]} from "
                            f"{cat.src}; pull it once online first") from None
-    _keep(cache, sha, data)
     return data
 
 
@@ -157,6 +157,8 @@ def _versioned(cat: Catalogue, name: str, spec, cache) -> ModelPlan:
                                  "(a trust anchor is set)")
         bundle = _target(cat, v.signature, MAX_SIGNATURE_BYTES, cache)
         verify_signature(cat, v, entry, bundle)
+        _keep(cache, v.signature[1].hashes["sha256"], bundle)
+    _keep(cache, v.manifest[1].hashes["sha256"], raw)  # what ZOO_OFFLINE=1 plans from
     return ModelPlan(vm, entry, True, v.version, v.digest, "verified" if cat.trusted else "unverified")
 
 

@@ -257,9 +257,6 @@ class Publication:
                 for r in vs:
                     self._load_one(name, r["version"], r["digest"], r["manifest"], r["manifest_sha256"], None,
                                    r.get("signature"), r.get("signature_sha256"))
-        for name, vs in self.versions.items():
-            if sorted(vs) != list(range(1, len(vs) + 1)):
-                raise repo.TrustStateError(f"{self.where}: {name}'s versions are not 1..{len(vs)}; not publishing into it")
 
     def _load_one(self, name, v, digest, mpath, msha, mlen, spath, ssha) -> None:
         from . import repo
@@ -319,7 +316,8 @@ class Publication:
             if known is None:
                 if self.labels is not None and len(self.labels) != e["num_classes"]:
                     raise InputError(f"--labels holds {len(self.labels)} label(s); {name} has {e['num_classes']} classes")
-                rec = {"version": len(versions) + 1, "digest": digest, "published_at": stamp_time(now()),
+                # max + 1: versions dropped from a signed release (--drop-unverified) keep their numbers
+                rec = {"version": max(versions, default=0) + 1, "digest": digest, "published_at": stamp_time(now()),
                        "published_by": self.publisher or _default_publisher(), "license": self.license,
                        "labels": self.labels, "signed_by": self._signer_id()}
                 entry = dict({k: v for k, v in e.items() if k != "release"}, release=rec)
@@ -374,12 +372,6 @@ class Publication:
             del self.versions[name][v]
             if not self.versions[name]:
                 del self.versions[name]
-        for name, vs in self.versions.items():
-            if sorted(vs) != list(range(1, len(vs) + 1)):
-                from . import repo
-
-                raise repo.TrustStateError(f"{name}: dropping unverified versions would leave a gap in its version "
-                                           "numbers; publish from the build that made them instead")
 
     def _latest(self, name: str) -> dict:
         vs = self.versions[name]

@@ -84,6 +84,7 @@ def rotate(to, *, root_keys=(), new_root_keys=(), threshold: int | None = None, 
             if resign_targets:
                 targets = Metadata.from_bytes(st.targets.to_bytes())
                 targets.signed.version += 1
+                files += _resign_bundles(out, targets.signed, new.targets[0], progress)
                 repo.sign(targets, new.targets, "targets", r.roles["targets"].threshold)
                 files.append((repo.meta_name("targets", targets.signed.version), repo.to_bytes(targets)))
             snap = Metadata(Snapshot(version=st.snapshot.signed.version + 1, spec_version=repo.SPEC_VERSION,
@@ -97,14 +98,40 @@ def rotate(to, *, root_keys=(), new_root_keys=(), threshold: int | None = None, 
             repo.sign(ts, [online], "timestamp", 1)
             files += [(repo.meta_name("snapshot", snap.signed.version), repo.to_bytes(snap)),
                       (repo.meta_name("timestamp"), repo.to_bytes(ts))]
-        with out.sub(repo.METADATA) as md:
-            for rel, data in files:
-                md.write_atomic(rel.rsplit("/", 1)[1], data, tag="rotate")
+        for rel, data in files:  # bundles first, the metadata that names them after, timestamp last
+            head, _, base = rel.rpartition("/")
+            with out.sub(head, create=True) as d:
+                d.write_atomic(base, data, tag="rotate")
         progress(f"root version {r.version}: root keys {', '.join(k[:12] for k in r.roles['root'].keyids)} "
                  f"(threshold {r.roles['root'].threshold})")
         return {"to": str(dest), "root_version": r.version, "root_keyids": list(r.roles["root"].keyids),
                 "root_threshold": r.roles["root"].threshold, "targets_keyids": list(r.roles["targets"].keyids),
                 "timestamp_keyids": list(r.roles["timestamp"].keyids)}
+
+
+def _resign_bundles(out, targets, content_signer, progress) -> list[tuple[str, bytes]]:
+    """A new targets key re-signs every version's OpenSSF model signature (clients check bundles
+    with the targets keys the newest root names), each checked against its pinned manifest first."""
+    from ..builder import manifest as mf
+    from . import signing
+    from .release import version_digest
+
+    files = []
+    for name, vs in repo.versions_of_targets(targets.targets).items():
+        for v, rec in sorted(vs.items()):
+            path, tf = rec["manifest"]
+            raw = out.read_bytes(path, tf.length)
+            tf.verify_length_and_hashes(raw)  # the signed metadata pins it: re-signing vouches for nothing new
+            entry = mf.parse(raw, str(out.path / path))["models"][0]
+            if version_digest(entry["files"]) != rec["digest"]:
+                raise repo.TrustStateError(f"{out.path / path} is not {name} version {v}; not re-signing it")
+            bundle = signing.sign_version(entry, content_signer)
+            spath = path.rsplit("/", 1)[0] + "/" + signing.SIGNATURE_NAME
+            tfs = repo.target_file(spath, bundle, {"model": name, "version": v, "kind": "signature"})
+            targets.targets[spath] = tfs
+            files += [(spath, bundle), (repo.hashed_name(spath, tfs.hashes["sha256"]), bundle)]
+            progress(f"{name}: version {v} re-signed with the new targets key")
+    return files
 
 
 __all__ = ["rotate"]

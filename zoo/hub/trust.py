@@ -76,13 +76,13 @@ def _load() -> dict:
         raise TrustStoreError(f"{p}: a trust store of an older zoo (store_version {data.get('store_version', 1)!r}); "
                               "remove it and run `zoo trust add` again with the publisher's root.json or key")
     if not isinstance(data.get("require"), bool):
-        raise TrustStoreError(f"{p}: 'require' is not true or false; fix or remove it")
+        raise TrustStoreError(f"{p}: damaged trust store ('require' is not true or false); fix or remove it")
     for ident, rec in data["sources"].items():
         ok = (isinstance(rec, dict) and rec.get("kind") in ("root", "key") and isinstance(rec.get("anchor"), str)
               and rec["anchor"] == f"trust/{_slot(ident)}/anchor.{'json' if rec['kind'] == 'root' else 'pem'}")
         if not ok:
-            raise TrustStoreError(f"{p}: the entry for {cut(ident, 80)} is damaged; remove it (`zoo trust remove`) "
-                                  "and add it again")
+            raise TrustStoreError(f"{p}: damaged trust store (the entry for {cut(ident, 80)}); remove it "
+                                  "(`zoo trust remove`) and add it again")
     return data
 
 
