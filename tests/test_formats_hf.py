@@ -129,7 +129,7 @@ def test_a_folder_exported_from_a_signed_mirror_carries_its_release(formats_buil
     the OpenSSF signature that `zoo publish --sign-key` wrote, without being handed them."""
     from zoo import hub
     from zoo.formats.hf import SIGNATURE_FILE, export_hf
-    from zoo.hub.signing import keygen
+    from zoo.hub import keygen
 
     keygen(tmp_path / "zoo.key")
     mirror = tmp_path / "mirror"

@@ -27,7 +27,7 @@ _COMMAND = "zoo.command"  # ctx.meta key: the full path of the command being run
 # Where a missing package comes from: the builder's toolchain, or ONNX Runtime (cpu or gpu, never both).
 INSTALL_HINTS = {**dict.fromkeys(("torch", "onnxscript", "onnx_ir", "safetensors", "mnist1d"), install_hint("build")),
                  **dict.fromkeys(("oras", "huggingface_hub", "tritonclient"), install_hint("publish")),
-                 **dict.fromkeys(("model_signing", "cryptography"), install_hint("sign")),
+                 **dict.fromkeys(("model_signing", "cryptography", "securesystemslib"), install_hint("sign")),
                  "onnxruntime": install_hint("cpu") + ", or the gpu extra for onnxruntime-gpu"}
 
 
