@@ -7,8 +7,10 @@ Not a test (pytest does not collect it); the measurement of docs/releases.md, re
 Without --artifacts it builds the model first (fp32, no parity matrix, no benchmark). It publishes
 the build twice (unsigned; signed with a fresh key), then pulls from each into a fresh cache,
 interleaved round by round (alternating which goes first) so both see the same machine, once from the folder and once over
-HTTP on 127.0.0.1; the signed pull runs with ``trust=`` (the index's signature, expiry and
-counter, the version manifest's sha256, the OpenSSF model signature, then every file's sha256).
+HTTP on 127.0.0.1; the trusted pull runs with ``trust=`` the mirror's root.json (python-tuf's
+refresh: root, timestamp, snapshot, targets; the version manifest against its target hash; the
+OpenSSF model signature against the targets key; then every file's sha256), each with a fresh
+trust state (the config folder), so the whole TUF refresh is counted every time.
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ def main() -> None:
     ap.add_argument("--model", default="dense_b7")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
+    import os
+
     from zoo import hub
-    from zoo.hub import resolve
+    from zoo.hub import metadata, plan, trust
 
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-sign-"))
     arts = args.artifacts
@@ -54,9 +58,12 @@ def main() -> None:
         arts = work / "build"
         subprocess.run([sys.executable, "-m", "zoo", "build", args.model, "--precision", "fp32", "--no-verify",
                         "--no-bench", "--artifacts", str(arts)], check=True)
-    keys = hub.keygen(work / "zoo.key")
+    (work / "keys").mkdir()
+    keys = {k["role"]: k for k in hub.keygen_publisher(work / "keys")}
     hub.publish(arts, work / "plain", [args.model], license="Apache-2.0")
-    hub.publish(arts, work / "signed", [args.model], license="Apache-2.0", sign_key=keys["private_key"])
+    hub.publish(arts, work / "signed", [args.model], license="Apache-2.0", root_keys=[keys["root"]["private_key"]],
+                targets_keys=[keys["targets"]["private_key"]], online_key=keys["online"]["private_key"])
+    root = str(work / "signed" / "metadata" / "1.root.json")
     servers = {k: serve(work / k) for k in ("plain", "signed")}
     size = (arts / args.model / "model.onnx").stat().st_size
     times: dict[str, list[float]] = {}
@@ -66,15 +73,18 @@ def main() -> None:
             for kind in ("plain", "signed")[:: 1 if r % 2 == 0 else -1]:  # alternate who goes first
                 n += 1
                 src = str(work / kind) if how == "folder" else servers[kind][1]
+                os.environ["ZOO_CONFIG"] = str(work / f"config{n}")  # no earlier trusted state
                 t = time.perf_counter()
                 res = hub.pull([args.model], src, "fp32", cache_dir=work / f"cache{n}",
-                               trust=keys["public_key"] if kind == "signed" else None)
+                               trust=root if kind == "signed" else None)
                 times.setdefault(f"{how}/{kind}", []).append(time.perf_counter() - t)
                 assert res[0].status == "downloaded"
                 shutil.rmtree(work / f"cache{n}")
-        t = time.perf_counter()  # the trust checks alone: index, version manifest, model signature
-        with hub.Cache(work / "cache-check") as cache:
-            resolve.resolve(hub.resolve_source(servers["signed"][1]), cache, [args.model], key=keys["public_key"])
+        os.environ["ZOO_CONFIG"] = str(work / f"config-check{r}")
+        t = time.perf_counter()  # the trust checks alone: TUF refresh, version manifest, model signature
+        src = hub.resolve_source(servers["signed"][1])
+        cat = metadata.open_catalogue(src, trust.anchor_for(src, root))
+        plan.make(cat, [args.model])
         times.setdefault("http/trust_checks_only", []).append(time.perf_counter() - t)
     out = {"model": args.model, "model_bytes": size, "rounds": args.rounds,
            "median_s": {k: round(statistics.median(v), 4) for k, v in times.items()}}
