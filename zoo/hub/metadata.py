@@ -19,7 +19,6 @@ fetch a version's manifest and signature verified against their TUF target hashe
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 import urllib.parse
 from dataclasses import dataclass, field

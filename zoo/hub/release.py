@@ -1,4 +1,4 @@
-"""Versioned, immutable releases in a mirror: content-addressed files, a version list, an index.
+"""Versioned, immutable releases in a mirror: content-addressed files, versions, TUF metadata.
 
 A mirror that ``zoo publish`` writes::
 
@@ -7,15 +7,14 @@ A mirror that ``zoo publish`` writes::
                                          replaced by rename when a new version is published)
     blobs/sha256/<2 hex>/<sha256>        every file of every version, by content; never rewritten
     releases/dense_b0/<V>/manifest.json  version V: the manifest of that one model, with its release
-                                         record; written once, never rewritten
-    releases/dense_b0/<V>/model.sig      version V's OpenSSF model signature (with --sign-key)
-    index.json                           every version of every model (number, digest, sha256 of its
-                                         manifest and signature), a counter and an expiry; signed
-                                         with --sign-key
+                                         record; written once, never rewritten (a TUF target)
+    releases/dense_b0/<V>/model.sig      version V's OpenSSF model signature (a TUF target)
+    metadata/                            the TUF repository (:mod:`zoo.hub.repo`)
 
 A version is a monotonic integer per model name and a digest of its files (``sha256:`` over the
 sorted (path, bytes, sha256) list): publishing the same files again changes nothing; other bytes
-make version N+1. The zoo's client reads versioned mirrors through :mod:`zoo.hub.resolve`.
+make the next version. Clients read versioned mirrors through :mod:`zoo.hub.metadata`. An older
+zoo's ``index.json`` is parsed here too, to be read with a note and migrated.
 """
 
 from __future__ import annotations
@@ -28,8 +27,8 @@ import re
 from ..builder import manifest as mf
 from ..errors import InputError, ManifestError, cut
 from ..jsonio import dumps as strict_json
-from . import config
-from .config import HubError, IntegrityError, Progress
+from . import config, repo
+from .config import IntegrityError, Progress
 from .paths import Dir, copy_verified, safe_name
 
 INDEX_NAME = "index.json"
@@ -190,8 +189,6 @@ class Publication:
     def __init__(self, out: Dir, header: dict, *, ring=None, license=None, labels=None, publisher=None,
                  online_days: float | None = None, targets_days: float | None = None, renew_index: bool = False,
                  drop_unverified: bool = False, progress: Progress = config.quiet):
-        from . import repo
-
         self.out, self.header, self.progress = out, header, progress
         self.ring = ring or repo.Keyring()
         self.license, self.labels, self.publisher = license, labels, publisher
@@ -231,7 +228,7 @@ class Publication:
         self.progress(f"note: {self.out.path / INDEX_NAME} is a pre-TUF index; "
                       + ("migrating it to TUF metadata" if self.ring.any else "keeping its versions"))
         if env["signatures"]:
-            from . import repo, signing
+            from . import signing
 
             if not self.ring.content_signer:
                 raise InputError(f"{self.out.path / INDEX_NAME} is signed; give its key (--sign-key) to publish into it")
@@ -243,8 +240,6 @@ class Publication:
         self.legacy = env
 
     def _load_versions(self) -> None:
-        from . import repo
-
         if self.state is not None and self.state.targets is not None:
             for name, vs in self.state.versions().items():
                 for v, rec in sorted(vs.items()):
@@ -259,8 +254,6 @@ class Publication:
                                    r.get("signature"), r.get("signature_sha256"))
 
     def _load_one(self, name, v, digest, mpath, msha, mlen, spath, ssha) -> None:
-        from . import repo
-
         bad = repo.TrustStateError
         safe_name(name, f"{self.where}: model name")
         if mpath != f"{version_dir(name, v)}/{mf.MANIFEST_NAME}":
@@ -292,8 +285,6 @@ class Publication:
                                                  "manifest_bytes": raw, "signature": spath, "signature_bytes": sig}
 
     def _read(self, rel: str, limit: int) -> bytes:
-        from . import repo
-
         try:
             return self.out.read_bytes(rel, limit)
         except FileNotFoundError:
@@ -360,9 +351,7 @@ class Publication:
                                   f"(license {(rec['entry'].get('release') or {}).get('license')!r} as published)")
                     continue
                 if not self.drop_unverified:
-                    from . import repo
-
-                    raise repo.TrustStateError(
+                                raise repo.TrustStateError(
                         f"{name} version {v} in {self.where} is unsigned and the artifacts folder does not hold its "
                         "files: signing it would vouch for bytes the publisher never checked; publish from the build "
                         "that made it, or give --drop-unverified to leave it out of the signed release")
@@ -397,7 +386,6 @@ class Publication:
     def write(self, src_root: Dir) -> list[dict]:
         """Blobs, version manifests and signatures, then the metadata (targets, snapshot, root,
         timestamp last: readers see a version only when everything it names is in place)."""
-        from . import repo
         from .signing import SIGNATURE_NAME, sign_version
 
         self.needs_keys()
@@ -429,8 +417,6 @@ class Publication:
         return rows
 
     def targets(self) -> dict:
-        from . import repo
-
         out = {}
         for name, vs in sorted(self.versions.items()):
             for v, rec in sorted(vs.items()):
@@ -443,8 +429,6 @@ class Publication:
 
     def _write_metadata(self, changed: bool) -> None:
         from tuf.api.metadata import Metadata, MetaFile, Snapshot, Targets, Timestamp
-
-        from . import repo
 
         ring, st = self.ring, self.state
         adopting = ring.any and (st is None or not st.signed)

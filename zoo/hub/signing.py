@@ -1,4 +1,4 @@
-"""Keys and signatures: OpenSSF model signing for each model version, ECDSA for the mirror's index.
+"""Signatures: OpenSSF model signing for each model version (and the pre-TUF index, read for migration).
 
 No cryptography is written here. A model version is signed with ``model_signing`` (a Sigstore
 bundle whose DSSE envelope carries an in-toto statement listing every file's sha256; key-based,
@@ -6,9 +6,8 @@ elliptic-curve, offline), in exactly the format its own command line verifies::
 
     model_signing verify key --signature releases/NAME/V/model.sig --public_key KEY.pub VIEW/NAME
 
-The index (``index.json``) is signed with ECDSA from ``cryptography`` over its canonical JSON.
-Keys are PEM files: a private key (``zoo keygen``, or ``openssl ecparam -name prime256v1 -genkey``)
-and its public key.
+An older zoo's ``index.json`` (ECDSA from ``cryptography`` over its canonical JSON) is verified
+here when a publisher migrates it to TUF metadata. Keys: :mod:`zoo.hub.keys`.
 
 ``model_signing`` keeps its bundle reader, key signer and verifier in ``model_signing._signing``;
 they are used here (and only here) because its public ``verifying.Config`` insists on hashing files
@@ -19,9 +18,7 @@ pinned in constraints.txt and ``tests/test_releases.py`` checks the result with 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import os
 import pathlib
 import tempfile
 from pathlib import Path
@@ -54,76 +51,6 @@ def _read_key_file(path, what: str) -> bytes:
     if len(data) > MAX_KEY_BYTES:
         raise InputError(f"{what} {p} is larger than {MAX_KEY_BYTES:,} bytes; not a PEM key")
     return data
-
-
-def load_private_key(path):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    data = _read_key_file(path, "signing key")
-    try:
-        key = serialization.load_pem_private_key(data, None)
-    except (ValueError, TypeError) as e:
-        raise InputError(f"signing key {path}: not an unencrypted PEM private key ({cut(first_line(e), 120)})") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in CURVES:
-        raise InputError(f"signing key {path}: not an elliptic-curve key on {', '.join(CURVES)}")
-    return key
-
-
-def load_public_key(path):
-    """The public key in the PEM file ``path`` (a private key's file is refused: trust needs no secret)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    data = _read_key_file(path, "public key")
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as e:
-        raise InputError(f"public key {path}: not a PEM public key ({cut(first_line(e), 120)})") from None
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in CURVES:
-        raise InputError(f"public key {path}: not an elliptic-curve key on {', '.join(CURVES)}")
-    return key
-
-
-def public_pem(key) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    pub = key.public_key() if hasattr(key, "public_key") else key
-    return pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def key_id(key) -> str:
-    """``sha256:`` of the public key's DER encoding (what the records name a key by)."""
-    from cryptography.hazmat.primitives import serialization
-
-    pub = key.public_key() if hasattr(key, "public_key") else key
-    der = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(der).hexdigest()
-
-
-def keygen(out: str | os.PathLike) -> dict:
-    """Write an ECDSA P-256 key pair: ``OUT`` (private, mode 0600) and ``OUT.pub`` (public).
-    Neither file may exist yet."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    priv_path = Path(out).expanduser()
-    pub_path = priv_path.with_name(priv_path.name + ".pub")
-    for p in (priv_path, pub_path):
-        if os.path.lexists(p):
-            raise InputError(f"{p} already exists; refusing to overwrite a key")
-    if not priv_path.parent.is_dir():
-        raise InputError(f"folder {priv_path.parent} does not exist")
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    fd = os.open(pub_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(public_pem(key))
-    return {"private_key": str(priv_path), "public_key": str(pub_path), "key_id": key_id(key)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,7 +92,9 @@ def verify_version(entry: dict, bundle: bytes, public_key_path, where: str) -> N
     ``public_key_path`` over exactly the files (identifiers and sha256) that ``entry`` lists."""
     from model_signing._signing import sign_ec_key, sign_sigstore_pb
 
-    load_public_key(public_key_path)
+    from .keys import load_public
+
+    load_public(public_key_path)
     if len(bundle) > MAX_SIGNATURE_BYTES:
         raise SignatureError(f"{where}: larger than {MAX_SIGNATURE_BYTES:,} bytes; not a signature")
     with tempfile.TemporaryDirectory(prefix="zoo-sig-") as tmp:  # model_signing reads bundles from a path
@@ -194,21 +123,14 @@ def canonical(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 
-def sign_index(signed: dict, private_key_path) -> dict:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = load_private_key(private_key_path)
-    sig = key.sign(canonical(signed), ec.ECDSA(hashes.SHA256()))
-    return {"signed": signed, "signatures": [{"keyid": key_id(key), "sig": base64.b64encode(sig).decode()}]}
-
-
 def verify_index(envelope: dict, public_key_path, where: str) -> None:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    key = public_key_path if hasattr(public_key_path, "public_numbers") else load_public_key(public_key_path)
+    from .keys import key_id, load_public
+
+    key = public_key_path if hasattr(public_key_path, "public_numbers") else load_public(public_key_path)
     kid = key_id(key)
     sigs = [s for s in envelope.get("signatures") or [] if isinstance(s, dict) and s.get("keyid") == kid]
     if not envelope.get("signatures"):
@@ -222,5 +144,5 @@ def verify_index(envelope: dict, public_key_path, where: str) -> None:
         raise SignatureError(f"{where}: the signature does not match its content (tampered); refusing it") from None
 
 
-__all__ = ["SIGNATURE_NAME", "SignatureError", "canonical", "key_id", "keygen", "load_private_key",
-           "load_public_key", "sign_index", "sign_version", "signed_files", "verify_index", "verify_version"]
+__all__ = ["SIGNATURE_NAME", "SignatureError", "canonical", "sign_version", "signed_files", "verify_index",
+           "verify_version"]
