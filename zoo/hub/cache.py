@@ -30,7 +30,7 @@ from ..fsutil import TMP_PREFIX
 from . import config
 from .config import CACHE_ENV, HubError, Progress, UnsafePathError, first_line, quiet
 from .paths import Dir, safe_name
-from .source import parse_manifest
+from .entries import parse_manifest
 
 _SHA = re.compile(r"[0-9a-f]{64}")
 

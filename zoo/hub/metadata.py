@@ -284,7 +284,7 @@ def _catalogue(src, kind, trusted, targets, read, root, timestamp) -> Catalogue:
 
 
 def _cached_manifest(src, cache) -> dict:
-    from .source import parse_manifest
+    from .entries import parse_manifest
 
     where = str(cache.source_key_path(src.key))
     try:

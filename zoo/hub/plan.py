@@ -17,7 +17,7 @@ from . import config, lockfile, release
 from .config import IntegrityError, OfflineError, Progress, UnknownModelError
 from .metadata import Catalogue, Version, verify_signature
 from .signing import MAX_SIGNATURE_BYTES, SignatureError
-from .source import parse_manifest
+from .entries import parse_manifest
 
 
 @dataclass
