@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ..errors import InputError, cut
-from ..fsutil import atomic_write_bytes
+from ..fsutil import MissingInputError, atomic_write_bytes, read_input
 from .source import Source, resolve_source
 
 TRUST_ENV = "ZOO_TRUST"
@@ -33,10 +33,12 @@ def config_dir() -> Path:
 def _load() -> dict:
     p = config_dir() / TRUST_FILE
     try:
-        data = json.loads(p.read_bytes()[: 1 << 20])
-    except FileNotFoundError:
+        data = json.loads(read_input(p, 1 << 20, "trust settings"))
+    except MissingInputError:
         return {"sources": {}}
-    except (OSError, ValueError) as e:
+    except InputError as e:  # a FIFO, a device, too large: one line, never a block
+        raise InputError(f"{e}; fix or remove it") from None
+    except (ValueError, RecursionError) as e:
         raise InputError(f"{p}: unreadable trust settings ({cut(e, 100)}); fix or remove it") from None
     if not isinstance(data, dict) or not isinstance(data.get("sources"), dict):
         raise InputError(f"{p}: not a zoo trust file; fix or remove it")
