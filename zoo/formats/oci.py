@@ -339,6 +339,8 @@ class OciSource:
                         raise IntegrityError(f"{where} is larger than the {limit:,} bytes expected; refusing it")
                     budget.check(where)
                     (sink or buf.extend)(block)
+                if watch.fired:  # cut off: what arrived may look whole (headers ended by the shutdown)
+                    budget.expire(where)
             except Exception as e:  # noqa: BLE001 - requests raises several types mid-body
                 if isinstance(e, IntegrityError):
                     raise
