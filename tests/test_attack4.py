@@ -414,3 +414,101 @@ def test_zoo_verify_refuses_an_unknown_name_before_any_note(built):
     assert "unknown model 'dense_b9'" in r.stderr and "note:" not in r.stderr
     r = CliRunner().invoke(cli, ["verify", "dense_b0", "--artifacts", str(built), "--runtimes", "deno"])
     assert r.exit_code == 2 and "note:" not in r.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# 32.18: the mechanisms no test held: the copy-time sha256, the reserved temporary name, the deadline
+# of a local source while it streams
+
+
+def test_a_copy_whose_bytes_differ_from_the_record_is_never_renamed_into_place(tmp_path, canary):
+    """``copy_verified`` checks what it copied (a file may change between its check and its copy):
+    bytes of the right size but another sha256 leave nothing, not even a temporary file."""
+    from zoo.fsutil import TMP_PREFIX
+    from zoo.hub.config import IntegrityError
+    from zoo.hub.paths import Dir, copy_verified
+
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"a" * 100)
+    dest = tmp_path / "dest"
+    other = {"path": "m/x.bin", "bytes": 100, "sha256": hashlib.sha256(b"b" * 100).hexdigest()}
+    with Dir.open_root(dest, "test", create=True) as d, open(src, "rb") as fh:
+        with pytest.raises(IntegrityError, match="changed while it was copied"):
+            copy_verified(fh, d, "m/x.bin", other, tag="test")
+    assert not (dest / "m" / "x.bin").exists() and list(dest.rglob(TMP_PREFIX + "*")) == []
+    same = dict(other, sha256=hashlib.sha256(b"a" * 100).hexdigest())
+    with Dir.open_root(dest, "test") as d, open(src, "rb") as fh:
+        copy_verified(fh, d, "m/x.bin", same, tag="test")
+    assert (dest / "m" / "x.bin").read_bytes() == b"a" * 100
+
+
+def test_a_listed_file_with_the_zoos_temporary_name_is_refused(mirror, tmp_path):
+    """A file named like the zoo's own temporary files (``.zoo-tmp-*``) could be swept away as a
+    leftover or collide with a write in progress: a manifest listing one is refused, although the
+    file is there with the listed bytes."""
+    src = copy_tree(mirror, tmp_path / "src")
+    m = json.loads((src / "manifest.json").read_text())
+    rec = next(f for f in m["models"][0]["files"] if f["path"] == TEST_IN)
+    reserved = f"{MODEL}/test_data_set_0/.zoo-tmp-input_1.pb"
+    (src / reserved).write_bytes((src / TEST_IN).read_bytes())
+    m["models"][0]["files"].append(dict(rec, path=reserved))
+    (src / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(hub.UnsafePathError, match="temporary files"):
+        hub.pull(MODEL, str(src), with_test_data=True, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "models").exists()
+
+
+def test_the_deadline_bounds_a_local_source_while_it_streams(mirror, tmp_path):
+    """A folder source streams under the pull's deadline too (a slow or stalled file system is
+    given up at the deadline, not waited for): a file streamed after its deadline is refused."""
+    import tempfile
+
+    from zoo.hub.config import Deadline, SourceError
+    from zoo.hub.source import resolve_source
+
+    src = resolve_source(str(mirror))
+    rec = next(f for f in json.loads((mirror / "manifest.json").read_text())["models"][0]["files"]
+               if f["path"] == MODEL_PATH)
+    spent = Deadline(0.05)
+    time.sleep(0.1)
+    with tempfile.TemporaryFile() as f:
+        with pytest.raises(SourceError, match="deadline of 0.05 s"):
+            src.fetch_into(rec, f, budget=spent)
+        src.fetch_into(rec, f, budget=Deadline(30))
+        f.seek(0)
+        assert hashlib.sha256(f.read()).hexdigest() == rec["sha256"]
+
+
+# --------------------------------------------------------------------------------------------------
+# 32.19: a lockfile whose version the source no longer serves is refused
+
+
+@pytest.mark.timeout(60)
+def test_a_source_that_changed_since_the_lockfile_is_refused(mirror, tmp_path):
+    from zoo.hub.config import IntegrityError
+    from zoo.hub.lockfile import check_entry, lock_record, write_lock
+
+    entry = json.loads((mirror / "manifest.json").read_text())["models"][0]
+    pinned = lock_record(entry)
+    check_entry(entry, pinned, "here")  # the same version: accepted
+    for change in ("sha256", "bytes", "extra", "digest"):
+        other = json.loads(json.dumps(pinned))
+        if change == "sha256":
+            other["files"][0]["sha256"] = "0" * 64
+        elif change == "bytes":
+            other["files"][0]["bytes"] += 1
+        elif change == "extra":
+            other["files"].append(dict(other["files"][0], path=f"{MODEL}/more.bin"))
+        else:
+            other["digest"] = "sha256:" + "0" * 64
+        with pytest.raises(IntegrityError, match="is not the locked"):
+            check_entry(entry, other, "here")
+    # end to end: a lockfile that pins the mirror's version by its digest, but other bytes for a file
+    lock = tmp_path / "zoo.lock"
+    data = write_lock(lock, str(mirror), [entry])
+    rec = next(f for f in data["models"][MODEL]["files"] if f["path"] == TEST_IN)
+    rec["sha256"] = hashlib.sha256(b"other test input").hexdigest()
+    lock.write_text(json.dumps(data))
+    r = run_zoo("pull", "--lock", lock, "--with-test-data", "--cache-dir", tmp_path / "cache")
+    one_line(r, 1, "is not the locked")
+    assert not (tmp_path / "cache" / "models").exists()
