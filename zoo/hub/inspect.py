@@ -3,8 +3,10 @@
 The file must be a non-empty regular file (a FIFO or device is refused before it is opened for
 reading, so it cannot block); its nodes and tensors are counted on the wire bytes and a model with
 more than :data:`MAX_ENTRIES` is refused before it is parsed (parsing a million tiny initializers
-costs tens of times the file's size); it is then parsed from bytes, passed through
-``onnx.checker`` and typed guards before any field is read. External data is reported and must
+costs tens of times the file's size). The file is mapped, never read whole: its structure is
+parsed from a copy of the wire without the initializers' data (their pages are never touched),
+its sha256 is streamed, and ``onnx.checker`` reads the file itself; typed guards come before any
+field is read. External data is reported and must
 stay in the model's folder, through no link. Text that is not UTF-8 (protobuf's proto2 strings
 may hold any bytes) is shown with replacement characters.
 
