@@ -43,6 +43,7 @@ def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, r
     A provider or runtime named in ``providers``/``runtimes`` that is not available here raises
     ``ProviderUnavailableError`` before any work; by default only the available ones are used.
     """
+    manifest_path = artifacts / mf.MANIFEST_NAME
     manifest, names = checked_names(artifacts, names, progress)
     py_runtimes = None if runtimes is None else [r for r in runtimes if r not in (*JS_RUNTIMES, *C_RUNTIMES)]
     js_runtimes = [r for r in JS_RUNTIMES if runtimes is None or r in runtimes]
