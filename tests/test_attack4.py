@@ -83,7 +83,7 @@ def specials(tmp_path):
         sock.close()
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(30, func_only=True)
 def test_read_input_refuses_what_is_not_a_small_regular_file_at_once(specials, tmp_path):
     import resource
 
@@ -129,7 +129,7 @@ def _small_input_commands(mirror, built, tmp_path, bad: Path) -> dict[str, tuple
     }
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(180, func_only=True)
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
 def test_a_fifo_or_dev_zero_as_any_small_input_is_one_line_at_once(mirror, built, tmp_path, specials, canary, kind):
     """A FIFO blocked these commands forever, /dev/zero ran them out of memory (exit 4): each is now
@@ -153,7 +153,7 @@ def test_a_fifo_or_dev_zero_as_any_small_input_is_one_line_at_once(mirror, built
     assert published == [], published  # (publish --sign-key makes its empty --to folder first: the lead's rewrite)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(60, func_only=True)
 def test_a_3_gb_sparse_lockfile_is_refused_before_it_is_read(tmp_path, specials):
     r = run_zoo("pull", "--lock", specials["sparse-3GB"], "--cache-dir", tmp_path / "cache")
     one_line(r, 2, "larger than", "refusing to read it")
@@ -191,7 +191,7 @@ def _trickle_body(send, body, stop):
         send(body[i:i + 1])
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(90, func_only=True)
 @pytest.mark.parametrize("attack", ["headers", "body"])
 def test_an_oci_pull_ends_within_the_commands_deadline_whatever_the_registry_trickles(mirror, tmp_path, attack,
                                                                                       canary):
@@ -226,7 +226,7 @@ def test_an_oci_pull_ends_within_the_commands_deadline_whatever_the_registry_tri
     assert not (tmp_path / "cache" / "models").exists()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(60, func_only=True)
 @pytest.mark.parametrize("shape", ["nested", "wide", "odd-types"])
 def test_a_hostile_oci_manifest_is_one_line(tmp_path, shape):
     root = tmp_path / "registry"
@@ -263,7 +263,7 @@ def test_a_version_in_unicode_digits_is_bad_input(mirror, tmp_path, ref):
 # 32.9: exports never write through a link planted at TO/NAME
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120, func_only=True)
 @pytest.mark.parametrize("fmt, folder", [("hf", MODEL), ("triton", f"{MODEL}_fp32")])
 @pytest.mark.parametrize("plant", ["link", "dangling"])
 def test_an_export_never_writes_through_a_link_at_the_model_folder(built, tmp_path, canary, fmt, folder, plant):
@@ -298,7 +298,7 @@ def test_the_command_words_of_an_early_interrupt_match_the_cli():
     assert command_words(["--version"]) == ""
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120, func_only=True)
 def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path):
     """A real SIGINT at several moments of the start-up (Python itself is up: the child says so
     before it imports the zoo), repeated: always ``Error: zoo pull: interrupted``, exit 130."""
@@ -324,7 +324,7 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path):
 # 32.13: OpenVINO's telemetry writes nothing in $HOME
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120, func_only=True)
 def test_openvino_writes_nothing_in_home(built, tmp_path):
     """What `zoo verify --runtimes openvino` runs (the OpenVINO runner on a model), in a process
     whose HOME is a temporary folder: the folder stays empty (openvino's import wrote
@@ -345,7 +345,7 @@ def test_openvino_writes_nothing_in_home(built, tmp_path):
 # 32.14: zoo info never holds the model's weights
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120, func_only=True)
 def test_zoo_info_never_reads_the_initializers_data_into_memory(tmp_path):
     """A model with one 32 MiB tensor: describing it allocates (in Python) under a tenth of the file,
     where reading the file whole allocated all of it; the checker reads the file itself (C++)."""
@@ -483,7 +483,7 @@ def test_the_deadline_bounds_a_local_source_while_it_streams(mirror, tmp_path):
 # 32.19: a lockfile whose version the source no longer serves is refused
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(60, func_only=True)
 def test_a_source_that_changed_since_the_lockfile_is_refused(mirror, tmp_path):
     from zoo.hub.config import IntegrityError
     from zoo.hub.lockfile import check_entry, lock_record, write_lock

@@ -133,7 +133,7 @@ def test_a_view_folder_replaced_by_a_link_is_never_written_through(server, mirro
     assert hub.load(MODEL, server.url, cache_dir=cache).is_file()
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(30, func_only=True)
 def test_a_fifo_named_manifest_json_does_not_block(mirror, tmp_path):
     src = copy_tree(mirror, tmp_path / "src")
     (src / "manifest.json").unlink()
@@ -148,7 +148,7 @@ def test_a_fifo_named_manifest_json_does_not_block(mirror, tmp_path):
 # 2. Bounded time; per-artifact locks; no lock for readers
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120, func_only=True)
 def test_a_trickling_server_is_given_up_while_another_process_reads_the_cache(server, mirror, tmp_path):
     cache = tmp_path / "cache"
     hub.load(MODEL, server.url, cache_dir=cache)  # version 1 is cached
@@ -183,7 +183,7 @@ def test_a_trickling_server_is_given_up_while_another_process_reads_the_cache(se
     assert list(cache.rglob(TMP_PREFIX + "*")) == []
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(30, func_only=True)
 def test_a_pull_has_an_overall_deadline(server, tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_DEADLINE", "1.5")
     monkeypatch.setenv("ZOO_SPEED_LIMIT", "0")  # no floor: only the deadline ends it
@@ -201,7 +201,7 @@ def test_bad_time_settings_are_bad_input(server, tmp_path, monkeypatch, var, val
         hub.load(MODEL, server.url, cache_dir=tmp_path / "cache")
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(60, func_only=True)
 def test_a_lock_held_on_one_blob_does_not_stop_another_model(server, mirror, tmp_path, monkeypatch):
     """Locks are per blob: a writer stuck on the test output's blob (holding the cache's own lock
     for it) stops no pull of other blobs, and stops the pull that needs that blob until its

@@ -70,7 +70,7 @@ def test_wrong_json_types_are_one_line_manifest_errors(server, tmp_path, path, v
     (b'{"schema_version": 1, "models": [], "x": ' + b"9" * 400 + b"}", "integer out of range"),
     (b'{"schema_version": 1, "models": [], "x": NaN}', "NaN is not allowed"),
 ])
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(60, func_only=True)
 def test_hostile_manifests_are_refused_in_bounded_time_online_and_offline(server, tmp_path, monkeypatch, raw, message):
     import time
 

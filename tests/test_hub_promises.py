@@ -173,7 +173,7 @@ def _trailers_forever(send, body, stop):
         send(b"X-Trailer: more\r\n")
 
 
-@pytest.mark.timeout(BOUND_S + 100)  # BOUND_S is asserted; this ends a run that blocks
+@pytest.mark.timeout(BOUND_S + 100, func_only=True)  # BOUND_S is asserted; this ends a run that blocks
 def test_the_deadline_bounds_headers_100_continue_and_trailers(mirror, tmp_path):
     attacks = {"slow headers": _slow_headers, "100 Continue forever": _continue_forever,
                "trailers forever": _trailers_forever}
@@ -201,7 +201,7 @@ def test_the_deadline_bounds_headers_100_continue_and_trailers(mirror, tmp_path)
 # 23.5: a pull waiting for another's blob lock keeps its own deadline
 
 
-@pytest.mark.timeout(BOUND_S + 100)  # BOUND_S is asserted; this ends a run that blocks
+@pytest.mark.timeout(BOUND_S + 100, func_only=True)  # BOUND_S is asserted; this ends a run that blocks
 def test_a_pull_waiting_for_a_blob_lock_keeps_its_own_deadline(server, tmp_path):
     server.set(MODEL_PATH, then="stall")  # the first pull holds the blob's lock, stalled
     cache = tmp_path / "cache"
@@ -224,7 +224,7 @@ def test_a_pull_waiting_for_a_blob_lock_keeps_its_own_deadline(server, tmp_path)
 # 23.10: `zoo cache clear` while a pull fetches its test data
 
 
-@pytest.mark.timeout(BOUND_S + 100)  # BOUND_S is asserted; this ends a run that blocks
+@pytest.mark.timeout(BOUND_S + 100, func_only=True)  # BOUND_S is asserted; this ends a run that blocks
 def test_cache_clear_during_a_pull_with_test_data_is_one_line(server, tmp_path, canary):
     cache = tmp_path / "cache"
     server.set(TEST_IN, "slow:3")  # the model is in, the test data is slow
