@@ -277,12 +277,14 @@ def serving(root: Path):
 class RawServer:
     """A TCP server on 127.0.0.1 for protocol attacks ``http.server`` cannot express. The mirror's
     files are served plainly, except ``target``, answered by ``attack(send, body, stop)``, where
-    ``send(bytes)`` writes to the client and ``stop`` is set when the server closes."""
+    ``send(bytes)`` writes to the client and ``stop`` is set when the server closes. ``target`` may
+    also be a dict of paths to attacks (``attack`` None)."""
 
-    def __init__(self, root: Path, target: str, attack):
+    def __init__(self, root: Path, target, attack=None):
         import socket
 
-        self.root, self.target, self.attack = Path(root), target, attack
+        self.root = Path(root)
+        self.attacks = dict(target) if isinstance(target, dict) else {target: attack}
         self.stop = threading.Event()
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.sock.settimeout(0.1)
@@ -313,8 +315,8 @@ class RawServer:
             self.requests.append(path)
             body = (self.root / path).read_bytes() if (self.root / path).is_file() else None
             try:
-                if path == self.target:
-                    self.attack(conn.sendall, body, self.stop)
+                if path in self.attacks:
+                    self.attacks[path](conn.sendall, body, self.stop)
                 elif body is None:
                     conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 else:

@@ -20,7 +20,8 @@ def run(*args, env=None):
 def one_line(r, code: int, command: str) -> str:
     """The result failed with ``code`` and one ``Error:`` line, the last on stderr."""
     assert r.exit_code == code, (r.exit_code, r.output)
-    assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit)
+    assert "Traceback" not in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
     lines = r.stderr.splitlines()
     errors = [line for line in lines if line.startswith("Error:")]
     assert len(errors) == 1 and lines[-1] == errors[0], r.stderr
@@ -112,6 +113,34 @@ def cases(art, tmp_path):
                            (["--baseline-multipliers", "0", "--out", tmp_path / "s"], 2, "multiplier must be a number > 0"),
                            (["--grow-from", "100000", "--out", tmp_path / "s"], 2, "--grow-from")],
     }
+
+
+def test_the_one_line_check_fails_on_a_traceback_or_an_escaped_exception():
+    """The check above must be able to fail (issue 32.16: ``a and b or c`` was true whenever a
+    command exited non-zero): a real command that prints a traceback before its error line, and
+    one whose exception escapes, are both caught."""
+    import sys
+
+    import click
+
+    @click.command("x")
+    def prints_a_traceback():
+        click.echo("Traceback (most recent call last):\n  File ...\nValueError: boom", err=True)
+        click.echo("Error: zoo x: boom", err=True)
+        sys.exit(1)
+
+    @click.command("x")
+    def raises():
+        raise ValueError("boom")
+
+    r = CliRunner().invoke(prints_a_traceback, [])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit)
+    with pytest.raises(AssertionError, match="Traceback"):
+        one_line(r, 1, "x")
+    r = CliRunner().invoke(raises, [])
+    assert r.exit_code == 1 and isinstance(r.exception, ValueError)
+    with pytest.raises(AssertionError, match="ValueError"):
+        one_line(r, 1, "x")
 
 
 def _commands(group, prefix=()):

@@ -240,3 +240,108 @@ def test_safetensors_header_bytes_are_read_or_refused_with_one_weights_error(hea
         parse_state(_safetensors(header, b"\0" * 4), "fuzz.safetensors")
     except WeightsError as e:
         assert "\n" not in str(e)
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 32: the lockfile reader, the trust store's reader and the OCI manifest parser
+
+def _a_lock() -> dict:
+    return {"lock_version": 1, "source": "https://example.org/zoo", "models": {"dense_b0": {
+        "version": 2, "digest": "sha256:" + "a" * 64, "license": None,
+        "files": [{"path": "dense_b0/model.onnx", "bytes": 10, "sha256": "b" * 64}]}}}
+
+
+LOCK_PATHS = [p for p in _paths(_a_lock())]
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=600), st.builds(lambda p, v: (p, v), st.sampled_from(LOCK_PATHS), JSON)))
+@example(b"[" * 5000)
+@example((["models", "dense_b0", "files"], {"path": "x"}))
+@example((["models", "dense_b0"], "x"))
+def test_the_lockfile_reader_reads_or_refuses_in_one_typed_line(tmp_path_factory, case):
+    from zoo.hub.lockfile import LOCK_VERSION, read_lock
+
+    if isinstance(case, bytes):
+        raw = case
+    else:
+        lock = _a_lock()
+        assert lock["lock_version"] == LOCK_VERSION
+        path, value = case
+        if path:
+            target = lock
+            for k in path[:-1]:
+                target = target[k]
+            target[path[-1]] = value
+        else:
+            lock = value
+        raw = json.dumps(lock).encode()
+    p = tmp_path_factory.mktemp("lock") / "zoo.lock"
+    p.write_bytes(raw)
+    try:
+        lock = read_lock(p)
+    except (ValueError, ZooError) as e:  # InputError (bad input), UnsafePathError (a path that leads outside)
+        assert "\n" not in str(e)
+        return
+    assert lock["lock_version"] == 1 and isinstance(lock["models"], dict) and lock["models"]
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=600), JSON.map(lambda v: json.dumps({"sources": v}).encode()),
+                 JSON.map(lambda v: json.dumps(v).encode())))
+@example(b"[" * 5000)
+@example(b'{"sources": {"x": 1}}')
+def test_the_trust_store_reader_reads_or_refuses_in_one_line(tmp_path_factory, monkeypatch, raw):
+    """trust.json as read (``trust._load``): a dict of sources, or one InputError line. (The typing
+    of each source's entry belongs to the trust store's rewrite on TUF, issue 32.5.)"""
+    from zoo.hub import trust
+
+    config = tmp_path_factory.mktemp("config")
+    (config / trust.TRUST_FILE).write_bytes(raw)
+    monkeypatch.setenv(trust.CONFIG_ENV, str(config))
+    try:
+        data = trust._load()
+    except ValueError as e:
+        assert "\n" not in str(e) and len(str(e)) < 600
+        return
+    assert isinstance(data, dict) and isinstance(data["sources"], dict)
+
+
+def _an_oci_manifest() -> dict:
+    return {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "layers": [{"mediaType": "application/json", "digest": "sha256:" + "c" * 64, "size": 10,
+                        "annotations": {"org.opencontainers.image.title": "manifest.json"}}]}
+
+
+OCI_PATHS = [p for p in _paths(_an_oci_manifest())]
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=600), st.builds(lambda p, v: (p, v), st.sampled_from(OCI_PATHS), JSON)))
+@example(b"[" * 100_000)
+@example((["layers", 0, "annotations", "org.opencontainers.image.title"], "../../x"))
+@example((["layers", 0, "size"], True))
+def test_the_oci_manifest_parser_reads_or_refuses_in_one_typed_line(case):
+    from zoo.formats.oci import parse_oci_manifest
+
+    if isinstance(case, bytes):
+        raw = case
+    else:
+        m = _an_oci_manifest()
+        path, value = case
+        if path:
+            target = m
+            for k in path[:-1]:
+                target = target[k]
+            target[path[-1]] = value
+        else:
+            m = value
+        raw = json.dumps(m).encode()
+    try:
+        layers = parse_oci_manifest(raw, "oci://fuzz/zoo/m")
+    except ZooError as e:  # ManifestError, IntegrityError, UnsafePathError
+        assert "\n" not in str(e) and len(str(e)) < 600
+        return
+    for path, layer in layers.items():
+        assert not path.startswith("/") and ".." not in path.split("/")
+        assert isinstance(layer["size"], int) and not isinstance(layer["size"], bool) and layer["size"] >= 0

@@ -133,18 +133,22 @@ def test_a_view_folder_replaced_by_a_link_is_never_written_through(server, mirro
     assert hub.load(MODEL, server.url, cache_dir=cache).is_file()
 
 
+@pytest.mark.timeout(30, func_only=True)
 def test_a_fifo_named_manifest_json_does_not_block(mirror, tmp_path):
     src = copy_tree(mirror, tmp_path / "src")
     (src / "manifest.json").unlink()
     os.mkfifo(src / "manifest.json")
+    t0 = time.monotonic()
     with pytest.raises(hub.UnsafePathError, match="not a regular file"):
         hub.list_models(str(src))
+    assert time.monotonic() - t0 < 5
 
 
 # --------------------------------------------------------------------------------------------------
 # 2. Bounded time; per-artifact locks; no lock for readers
 
 
+@pytest.mark.timeout(120, func_only=True)
 def test_a_trickling_server_is_given_up_while_another_process_reads_the_cache(server, mirror, tmp_path):
     cache = tmp_path / "cache"
     hub.load(MODEL, server.url, cache_dir=cache)  # version 1 is cached
@@ -157,6 +161,7 @@ def test_a_trickling_server_is_given_up_while_another_process_reads_the_cache(se
     server.set(MODEL_PATH, then="trickle:200")
     env = dict(os.environ, ZOO_SPEED_LIMIT="1024", ZOO_SPEED_TIME="1", ZOO_DEADLINE="20")
     cmd = [sys.executable, "-m", "zoo", "pull", MODEL, "--from", server.url, "--cache-dir", str(cache)]
+    t0 = time.monotonic()
     puller = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         while server.count(MODEL_PATH) < 2 and puller.poll() is None:
@@ -170,18 +175,23 @@ def test_a_trickling_server_is_given_up_while_another_process_reads_the_cache(se
         _, err = puller.communicate(timeout=120)
     finally:
         puller.kill()
+    # the floor (1 s windows, each attempt) ends it long before ZOO_DEADLINE=20
+    assert time.monotonic() - t0 < 20, f"the trickling pull ran {time.monotonic() - t0:.1f} s"
     assert puller.returncode == 1
     assert "under the floor of 1,024 B/s over 1 s" in err and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("Error: ")
     assert list(cache.rglob(TMP_PREFIX + "*")) == []
 
 
+@pytest.mark.timeout(30, func_only=True)
 def test_a_pull_has_an_overall_deadline(server, tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_DEADLINE", "1.5")
     monkeypatch.setenv("ZOO_SPEED_LIMIT", "0")  # no floor: only the deadline ends it
     server.set(MODEL_PATH, then="trickle:2000")
+    t0 = time.monotonic()
     with pytest.raises(hub.SourceError, match="deadline of 1.5 s"):
         hub.load(MODEL, server.url, cache_dir=tmp_path / "cache")
+    assert time.monotonic() - t0 < 1.5 + 2
 
 
 @pytest.mark.parametrize("var, value", [("ZOO_SPEED_LIMIT", "fast"), ("ZOO_SPEED_TIME", "0"), ("ZOO_DEADLINE", "-1")])
@@ -191,15 +201,38 @@ def test_bad_time_settings_are_bad_input(server, tmp_path, monkeypatch, var, val
         hub.load(MODEL, server.url, cache_dir=tmp_path / "cache")
 
 
-def test_a_lock_held_on_one_blob_does_not_stop_another_model(server, mirror, tmp_path):
-    import fcntl
+@pytest.mark.timeout(60, func_only=True)
+def test_a_lock_held_on_one_blob_does_not_stop_another_model(server, mirror, tmp_path, monkeypatch):
+    """Locks are per blob: a writer stuck on the test output's blob (holding the cache's own lock
+    for it) stops no pull of other blobs, and stops the pull that needs that blob until its
+    deadline. One lock per kind fails the first half; no lock fails the second."""
+    from zoo.hub.cache import Cache
 
     cache = tmp_path / "cache"
     sha = rec(mirror, TEST_OUT)["sha256"]
-    (cache / "locks").mkdir(parents=True)
-    with open(cache / "locks" / f"blob-{sha}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # a writer of another artifact, stuck
-        assert hub.load(MODEL, server.url, cache_dir=cache).is_file()
+    held, release = threading.Event(), threading.Event()
+
+    def hold():  # another writer of that blob, stuck
+        with Cache(cache) as c, c.lock("blob", sha):
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert held.wait(10)
+    monkeypatch.setenv("ZOO_DEADLINE", "3")
+    try:
+        t0 = time.monotonic()
+        assert hub.load(MODEL, server.url, cache_dir=cache).is_file()  # its own blobs: not waited for
+        assert time.monotonic() - t0 < 3
+        t0 = time.monotonic()
+        with pytest.raises(hub.SourceError, match="waiting for another zoo process.*deadline of 3 s"):
+            hub.pull(MODEL, server.url, with_test_data=True, cache_dir=cache)  # needs the held blob
+        assert time.monotonic() - t0 < 3 + 2
+    finally:
+        release.set()
+        holder.join(10)
+    assert hub.pull(MODEL, server.url, with_test_data=True, cache_dir=cache)[0].path.is_file()
 
 
 # --------------------------------------------------------------------------------------------------

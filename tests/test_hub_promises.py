@@ -17,6 +17,7 @@ from hub_server import (  # noqa: F401 - fixtures
     MODEL,
     MODEL_PATH,
     TEST_IN,
+    TEST_OUT,
     RawServer,
     built,
     canary,
@@ -107,12 +108,32 @@ def test_listed_files_that_collide_are_refused(mirror, tmp_path, clash):
 
 
 def test_what_pull_load_and_session_hand_back_is_the_verified_model(server, mirror, tmp_path):
+    """Tampered bytes served (one byte flipped, the size kept) are never handed back by pull, load
+    or session, and leave no view; from the honest server, what they hand back is the manifest's
+    sha256, and the session computes the model's recorded test output from its test input."""
+    import numpy as np
+    from onnx import load_tensor, numpy_helper
+
     cache = tmp_path / "cache"
     rec = next(f for f in manifest_of(mirror)["models"][0]["files"] if f["path"] == MODEL_PATH)
+    good = (mirror / MODEL_PATH).read_bytes()
+    tampered = bytearray(good)
+    tampered[len(tampered) // 2] ^= 0xFF
+    server.overrides[MODEL_PATH] = bytes(tampered)
+    for hand_back in (lambda: hub.pull(MODEL, server.url, cache_dir=cache), lambda: hub.load(MODEL, server.url, cache_dir=cache),
+                      lambda: hub.session(MODEL, server.url, cache_dir=cache)):
+        with pytest.raises(hub.IntegrityError, match="sha256"):
+            hand_back()
+        assert not (cache / "models" / MODEL).exists()
+    del server.overrides[MODEL_PATH]
     path = hub.load(MODEL, server.url, cache_dir=cache)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == rec["sha256"] == \
         hashlib.sha256(hub.pull(MODEL, server.url, cache_dir=cache)[0].path.read_bytes()).hexdigest()
-    assert hub.session(MODEL, server.url, cache_dir=cache).get_inputs()[0].name
+    sess = hub.session(MODEL, server.url, cache_dir=cache)
+    x = numpy_helper.to_array(load_tensor(str(mirror / TEST_IN)))
+    expected = numpy_helper.to_array(load_tensor(str(mirror / TEST_OUT)))
+    (y,) = sess.run(None, {sess.get_inputs()[0].name: x})
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -152,6 +173,7 @@ def _trailers_forever(send, body, stop):
         send(b"X-Trailer: more\r\n")
 
 
+@pytest.mark.timeout(BOUND_S + 100, func_only=True)  # BOUND_S is asserted; this ends a run that blocks
 def test_the_deadline_bounds_headers_100_continue_and_trailers(mirror, tmp_path):
     attacks = {"slow headers": _slow_headers, "100 Continue forever": _continue_forever,
                "trailers forever": _trailers_forever}
@@ -179,6 +201,7 @@ def test_the_deadline_bounds_headers_100_continue_and_trailers(mirror, tmp_path)
 # 23.5: a pull waiting for another's blob lock keeps its own deadline
 
 
+@pytest.mark.timeout(BOUND_S + 100, func_only=True)  # BOUND_S is asserted; this ends a run that blocks
 def test_a_pull_waiting_for_a_blob_lock_keeps_its_own_deadline(server, tmp_path):
     server.set(MODEL_PATH, then="stall")  # the first pull holds the blob's lock, stalled
     cache = tmp_path / "cache"
@@ -201,6 +224,7 @@ def test_a_pull_waiting_for_a_blob_lock_keeps_its_own_deadline(server, tmp_path)
 # 23.10: `zoo cache clear` while a pull fetches its test data
 
 
+@pytest.mark.timeout(BOUND_S + 100, func_only=True)  # BOUND_S is asserted; this ends a run that blocks
 def test_cache_clear_during_a_pull_with_test_data_is_one_line(server, tmp_path, canary):
     cache = tmp_path / "cache"
     server.set(TEST_IN, "slow:3")  # the model is in, the test data is slow

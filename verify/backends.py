@@ -160,9 +160,31 @@ class _PackagedBackend(Backend):
         return None if self.version() else f"{self.runtime} is not installed ({install_hint('runtimes')})"
 
 
+def import_openvino():
+    """The ``openvino`` module, imported without its telemetry: importing it runs OpenVINO's model
+    converter's telemetry, which writes ``$HOME/intel/openvino_ga_cid`` and ``$HOME/intel/stats``
+    (measured with openvino 2026.4). The converter imports ``openvino_telemetry`` optionally and
+    falls back to its own stub where that package is missing; the zoo makes it missing for the
+    import only (a ``None`` entry in ``sys.modules``, removed afterwards), so nothing is written and
+    no environment variable is changed for anyone else. See docs/reliability.md."""
+    import sys
+
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    blocked = "openvino_telemetry" not in sys.modules
+    if blocked:
+        sys.modules["openvino_telemetry"] = None  # `import openvino_telemetry` raises ImportError
+    try:
+        import openvino
+    finally:
+        if blocked and sys.modules.get("openvino_telemetry", 0) is None:
+            del sys.modules["openvino_telemetry"]
+    return openvino
+
+
 class _OpenVinoRunner(Runner):
     def __init__(self, model: onnxio.ModelRef, precision_hint: str | None = "f32"):
-        import openvino as ov
+        ov = import_openvino()
 
         core = ov.Core()
         config = {} if precision_hint is None else {"INFERENCE_PRECISION_HINT": precision_hint}

@@ -5,11 +5,14 @@ manifest is refused before it can block) and hashed in a stream, never read whol
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import stat
 import tempfile
 from pathlib import Path
+
+from .errors import InputError
 
 TMP_PREFIX = ".zoo-tmp-"
 
@@ -99,6 +102,58 @@ def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes
         if max_bytes is not None and os.fstat(f.fileno()).st_size > max_bytes:
             raise ValueError(f"{os.fspath(path)} is larger than {max_bytes:,} bytes")
         return f.read() if max_bytes is None else f.read(max_bytes + 1)
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """A small input file that does not exist (callers with a default catch this one)."""
+
+
+def read_input(path: str | os.PathLike, limit: int, what: str, *, nofollow: bool = False) -> bytes:
+    """The bytes of a small file a user names (a key, a lockfile, a labels file, a trust file),
+    at most ``limit`` of them, or :class:`~zoo.errors.InputError` in one line.
+
+    It never blocks and never reads without bound: the file is opened non-blocking (a FIFO opens at
+    once) and refused on its descriptor unless it is a regular file (a FIFO, ``/dev/zero``, a
+    socket, a folder); its size is checked before any read (a 3 GB sparse file is refused without
+    reading it) and at most ``limit + 1`` bytes are read (a file that grows meanwhile is refused
+    too). ``nofollow``: a link in the last component is refused (for the zoo's own files)."""
+    p = Path(os.fspath(path)).expanduser()
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
+    try:
+        fd = os.open(p, flags)
+    except FileNotFoundError:
+        raise MissingInputError(f"{what} {p} does not exist") from None
+    except OSError as e:
+        if e.errno == errno.ENXIO:  # a socket (or a device without its driver)
+            raise InputError(f"{what} {p} is not a regular file (a socket or device); refusing to read it") from None
+        if e.errno == errno.ELOOP and nofollow:
+            raise InputError(f"{what} {p} is a link; refusing to follow it") from None
+        raise InputError(f"cannot read {what} {p}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError(f"{what} {p} is a folder, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or \
+                stat.S_ISBLK(st.st_mode) else "a special file"
+            raise InputError(f"{what} {p} is {kind}, not a regular file; refusing to read it")
+        if st.st_size > limit:
+            raise InputError(f"{what} {p} is larger than {limit:,} bytes; refusing to read it")
+        os.set_blocking(fd, True)
+        chunks, n = [], 0
+        while n <= limit:
+            block = os.read(fd, limit + 1 - n)
+            if not block:
+                break
+            chunks.append(block)
+            n += len(block)
+    except OSError as e:
+        raise InputError(f"cannot read {what} {p}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if n > limit:
+        raise InputError(f"{what} {p} is larger than {limit:,} bytes; refusing to read it")
+    return b"".join(chunks)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -92,14 +92,13 @@ def read_labels(path: str | Path) -> tuple[str, ...]:
     """Class labels from a file: a JSON array of strings, or one label per line (blank lines ignored
     at the end only)."""
     p = Path(path)
+    from .fsutil import read_input
+
+    raw = read_input(p, MAX_LABELS_BYTES, "labels file")  # a FIFO or /dev/zero is refused, never read
     try:
-        if p.stat().st_size > MAX_LABELS_BYTES:
-            raise InputError(f"labels file {p} is larger than {MAX_LABELS_BYTES:,} bytes")
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"labels file {p} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read labels file {p}: {getattr(e, 'strerror', None) or e}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"cannot read labels file {p}: {e}") from None
     labels: object
     if text.lstrip().startswith("["):
         try:

@@ -96,9 +96,10 @@ def _openvino(variant: str, path: str, data: bytes, input_name: str) -> Contende
         return c
 
     def setup(threads):
-        import openvino as ov
-
         from .. import onnxio
+        from ..verify.backends import import_openvino
+
+        ov = import_openvino()  # without its telemetry writing $HOME/intel
 
         core = ov.Core()
         config = dict(c.settings, INFERENCE_NUM_THREADS=threads, PERFORMANCE_HINT="LATENCY")

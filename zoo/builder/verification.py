@@ -18,6 +18,22 @@ from .commit import pending
 from .lock import artifacts_lock
 
 
+def checked_names(artifacts: Path, names: list[str] | None, progress=lambda m: None) -> tuple[dict, list[str]]:
+    """``(the manifest, the models to verify)``: ``names`` (None: every model), each one in the
+    manifest, else ``UnknownNameError`` (bad input, refused before any work or note)."""
+    manifest_path = Path(artifacts) / mf.MANIFEST_NAME
+    if pending(artifacts):  # a build was killed mid-commit: finish or undo it before reading
+        with artifacts_lock(artifacts, progress):
+            pass
+    manifest = mf.load(manifest_path)
+    available = [m["model"] for m in manifest["models"]]
+    names = available if names is None else names
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise UnknownNameError(f"unknown model {unknown[0]!r}; {manifest_path} has: {', '.join(available) or 'none'}")
+    return manifest, names
+
+
 def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, runtimes=None, batch_sizes=None,
                   precisions=None, record: bool = True, progress=lambda m: None) -> dict[str, list[dict]]:
     """Run the parity matrix on every listed model file (``names`` None: every model; ``precisions``
@@ -28,15 +44,7 @@ def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, r
     ``ProviderUnavailableError`` before any work; by default only the available ones are used.
     """
     manifest_path = artifacts / mf.MANIFEST_NAME
-    if pending(artifacts):  # a build was killed mid-commit: finish or undo it before reading
-        with artifacts_lock(artifacts, progress):
-            pass
-    manifest = mf.load(manifest_path)
-    available = [m["model"] for m in manifest["models"]]
-    names = available if names is None else names
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise UnknownNameError(f"unknown model {unknown[0]!r}; {manifest_path} has: {', '.join(available) or 'none'}")
+    manifest, names = checked_names(artifacts, names, progress)
     py_runtimes = None if runtimes is None else [r for r in runtimes if r not in (*JS_RUNTIMES, *C_RUNTIMES)]
     js_runtimes = [r for r in JS_RUNTIMES if runtimes is None or r in runtimes]
     c_runtimes = [r for r in C_RUNTIMES if runtimes is None or r in runtimes]

@@ -1,64 +1,54 @@
 """The ``zoo`` command line: the roof of the package. Thin commands over the library, one clear
 line per error (see :mod:`zoo.cli.common` for the exit-code contract).
 
-Command modules import only light modules at import time, so ``zoo pull`` never loads torch.
+This module is light on purpose: the console script imports it, then :func:`main` imports Click
+and every command (a few tenths of a second) inside its Ctrl-C handling, so an interrupt at any
+moment after start-up is ``Error: zoo COMMAND: interrupted`` and exit 130, never a traceback.
+``cli`` (the Click group) is imported from :mod:`zoo.cli.app` when it is first asked for.
 """
 
 from __future__ import annotations
 
 import sys
 
-import click
-
-from .. import __version__
-from .common import ZooGroup
+GROUPS = frozenset({"cache", "data", "export", "study", "trust"})  # commands with subcommands
 
 
-@click.group("zoo", cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="zoo")
-def cli():
-    """Build, verify and pull the dense EfficientNet model zoo as reproducible ONNX artifacts.
-
-    \b
-    Examples:
-      zoo list                      # the B0-B7 scaling table
-      zoo build --all               # export, verify and write artifacts/manifest.json
-      zoo info artifacts/dense_b0/model.onnx
-    """
+def command_words(args: list[str]) -> str:
+    """The command named in ``args`` as the error line shows it (``pull``, ``cache clear``),
+    read without Click (which may not be imported yet)."""
+    words = []
+    for a in args:
+        if a.startswith("-") or len(words) == (2 if words and words[0] in GROUPS else 1):
+            break
+        words.append(a)
+    return " ".join(words)
 
 
-def register_commands() -> None:
-    """Each command lives in its own module."""
-    from .bench import bench_cmd, report_cmd
-    from .build import build_cmd, info_cmd
-    from .data import data_cmd
-    from .export import export_group
-    from .hub import COMMANDS as hub_commands
-    from .models import list_cmd, show_cmd
-    from .release import COMMANDS as release_commands
-    from .train import train_cmd
-    from .study import study_group
-    from .verify import verify_cmd
+def interrupted(args: list[str]):
+    """Ctrl-C before a command runs (its own interrupt is handled by ZooGroup): one line, exit 130."""
+    import signal
 
-    for command in (list_cmd, show_cmd, build_cmd, verify_cmd, bench_cmd, report_cmd, info_cmd, *hub_commands,
-                    *release_commands, train_cmd, data_cmd):
-        cli.add_command(command)
-    cli.add_command(study_group)
-    cli.add_command(export_group)
-
-
-register_commands()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the message
+    words = command_words(args)
+    sys.stderr.write(f"Error: zoo{' ' + words if words else ''}: interrupted\n")
+    sys.stderr.flush()
+    sys.exit(130)  # EXIT_INTERRUPTED (zoo.errors), not imported: nothing more may run here
 
 
 def main() -> None:  # console-script entry point
+    args = sys.argv[1:]
     try:
+        from .app import cli  # click and every command: the start-up time a Ctrl-C may fall in
+
         cli(prog_name="zoo")
-    except KeyboardInterrupt:  # before a command runs (its own interrupt is handled by ZooGroup)
-        from ..errors import EXIT_INTERRUPTED
-
-        click.echo("Error: zoo: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        interrupted(args)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def __getattr__(name: str):
+    if name in ("cli", "register_commands"):
+        from . import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

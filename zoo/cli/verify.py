@@ -50,9 +50,10 @@ def verify_cmd(names, all_, artifacts, precisions, providers, runtimes, batch_si
       zoo verify --all --runtimes c,cpp
       zoo verify dense_b0 --precision int8 --providers cuda --json
     """
-    from ..builder.verification import verify_models
+    from ..builder.verification import checked_names, verify_models
 
     names_or_all(names, all_)
+    checked_names(artifacts, None if all_ else list(dict.fromkeys(names)), progress)  # bad names: before any note
     if runtimes is None:  # the defaults are what is available here: say what that leaves out, as zoo build does
         from ..builder.steps import runtime_reasons
 

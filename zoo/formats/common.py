@@ -158,14 +158,15 @@ class Planned:
     data: bytes | None = None
 
 
-def write_files(dest: Path, planned: list[Planned], what: str) -> list[dict]:
-    """Write ``planned`` below ``dest`` (created), each file through a temporary name, following
-    no link inside ``dest``; files already there with the same bytes are left alone. Returns one
-    row per file: path, bytes, sha256, status."""
+def write_files(to: Path, folder: str, planned: list[Planned], what: str) -> list[dict]:
+    """Write ``planned`` below ``to/folder`` (created), each file through a temporary name,
+    following no link below ``to`` (the folder the user named): a link planted at ``to/folder``
+    is refused, never written through. Files already there with the same bytes are left alone.
+    Returns one row per file: path, bytes, sha256, status."""
     from ..fsutil import sha256_bytes
 
     rows = []
-    with Dir.open_root(dest, what, create=True) as out:
+    with Dir.open_root(to, what, create=True) as top, top.sub(folder, create=True) as out:
         for p in planned:
             if p.data is not None:
                 rec = {"path": p.path, "bytes": len(p.data), "sha256": sha256_bytes(p.data)}

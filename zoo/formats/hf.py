@@ -117,6 +117,6 @@ def export_hf(artifacts: str | os.PathLike, to: str | os.PathLike, names=None, *
                 raise InputError(f"signature file {sig} does not exist")
             planned.append(Planned(SIGNATURE_FILE, data=sig.read_bytes()))
         planned.append(Planned(mf.MANIFEST_NAME, data=json_bytes(manifest)))  # last: a mirror is complete
-        rows += [dict(r, model=m.name) for r in write_files(dest / m.name, planned, f"--to {dest / m.name}")]
+        rows += [dict(r, model=m.name) for r in write_files(dest, m.name, planned, f"--to {dest}")]
         progress(f"{m.name}: Hugging Face folder {dest / m.name}")
     return rows

@@ -224,6 +224,61 @@ def push(artifacts, to: str, names=None, *, releases: dict[str, Release] | None 
     return rows
 
 
+def _watched_adapter():
+    """A ``requests`` adapter whose every new connection is watched by the adapter's current
+    :class:`~zoo.hub.transport.Watch` (set around each request): when the command's deadline
+    passes, the watch shuts the sockets down, so a registry (or its token server) that trickles
+    its headers or a body ends the pull then, not when it stops sending."""
+    import requests.adapters
+    import urllib3.connection
+    import urllib3.connectionpool
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        watch = None
+
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            adapter = self
+
+            def watched(base):
+                class Conn(base):
+                    def _new_conn(self):
+                        sock = super()._new_conn()
+                        if adapter.watch is not None:
+                            adapter.watch.add(sock)
+                        return sock
+                return Conn
+
+            class Pool(urllib3.connectionpool.HTTPConnectionPool):
+                ConnectionCls = watched(urllib3.connection.HTTPConnection)
+
+            class TlsPool(urllib3.connectionpool.HTTPSConnectionPool):
+                ConnectionCls = watched(urllib3.connection.HTTPSConnection)
+
+            self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": TlsPool}
+
+    return Adapter()
+
+
+def parse_oci_manifest(raw: bytes, where: str) -> dict[str, dict]:
+    """The layers of a zoo model artifact's OCI manifest by their title (a checked relative path);
+    anything else, however nested or odd, is one ``IntegrityError`` or ``ManifestError`` line."""
+    from ..builder import manifest as mf
+
+    manifest = mf.parse_json(raw, where, bounds=True)  # depth, size of values: before any walk
+    try:
+        layers = {}
+        for layer in manifest["layers"]:
+            path = safe_relpath(layer["annotations"][OCI_TITLE], f"{where} layer title")
+            if not _DIGEST.match(layer["digest"]) or isinstance(layer["size"], bool) or \
+                    not isinstance(layer["size"], int) or layer["size"] < 0:
+                raise ValueError("a layer without a sha256 digest and size")
+            layers[path] = layer
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise IntegrityError(f"{where}: not a zoo model artifact ({cut(first_line(e), 120)})") from None
+    return layers
+
+
 class OciSource:
     """A source for the hub's pull (``zoo pull --from oci://...``): the model's ``manifest.json``
     layer is the manifest, every file a layer, each checked against both digests."""
@@ -234,6 +289,7 @@ class OciSource:
         self.ref = OciRef.parse(spec)
         self._reg = None
         self._layers: dict[str, dict] | None = None
+        self._deadline: config.Deadline | None = None  # the command's, from its first request
 
     def __str__(self) -> str:
         return str(self.ref)
@@ -247,50 +303,66 @@ class OciSource:
     def _registry(self):
         if self._reg is None:
             self._reg = registry(self.ref)
+            self._adapter = _watched_adapter()
+            for prefix in ("http://", "https://"):
+                self._reg.session.mount(prefix, self._adapter)
             self._container = self._reg.get_container(f"{self.ref.host}/{self.ref.repository}:{LATEST}")
             self._reg.auth.load_configs(self._container)
         return self._reg
 
-    def _get(self, what: str, url: str, limit: int, accept: str | None = None, sink=None) -> bytes:
-        """GET ``url`` (streamed), at most ``limit`` bytes; ``sink`` gets each block instead of keeping them."""
+    def _budget(self, budget: config.Deadline | None) -> config.Deadline:
+        """The deadline of this request: the command's (``ZOO_DEADLINE`` from the source's first
+        request, for every request after it), or the caller's where that ends sooner."""
+        if self._deadline is None:
+            self._deadline = config.Deadline()
+        return min((b for b in (budget, self._deadline) if b is not None), key=lambda b: b.end)
+
+    def _get(self, what: str, url: str, limit: int, accept: str | None = None, sink=None,
+             budget: config.Deadline | None = None) -> bytes:
+        """GET ``url`` (streamed), at most ``limit`` bytes; ``sink`` gets each block instead of
+        keeping them. A watchdog ends the request, headers included, when the deadline passes."""
+        from ..hub.transport import Watch
+
         reg = self._registry()
-        resp = _call(what, self.ref, reg.do_request, url, "GET", headers={"Accept": accept} if accept else {},
-                     stream=True)
-        buf, n = bytearray(), 0
-        budget = config.Deadline()
-        try:
-            for block in resp.iter_content(config.CHUNK):
-                n += len(block)
-                if n > limit:
-                    raise IntegrityError(f"{self.ref}: {what} is larger than the {limit:,} bytes expected; refusing it")
-                if budget.remaining() <= 0:
-                    raise SourceError(f"{self.ref}: {what} did not finish within {config.deadline():g} s")
-                (sink or buf.extend)(block)
-        except Exception as e:  # noqa: BLE001 - requests raises several types mid-body
-            if isinstance(e, (IntegrityError, SourceError)):
-                raise
-            raise SourceError(f"{self.ref}: {what} failed ({cut(first_line(e), 160)})") from None
-        finally:
-            resp.close()
+        budget = self._budget(budget)
+        where = f"{self.ref}: {what}"
+        budget.check(where)
+        buf, n, resp = bytearray(), 0, None
+        with Watch(budget) as watch:
+            self._adapter.watch = watch
+            try:
+                resp = _call(what, self.ref, reg.do_request, url, "GET",
+                             headers={"Accept": accept} if accept else {}, stream=True)
+                for block in resp.iter_content(config.CHUNK):
+                    n += len(block)
+                    if n > limit:
+                        raise IntegrityError(f"{where} is larger than the {limit:,} bytes expected; refusing it")
+                    budget.check(where)
+                    (sink or buf.extend)(block)
+                if watch.fired:  # cut off: what arrived may look whole (headers ended by the shutdown)
+                    budget.expire(where)
+            except Exception as e:  # noqa: BLE001 - requests raises several types mid-body
+                if isinstance(e, IntegrityError):
+                    raise
+                if watch.fired or budget.remaining() <= 0:
+                    budget.expire(where)
+                if isinstance(e, SourceError):
+                    raise
+                raise SourceError(f"{where} failed ({cut(first_line(e), 160)})") from None
+            finally:
+                self._adapter.watch = None
+                if resp is not None:
+                    resp.close()
+                reg.session.close()  # no connection outlives its watch: the next request opens a watched one
         return bytes(buf)
 
-    def _oci_manifest(self) -> dict:
+    def _oci_manifest(self, budget: config.Deadline | None = None) -> dict:
         reg = self._registry()
         url = f"{reg.prefix}://{self.ref.host}/v2/{self.ref.repository}/manifests/{self.ref.reference}"
-        raw = self._get("the OCI manifest", url, config.MAX_MANIFEST_BYTES, accept=OCI_MANIFEST)
+        raw = self._get("the OCI manifest", url, config.MAX_MANIFEST_BYTES, accept=OCI_MANIFEST, budget=budget)
         if self.ref.digest and "sha256:" + hashlib.sha256(raw).hexdigest() != self.ref.digest:
             raise IntegrityError(f"{self.ref}: the registry sent a manifest with another digest; rejected")
-        try:
-            manifest = json.loads(raw)
-            layers = {}
-            for layer in manifest["layers"]:
-                path = safe_relpath(layer["annotations"][OCI_TITLE], f"{self.ref} layer title")
-                if not _DIGEST.match(layer["digest"]) or not isinstance(layer["size"], int) or layer["size"] < 0:
-                    raise ValueError("a layer without a sha256 digest and size")
-                layers[path] = layer
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise IntegrityError(f"{self.ref}: not a zoo model artifact ({cut(first_line(e), 120)})") from None
-        return layers
+        return parse_oci_manifest(raw, str(self.ref))
 
     def _blob_url(self, digest: str) -> str:
         return f"{self._registry().prefix}://{self.ref.host}/v2/{self.ref.repository}/blobs/{digest}"
@@ -299,21 +371,22 @@ class OciSource:
         from ..builder import manifest as mf
         from ..hub.source import parse_manifest
 
-        self._layers = self._oci_manifest()
+        self._layers = self._oci_manifest(budget)
         layer = self._layers.get(mf.MANIFEST_NAME)
         if layer is None:
             raise IntegrityError(f"{self.ref}: the artifact has no {mf.MANIFEST_NAME} layer; not a zoo model artifact")
-        raw = self._blob(layer, mf.MANIFEST_NAME, min(layer["size"], config.MAX_MANIFEST_BYTES))
+        raw = self._blob(layer, mf.MANIFEST_NAME, min(layer["size"], config.MAX_MANIFEST_BYTES), budget=budget)
         return parse_manifest(raw, f"{self.ref} {mf.MANIFEST_NAME}")
 
-    def _blob(self, layer: dict, path: str, limit: int, sink=None) -> bytes:
+    def _blob(self, layer: dict, path: str, limit: int, sink=None, budget=None) -> bytes:
         h = hashlib.sha256()
 
         def both(block):
             h.update(block)
             if sink is not None:
                 sink(block)
-        buf = self._get(f"layer {path}", self._blob_url(layer["digest"]), limit, sink=both if sink else None)
+        buf = self._get(f"layer {path}", self._blob_url(layer["digest"]), limit, sink=both if sink else None,
+                         budget=budget)
         if sink is None:
             h.update(buf)
         if "sha256:" + h.hexdigest() != layer["digest"]:
@@ -325,7 +398,7 @@ class OciSource:
         """Write ``rec``'s layer into the open file ``f``; raise unless it matches both the layer
         digest and the zoo manifest's size and sha256."""
         if self._layers is None:
-            self._layers = self._oci_manifest()
+            self._layers = self._oci_manifest(budget)
         layer = self._layers.get(rec["path"])
         if layer is None:
             raise SourceError(f"{rec['path']} is listed in the manifest but not a layer of {self.ref}")
@@ -333,4 +406,4 @@ class OciSource:
             raise IntegrityError(f"{rec['path']}: the OCI manifest and the zoo manifest of {self.ref} disagree; rejected")
         f.seek(0)
         f.truncate()
-        self._blob(layer, rec["path"], rec["bytes"], sink=f.write)
+        self._blob(layer, rec["path"], rec["bytes"], sink=f.write, budget=budget)

@@ -90,6 +90,6 @@ def export_triton(artifacts: str | os.PathLike, to: str | os.PathLike, names=Non
                 planned.append(Planned(LABELS_FILE, data=("\n".join(m.labels) + "\n").encode()))
             planned.append(Planned("config.pbtxt", data=config_pbtxt(tname, ports, max_batch_size,
                                                                      bool(m.labels)).encode()))
-            rows += [dict(r, model=tname) for r in write_files(dest / tname, planned, f"--to {dest / tname}")]
+            rows += [dict(r, model=tname) for r in write_files(dest, tname, planned, f"--to {dest}")]
             progress(f"{tname}: Triton model {dest / tname} (version {m.version})")
     return rows

@@ -3,8 +3,10 @@
 The file must be a non-empty regular file (a FIFO or device is refused before it is opened for
 reading, so it cannot block); its nodes and tensors are counted on the wire bytes and a model with
 more than :data:`MAX_ENTRIES` is refused before it is parsed (parsing a million tiny initializers
-costs tens of times the file's size); it is then parsed from bytes, passed through
-``onnx.checker`` and typed guards before any field is read. External data is reported and must
+costs tens of times the file's size). The file is mapped, never read whole: its structure is
+parsed from a copy of the wire without the initializers' data (their pages are never touched),
+its sha256 is streamed, and ``onnx.checker`` reads the file itself; typed guards come before any
+field is read. External data is reported and must
 stay in the model's folder, through no link. Text that is not UTF-8 (protobuf's proto2 strings
 may hold any bytes) is shown with replacement characters.
 
@@ -27,6 +29,7 @@ from ..onnxio import count_entries
 from .cache import Cache
 from .config import DEFAULT_SOURCE, UnsafePathError, first_line
 from .external import external_locations, parse_model
+from .onnxwire import without_initializer_data
 from .paths import safe_name
 
 MAX_MODEL_BYTES = 2 << 30  # protobuf's own limit for one message
@@ -49,6 +52,55 @@ def read_regular(path: Path, what: str = "model") -> bytes:
     if not data:
         raise ZooError(f"{path} is empty (0 bytes); not an ONNX model")
     return data
+
+
+@contextlib.contextmanager
+def _mapped(path: Path):
+    """The regular, non-empty file ``path`` open and mapped read-only: ``(file, memoryview)``.
+    Mapped, not read: only the pages a walk of the wire touches are loaded, never the weights."""
+    import mmap
+
+    try:
+        with open_regular(path) as f:  # a FIFO or device is refused without blocking
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_MODEL_BYTES:
+                raise ZooError(f"{path} is larger than {MAX_MODEL_BYTES:,} bytes; not a single-file ONNX model")
+            if not size:
+                raise ZooError(f"{path} is empty (0 bytes); not an ONNX model")
+            mm = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+            view = memoryview(mm)
+            try:
+                yield f, view
+            finally:
+                with contextlib.suppress(BufferError):  # a slice still alive: the collector unmaps it
+                    view.release()
+                    mm.close()
+    except NotRegularFileError:
+        raise ZooError(f"{path} is not a regular file; refusing to read it as a model") from None
+    except OSError as e:
+        raise ZooError(f"cannot read {path}: {e.strerror or first_line(e)}") from None
+
+
+def _light(view, path: Path) -> tuple[bytes, str | None]:
+    """``(the model without its initializers' data, None)``, or ``(b"", why it is refused)``:
+    nodes and tensors counted on the wire first (more than MAX_ENTRIES are refused unparsed)."""
+    try:
+        count_entries(view, MAX_ENTRIES)
+    except ValueError as e:
+        return b"", f"{path}: {e}; zoo info reads models up to that (the zoo's largest has a few thousand)"
+    try:
+        return without_initializer_data(view), None
+    except ValueError as e:
+        return b"", f"{path} is not a readable ONNX model ({cut(first_line(e), 120)})"
+
+
+def _sha256(f) -> str:
+    """The file's sha256 in a stream (read, not through the mapping: its pages stay out of memory)."""
+    h = hashlib.sha256()
+    f.seek(0)
+    while block := f.read(1 << 20):
+        h.update(block)
+    return h.hexdigest()
 
 
 def resolve(target: str | Path, artifacts: str | Path | None = None, cache_dir=None) -> tuple[Path, dict | None]:
@@ -97,19 +149,21 @@ def describe(path: str | Path, entry: dict | None = None) -> dict:
     import onnx
 
     path = Path(path)
-    data = read_regular(path)
-    try:
-        count_entries(data, MAX_ENTRIES)
-    except ValueError as e:
-        raise ZooError(f"{path}: {e}; zoo info reads models up to that (the zoo's largest has a few thousand)") from None
-    proto = parse_model(data, str(path))
-    external = _external(proto, path)  # before the checker, which would open what they point to
-    try:
-        # With external data the checker is given the path, so that it looks for the data beside
-        # the model (not in the working directory); every location was checked just above.
-        onnx.checker.check_model(str(path) if external else proto)
-    except Exception as e:  # noqa: BLE001 - ValidationError and C++ errors surface as several types
-        raise ZooError(f"{path} is not a valid ONNX model ({cut(first_line(e), 160)})") from None
+    with _mapped(path) as (f, view):
+        size, digest = len(view), _sha256(f)
+        light, refused = _light(view, path)  # the weights' pages are never read into memory
+        if refused:  # raised here, not in an except block whose traceback would keep the mapping
+            raise ZooError(refused)
+        proto = parse_model(light, str(path))
+        external = _external(proto, path)  # before the checker, which would open what they point to
+        # The checker reads the file itself (once, in C++), never a copy made here. With external data
+        # it is given the path, so that it looks for the data beside the model (every location was
+        # checked just above); else the descriptor already open and checked (nothing swapped in since).
+        own = f"/proc/self/fd/{f.fileno()}"
+        try:
+            onnx.checker.check_model(str(path) if external or not os.path.exists(own) else own)
+        except Exception as e:  # noqa: BLE001 - ValidationError and C++ errors surface as several types
+            raise ZooError(f"{path} is not a valid ONNX model ({cut(first_line(e), 160)})") from None
     if not proto.graph.node and not proto.graph.input:
         raise ZooError(f"{path} is not a readable ONNX model (empty graph)")
     try:
@@ -123,8 +177,8 @@ def describe(path: str | Path, entry: dict | None = None) -> dict:
     torch_params = entry.get("params") if entry else None
     return _text({
         "path": str(path),
-        "file_bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "file_bytes": size,
+        "sha256": digest,
         "ir_version": proto.ir_version,
         "opset": opset,
         "producer": cut(f"{_str(proto.producer_name)} {_str(proto.producer_version)}".strip(), 200),

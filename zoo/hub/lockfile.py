@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from ..errors import InputError, cut
-from ..fsutil import atomic_write_bytes
+from ..fsutil import atomic_write_bytes, read_input
 from .config import IntegrityError
 from .paths import safe_name, safe_relpath
 
@@ -46,12 +46,7 @@ def write_lock(path, source_shown: str, entries: list[dict]) -> dict:
 def read_lock(path) -> dict:
     """The lockfile at ``path``, every field checked (it names files the zoo will write)."""
     p = Path(os.fspath(path)).expanduser()
-    try:
-        raw = p.read_bytes()[: MAX_LOCK_BYTES + 1]
-    except FileNotFoundError:
-        raise InputError(f"lockfile {p} does not exist") from None
-    except OSError as e:
-        raise InputError(f"cannot read lockfile {p}: {e.strerror or e}") from None
+    raw = read_input(p, MAX_LOCK_BYTES, "lockfile")  # a FIFO or /dev/zero is refused, never read
     bad = InputError(f"{p} is not a zoo lockfile (lock_version {LOCK_VERSION})")
     try:
         lock = json.loads(raw) if len(raw) <= MAX_LOCK_BYTES else None

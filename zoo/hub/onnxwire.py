@@ -194,4 +194,91 @@ def external_locations_in(f, what: str) -> list[str]:
     return [loc for t in tensors if (loc := t.location()) is not None]
 
 
-__all__ = ["external_locations_in"]
+# --------------------------------------------------------------------------------------------------
+# A model without its initializers' data (for ``zoo info``)
+
+_TENSOR_DATA = frozenset({4, 5, 6, 7, 9, 10, 11})  # TensorProto: float/int32/string/int64/raw/double/uint64 data
+
+
+def _key(number: int, wire: int) -> bytes:
+    return _varint_bytes(number << 3 | wire)
+
+
+def _varint_bytes(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, v = v & 0x7F, v >> 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def _buf_varint(buf, i: int, end: int) -> tuple[int, int]:
+    value = 0
+    for shift in range(0, 70, 7):
+        if i >= end:
+            raise ValueError(f"a field runs past the end of its message at byte {i:,}")
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i
+    raise ValueError(f"a varint longer than 10 bytes at byte {i:,}")
+
+
+def _scan(buf, start: int, end: int):
+    """``(number, wire type, field start, value start, field end)`` of every field of one message."""
+    i = start
+    while i < end:
+        first = i
+        tag, i = _buf_varint(buf, i, end)
+        number, wire = tag >> 3, tag & 7
+        if number == 0:
+            raise ValueError(f"field number 0 at byte {first:,}")
+        value = i
+        if wire == _VARINT:
+            _, i = _buf_varint(buf, i, end)
+        elif wire in (_I64, _I32):
+            i += 8 if wire == _I64 else 4
+        elif wire == _LEN:
+            n, i = _buf_varint(buf, i, end)
+            value, i = i, i + n
+        else:
+            raise ValueError(f"wire type {wire} at byte {first:,}")
+        if i > end:
+            raise ValueError(f"a field runs past the end of its message at byte {first:,}")
+        yield number, wire, first, value, i
+
+
+def _rewrite(buf, start: int, end: int, inner: dict, drop=frozenset()) -> bytes:
+    """One message's bytes with the fields in ``drop`` left out and the length-delimited fields in
+    ``inner`` (number -> rewrite of that sub-message) rewritten; everything else copied as it is."""
+    out = bytearray()
+    for number, wire, first, value, stop in _scan(buf, start, end):
+        if number in drop:
+            continue
+        if wire == _LEN and number in inner:
+            sub = inner[number](buf, value, stop)
+            out += _key(number, _LEN) + _varint_bytes(len(sub)) + sub
+        else:
+            out += buf[first:stop]
+    return bytes(out)
+
+
+def _tensor_without_data(buf, start: int, end: int) -> bytes:
+    return _rewrite(buf, start, end, {}, _TENSOR_DATA)
+
+
+def _graph_without_data(buf, start: int, end: int) -> bytes:
+    return _rewrite(buf, start, end, {5: _tensor_without_data})  # GraphProto.initializer
+
+
+def without_initializer_data(buf) -> bytes:
+    """The ModelProto in ``buf`` (bytes, or a memoryview of an mmap) with the data of its main
+    graph's initializers left out: names, types and dims kept, so the model's structure, ports,
+    metadata and parameter count read from it at a fraction of the file's size (a model is mostly
+    its weights); the pages of the weights are never touched. ``ValueError`` if it is not protobuf."""
+    return _rewrite(buf, 0, len(buf), {7: _graph_without_data})  # ModelProto.graph
+
+
+__all__ = ["external_locations_in", "without_initializer_data"]

@@ -79,7 +79,7 @@ def parse_ref(ref: str) -> tuple[str, int | str | None]:
     safe_name(name)
     if not at:
         return name, None
-    if spec.isdigit() and len(spec) < 10 and int(spec) >= 1:
+    if re.fullmatch(r"[0-9]{1,9}", spec) and int(spec) >= 1:  # ASCII only: str.isdigit() takes '²'
         return name, int(spec)
     if _DIGEST.fullmatch(spec):
         return name, spec
@@ -101,12 +101,9 @@ def read_labels(path) -> list[str]:
     from pathlib import Path
 
     p = Path(path).expanduser()
-    try:
-        raw = p.read_bytes()[: (1 << 20) + 1]
-    except OSError as e:
-        raise InputError(f"--labels {p}: {e.strerror or e}") from None
-    if len(raw) > 1 << 20:
-        raise InputError(f"--labels {p}: larger than 1 MiB")
+    from ..fsutil import read_input
+
+    raw = read_input(p, 1 << 20, "--labels")  # a FIFO or /dev/zero is refused, never read
     text = raw.decode("utf-8", "replace")
     try:
         labels = json.loads(text) if text.lstrip().startswith("[") else [ln.strip() for ln in text.splitlines() if ln.strip()]

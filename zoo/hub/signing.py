@@ -41,16 +41,9 @@ class SignatureError(IntegrityError):
 
 
 def _read_key_file(path, what: str) -> bytes:
-    p = Path(path).expanduser()
-    try:
-        data = p.read_bytes()[: MAX_KEY_BYTES + 1]
-    except FileNotFoundError:
-        raise InputError(f"{what} {p} does not exist") from None
-    except OSError as e:
-        raise InputError(f"cannot read {what} {p}: {e.strerror or first_line(e)}") from None
-    if len(data) > MAX_KEY_BYTES:
-        raise InputError(f"{what} {p} is larger than {MAX_KEY_BYTES:,} bytes; not a PEM key")
-    return data
+    from ..fsutil import read_input
+
+    return read_input(path, MAX_KEY_BYTES, what)  # a FIFO or /dev/zero is refused, never read
 
 
 # --------------------------------------------------------------------------------------------------

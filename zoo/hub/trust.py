@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError, cut
-from ..fsutil import NotRegularFileError, atomic_write_bytes, read_regular
+from ..fsutil import MissingInputError, atomic_write_bytes, read_input
 from .config import HubError, first_line
 
 TRUST_ENV = "ZOO_TRUST"
@@ -61,11 +61,11 @@ def _empty() -> dict:
 def _load() -> dict:
     p = config_dir() / TRUST_FILE
     try:
-        raw = read_regular(p, MAX_STORE_BYTES)
-    except FileNotFoundError:
+        raw = read_input(p, MAX_STORE_BYTES, "trust store", nofollow=True)
+    except MissingInputError:
         return _empty()
-    except (OSError, ValueError) as e:  # a FIFO, a device, too large, unreadable
-        raise TrustStoreError(f"{p}: unreadable trust store ({cut(first_line(e), 100)}); fix or remove it") from None
+    except InputError as e:  # a FIFO, a device, a link, too large: the zoo's own file is damaged
+        raise TrustStoreError(f"unreadable trust store: {e}; fix or remove it") from None
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as e:
@@ -120,16 +120,7 @@ class Anchor:
 def read_anchor(path, what: str = "--trust") -> tuple[str, bytes]:
     """(kind, bytes) of an anchor file: TUF root metadata (JSON) or a PEM public key; bad input else."""
     p = Path(os.fspath(path)).expanduser()
-    try:
-        data = read_regular(p, MAX_ANCHOR_BYTES)
-    except FileNotFoundError:
-        raise InputError(f"{what} {p} does not exist") from None
-    except NotRegularFileError:
-        raise InputError(f"{what} {p} is not a regular file") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"{what} {p}: {cut(first_line(e), 100)}") from None
-    if len(data) > MAX_ANCHOR_BYTES:
-        raise InputError(f"{what} {p} is larger than {MAX_ANCHOR_BYTES:,} bytes")
+    data = read_input(p, MAX_ANCHOR_BYTES, what)  # bounded, never blocks on a FIFO or a device
     kind = "key" if data.lstrip().startswith(b"-----BEGIN") else "root"
     describe(kind, data, f"{what} {p}")  # checks it
     return kind, data
@@ -188,10 +179,9 @@ def anchor_for(src, explicit=None, progress=None) -> Anchor | None:
         return None
     path = config_dir() / rec["anchor"]
     try:
-        data = read_regular(path, MAX_ANCHOR_BYTES)
-    except (OSError, ValueError) as e:
-        raise TrustStoreError(f"{path}: the trusted anchor for {src} is unreadable ({cut(first_line(e), 80)}); "
-                              "remove and add it again") from None
+        data = read_input(path, MAX_ANCHOR_BYTES, "trusted anchor", nofollow=True)
+    except InputError as e:
+        raise TrustStoreError(f"{e} (the anchor for {src}); remove and add it again") from None
     try:
         describe(rec["kind"], data, str(path))
     except InputError as e:
