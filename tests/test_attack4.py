@@ -133,7 +133,8 @@ def _small_input_commands(mirror, built, tmp_path, bad: Path) -> dict[str, tuple
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
 def test_a_fifo_or_dev_zero_as_any_small_input_is_one_line_at_once(mirror, built, tmp_path, specials, canary, kind):
     """A FIFO blocked these commands forever, /dev/zero ran them out of memory (exit 4): each is now
-    exit 2 and one line, well within the bound, and nothing is published or built."""
+    one line (exit 2; the trust store, the zoo's own file, exit 1 as damaged), well within the bound,
+    and nothing is published or built."""
     cases = _small_input_commands(mirror, built, tmp_path, specials[kind])
     t0 = time.monotonic()
     procs = {k: subprocess.Popen([sys.executable, "-m", "zoo", *map(str, args)], env={**os.environ, **env},
@@ -148,7 +149,10 @@ def test_a_fifo_or_dev_zero_as_any_small_input_is_one_line_at_once(mirror, built
     assert elapsed < 90, f"seven refusals took {elapsed:.0f} s together"
     for k, p in procs.items():
         r = subprocess.CompletedProcess(p.args, p.returncode, *outs[k])
-        one_line(r, 2, "FIFO" if kind == "fifo" else "device")
+        if k == "trust.json":  # the zoo's own store, planted: damaged, exit 1 (never "no trust"), link not followed
+            one_line(r, 1, "trust store", "is a link")
+        else:
+            one_line(r, 2, "FIFO" if kind == "fifo" else "device")
     published = [p for m in ("m1", "m2", "art") for p in (tmp_path / m).rglob("*")]
     assert published == [], published  # (publish --sign-key makes its empty --to folder first: the lead's rewrite)
 

@@ -18,13 +18,14 @@ from ..errors import InputError, cut
 from .config import first_line
 
 PASSPHRASE_ENV = "ZOO_KEY_PASSPHRASE"
-CURVES = ("secp256r1", "secp384r1", "secp521r1")
+CURVES = ("secp256r1", "secp384r1", "secp521r1")  # TUF's ecdsa-sha2-nistp* and model_signing's
+MAX_KEY_BYTES = 64 << 10
 
 
 def _read(path, what: str) -> bytes:
-    from .signing import _read_key_file  # the one bounded reader of key files
+    from ..fsutil import read_input
 
-    return _read_key_file(path, what)
+    return read_input(path, MAX_KEY_BYTES, what)  # a FIFO or /dev/zero is refused, never read
 
 
 def _passphrase(path) -> bytes:

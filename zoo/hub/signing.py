@@ -23,27 +23,15 @@ import pathlib
 import tempfile
 from pathlib import Path
 
-from ..errors import InputError, cut
+from ..errors import cut
 from .config import HubError, IntegrityError, first_line
 
 SIGNATURE_NAME = "model.sig"
-CURVES = ("secp256r1", "secp384r1", "secp521r1")  # the curves model_signing accepts
-MAX_KEY_BYTES = 64 << 10
 MAX_SIGNATURE_BYTES = 1 << 20
 
 
 class SignatureError(IntegrityError):
     """A signature is missing, malformed, made with another key, or does not cover these bytes."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Keys
-
-
-def _read_key_file(path, what: str) -> bytes:
-    from ..fsutil import read_input
-
-    return read_input(path, MAX_KEY_BYTES, what)  # a FIFO or /dev/zero is refused, never read
 
 
 # --------------------------------------------------------------------------------------------------
