@@ -63,3 +63,99 @@ def test_an_unwritable_lock_out_names_the_path_given(mirror):
     assert r.exit_code == 1, r.output
     line = error_line(r)
     assert "/proc/zoo-test.lock" in line and TMP_PREFIX not in line
+
+
+# -- item 1b: a precision asked for and not built is named ----------------------------------------
+
+def test_triton_export_names_the_precision_it_skipped(built, tmp_path):
+    r = run("export", "triton", "--artifacts", built, "--to", tmp_path / "t", "--precision", "fp32,int8")
+    assert r.exit_code == 0, r.output
+    notes = [ln for ln in r.stderr.splitlines() if ln.startswith("note:")]
+    assert notes == ["note: not exported, not built: int8 of dense_b0 (build it with "
+                     "`zoo build NAME --precision fp32,int8`)"], r.stderr
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["dense_b0_fp32"]
+    r = run("export", "triton", "--artifacts", built, "--to", tmp_path / "j", "--precision", "fp32,int8", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["skipped"] == [{"model": "dense_b0", "precision": "int8"}]
+    r = run("export", "triton", "--artifacts", built, "--to", tmp_path / "k", "--json")  # nothing asked, nothing skipped
+    assert json.loads(r.stdout)["skipped"] == [] and "note:" not in r.stderr
+
+
+# -- item 2: one Hub repository per model ----------------------------------------------------------
+
+def test_a_plain_repo_id_with_several_models_is_refused_and_a_pattern_suggested(built, tmp_path):
+    r = run("export", "hf", "dense_b0", "dense_b1", "--artifacts", built, "--to", tmp_path / "hf",
+            "--repo-id", "me/dense_b0")
+    assert r.exit_code == 2, r.output
+    line = error_line(r)
+    assert "2 models" in line and "--repo-id 'me/{name}'" in line
+    assert "verified" not in r.stderr and not (tmp_path / "hf").exists()  # refused before any file was read
+    r = run("export", "hf", "--artifacts", built, "--to", tmp_path / "hf", "--repo-id", "me/{name}/x")
+    assert r.exit_code == 2 and "not a Hub repository id" in error_line(r)
+
+
+def test_a_repo_id_pattern_names_each_models_repository(built, tmp_path):
+    r = run("export", "hf", "--artifacts", built, "--to", tmp_path / "hf", "--repo-id", "me/{name}-onnx")
+    assert r.exit_code == 0, r.output
+    card = (tmp_path / "hf" / "dense_b0" / "README.md").read_text()
+    assert "https://huggingface.co/me/dense_b0-onnx/resolve/COMMIT/" in card and "{name}" not in card
+    # A plain id for the one model a build has is that model's repository.
+    r = run("export", "hf", "--artifacts", built, "--to", tmp_path / "one", "--repo-id", "me/b0")
+    assert r.exit_code == 0, r.output
+    assert "https://huggingface.co/me/b0/resolve/COMMIT/" in (tmp_path / "one" / "dense_b0" / "README.md").read_text()
+
+
+# -- item 5: optional packages and inputs before any hashing ---------------------------------------
+
+def test_export_hf_without_huggingface_hub_refuses_before_reading_a_model(built, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # as if not installed: importing it fails
+    r = run("export", "hf", "--artifacts", built, "--to", tmp_path / "hf")
+    assert r.exit_code == 3, r.output
+    line = error_line(r)
+    assert "huggingface_hub" in line and "publish" in line  # the extra to install
+    assert "verified" not in r.stderr and not (tmp_path / "hf").exists()  # no model was hashed, nothing written
+
+
+# -- item 7: ratios and sizes read right ------------------------------------------------------------
+
+def test_a_slowdown_is_worded_as_one_and_a_short_run_is_marked():
+    from zoo.bench.latency import NOISY, faster_than
+
+    assert faster_than(2.5, "PyTorch") == "2.50x faster than PyTorch"
+    assert faster_than(0.70, "PyTorch") == "1.43x slower than PyTorch"
+    assert faster_than(1.0, "ORT fp32") == "1.00x faster than ORT fp32"
+    assert faster_than(150.01, "PyTorch", short=True) == f"150.01x faster than PyTorch {NOISY}"
+
+
+def test_the_builds_latency_lines_mark_their_ratios_as_noisy(built):
+    import zoo
+    from zoo.bench.latency import NOISY, SHORT, LatencyOptions, measure_model
+
+    data = (built / "dense_b0" / "model.onnx").read_bytes()
+    model = zoo.create("dense_b0", input_dim=64).eval()
+    for options, marked in ((LatencyOptions(**{**SHORT.__dict__, "batch_sizes": (2,)}), True),
+                            (LatencyOptions(batch_sizes=(2,), max_runs=5, time_budget_s=0.2), False)):
+        lines: list[str] = []
+        measure_model(data, precision="fp32", flops=1, input_dim=64, torch_model=model, options=options,
+                      progress=lines.append)
+        assert len(lines) == 1 and "than PyTorch" in lines[0], lines
+        assert (NOISY in lines[0]) is marked, lines
+
+
+def test_sizes_are_never_zero_megabytes():
+    from zoo.cli.common import size_cell, table
+    from zoo.units import human_bytes
+
+    assert [human_bytes(n) for n in (0, 900, 15_300, 1_234_567, 40_000_000, 2_500_000_000)] == \
+        ["0 B", "900 B", "15.3 KB", "1.23 MB", "40.0 MB", "2.50 GB"]
+    text = table([{"f": "a", "s": size_cell(900)}, {"f": "b", "s": size_cell(15_300_000)}], [("f", "file"), ("s", "size")])
+    assert text.splitlines()[2:] == ["a       900 B", "b     15.3 MB"]  # right-aligned, as numbers are
+
+
+def test_export_and_build_tables_print_sizes_in_a_readable_unit(built, tmp_path):
+    r = run("export", "triton", "--artifacts", built, "--to", tmp_path / "t")
+    assert r.exit_code == 0, r.output
+    assert "0.00" not in r.stdout and " MB" in r.stdout  # the model file
+    r = run("export", "hf", "--artifacts", built, "--to", tmp_path / "hf")
+    assert r.exit_code == 0, r.output
+    assert " B " in r.stdout and "0.00" not in r.stdout  # the small files (test data, config) in bytes
