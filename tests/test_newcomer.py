@@ -159,3 +159,40 @@ def test_export_and_build_tables_print_sizes_in_a_readable_unit(built, tmp_path)
     r = run("export", "hf", "--artifacts", built, "--to", tmp_path / "hf")
     assert r.exit_code == 0, r.output
     assert " B " in r.stdout and "0.00" not in r.stdout  # the small files (test data, config) in bytes
+
+
+# -- item 8: zoo verify --runtimes node,web runs what was asked, in a table that fits -------------
+
+def test_verify_node_web_runs_only_node_and_web(built, tmp_path):
+    import shutil
+
+    art = tmp_path / "art"
+    shutil.copytree(built, art)
+    r = CliRunner().invoke(cli, ["verify", "--all", "--artifacts", str(art), "--runtimes", "node,web", "--json"])
+    assert r.exit_code == 0, r.output
+    recs = json.loads(r.stdout)["dense_b0"]
+    assert sorted(rec["backend"] for rec in recs) == ["node", "web"] and all(rec["verdict"] == "pass" for rec in recs)
+    assert "ONNX Runtime and PyTorch not re-run: only node,web asked for (add --providers cpu for them too)" in r.stderr
+    assert "vs torch" not in r.stderr  # no matrix line of ONNX Runtime against PyTorch
+    # The files are still checked before the runtimes read them.
+    (art / "dense_b0" / "model.onnx").write_bytes(b"tampered")
+    r = CliRunner().invoke(cli, ["verify", "--all", "--artifacts", str(art), "--runtimes", "node,web"])
+    assert r.exit_code == 1 and "sha256" in error_line(r)
+
+
+def test_the_verify_table_fits_a_terminal():
+    from zoo.cli.common import fit_table
+    from zoo.cli.verify import legend, matrix_rows
+
+    backends = ["onnxruntime:CPUExecutionProvider:disabled", "onnxruntime:CPUExecutionProvider:all",
+                "onnxruntime:CUDAExecutionProvider:all", "reference", "openvino", "openvino:default", "tract", "node",
+                "web", "c", "cpp"]
+    results = {f"dense_b{i}": [{"backend": b, "precision": p, "verdict": "pass", "max_abs_error": 1.5e-6}
+                               for p in ("fp32", "int8", "fp16") for b in backends] for i in range(8)}
+    results["dense_b7"][0] = dict(results["dense_b7"][0], verdict="fail", max_abs_error=0.5)
+    rows, cols = matrix_rows(results)
+    assert len(rows) == 24 and [h for _, h in cols][2:5] == ["ort:cpu:O0", "ort:cpu", "ort:cuda"]
+    text = fit_table(rows, cols, keys=2, width=100)
+    assert max(len(line) for line in text.splitlines() + legend(cols).splitlines()) <= 100
+    assert "ov = OpenVINO" in legend(cols) and "OpenVINO" not in legend(cols[:2] + cols[-2:])
+    assert all(h in text for _, h in cols) and "FAIL 5.0e-01" in text and text.count("dense_b3  fp16") == 2

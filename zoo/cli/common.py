@@ -136,6 +136,22 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def fit_table(rows: list[dict], columns: list[tuple[str, str]], keys: int = 1, width: int | None = None) -> str:
+    """:func:`table`, wrapped to ``width`` characters (default: the terminal's, else 100): the columns
+    after the first ``keys`` are split into as many tables as needed, each repeating the key columns."""
+    import shutil
+
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    head, rest = columns[:keys], columns[keys:]
+    parts: list[list[tuple[str, str]]] = []
+    for col in rest:
+        if parts and len(table(rows, head + parts[-1] + [col]).splitlines()[1]) <= width:
+            parts[-1].append(col)
+        else:
+            parts.append([col])
+    return "\n\n".join(table(rows, head + p) for p in parts) if parts else table(rows, head)
+
+
 def _decimals(values: list) -> int | None:
     """Decimals for a column's floats: 2, or enough for 3 significant digits of its smallest non-zero
     magnitude (at most 6); None when the column has no floats."""
