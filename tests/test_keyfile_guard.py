@@ -72,3 +72,14 @@ def test_a_linked_worktree_counts_as_a_work_tree(repo, tmp_path):
     with pytest.raises(ValueError, match="git work tree"):
         check_not_in_git_worktree(wt / "zoo.key")
     check_not_in_git_worktree(wt / "zoo.key", force=True)  # no error
+
+
+def test_publisher_keys_are_guarded_too(repo):
+    # --publisher writes root.key, targets.key and online.key into OUT (a folder).
+    r = _keygen("--publisher", "--out", repo / "keys")
+    assert r.exit_code == 2, r.output
+    assert "--force" in _error_line(r.output) and not (repo / "keys").exists()
+    (repo / ".gitignore").write_text("/keys/\n")
+    r = _keygen("--publisher", "--out", repo / "keys")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (repo / "keys").glob("*.key")) == ["online.key", "root.key", "targets.key"]
