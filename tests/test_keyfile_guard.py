@@ -80,6 +80,7 @@ def test_publisher_keys_are_guarded_too(repo):
     assert r.exit_code == 2, r.output
     assert "--force" in _error_line(r.output) and not (repo / "keys").exists()
     (repo / ".gitignore").write_text("/keys/\n")
+    (repo / "keys").mkdir()
     r = _keygen("--publisher", "--out", repo / "keys")
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (repo / "keys").glob("*.key")) == ["online.key", "root.key", "targets.key"]
