@@ -20,6 +20,21 @@ def small_build(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def quickstart_build(tmp_path_factory):
+    """What the README's quick start leaves, for one model: ``zoo build dense_b0`` with the defaults of
+    ``zoo build --all`` (the same bytes as the committed SHA256SUMS lines), without the parity matrix
+    and timings. The artifacts folder; read only (copy it)."""
+    import subprocess
+
+    work = tmp_path_factory.mktemp("quickstart")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOO_")}
+    proc = subprocess.run(zoo_cmd("build", "dense_b0", "--no-verify", "--no-bench"), cwd=work, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work / "artifacts"
+
+
 def zoo_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "zoo", *args]
 

@@ -1,39 +1,24 @@
 """README.md's shell blocks run, in order, after its quick start; the documentation's links resolve.
 
-The rule for README.md: every ```sh block runs, in one bash session, in a folder holding what the
-quick start leaves (``artifacts/``), except a block right after a line
+The rule (tests/docs_blocks.py): every ```sh block runs, in one bash session, in a folder holding
+what the quick start leaves (``artifacts/``), except a block right after a line
 ``<!-- readme-test: skip: REASON -->`` (installs and CI; the reason is said there). The quick
-start's ``zoo build --all`` is one of those: this test builds dense_b0 in its place (the same
-defaults, so the same bytes), which keeps it to a minute.
+start's ``zoo build --all`` is one of those: the session's ``quickstart_build`` builds dense_b0 in
+its place (the same defaults, so the same bytes), which keeps it to a minute. docs/*.md's blocks
+run the same way in tests/test_docs_blocks.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 from conftest import ROOT
+from docs_blocks import FENCE, clean_env, quickstart_artifacts, run_script, shell_blocks
 
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.S | re.M)
-SKIP = re.compile(r"<!-- readme-test: skip: (.+?) -->\s*$")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-
-
-def shell_blocks(path: Path) -> list[tuple[str, str | None]]:
-    """``[(code, skip reason or None)]`` of the file's ```sh blocks, in order."""
-    text = path.read_text()
-    out = []
-    for m in FENCE.finditer(text):
-        if m.group(1) not in ("sh", "bash"):
-            continue
-        before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
-        skip = SKIP.search(before)
-        out.append((m.group(2), skip.group(1) if skip else None))
-    return out
 
 
 def test_the_readme_says_which_blocks_it_runs():
@@ -43,32 +28,17 @@ def test_the_readme_says_which_blocks_it_runs():
     assert all(re.search(r"pip install|\.ci/run", code) for code in skipped), skipped  # installs and CI only
 
 
-def test_the_readme_blocks_run_in_order_after_the_quick_start(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOO_")}
-    env.update(ZOO_CACHE=str(tmp_path / "cache"), HOME=str(tmp_path / "home"))
+def test_the_readme_blocks_run_in_order_after_the_quick_start(quickstart_build, tmp_path):
+    env = clean_env(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
-    shutil.copy(ROOT / "artifacts" / "SHA256SUMS", work / "SHA256SUMS.committed")
-    # The quick start, for one model: the same defaults as `zoo build --all`.
-    build = subprocess.run(["zoo", "build", "dense_b0", "--no-verify", "--no-bench"], cwd=work, env=env,
-                           capture_output=True, text=True, timeout=600)
-    assert build.returncode == 0, build.stderr[-3000:]
-    shutil.copy(work / "SHA256SUMS.committed", work / "artifacts" / "SHA256SUMS")
+    quickstart_artifacts(work, quickstart_build)
+    shutil.copy(ROOT / "artifacts" / "SHA256SUMS", work / "artifacts" / "SHA256SUMS")
     script = "\n".join(code for code, reason in shell_blocks(ROOT / "README.md") if reason is None)
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=work, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = run_script(script, work, env)
     assert proc.returncode == 0, f"{script}\n---\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     assert (work / "mirror" / "manifest.json").is_file() and (tmp_path / "cache").is_dir()
     assert re.search(r"^\[\d+ \d+\]$", proc.stdout.strip().splitlines()[-1])  # the Python example's classes
-
-    # docs/reproducibility.md: checking the files already built holds after a default build too (the
-    # committed SHA256SUMS also lists the int8 files, which only --precision fp32,int8 writes).
-    (check,) = [ln.split("#")[0] for code, _ in shell_blocks(ROOT / "docs" / "reproducibility.md")
-                for ln in code.splitlines() if "sha256sum -c" in ln]
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", check], cwd=work, env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "dense_b0/model.onnx: OK" in proc.stdout
 
 
 def _slug(heading: str) -> str:

@@ -58,6 +58,9 @@ def test_the_wheel_holds_the_schema_and_the_node_scripts(wheel):
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(meta).decode()
     assert "Name: dense-zoo" in text.splitlines()  # never the unrelated `zoo` of the package index
+    # The license as an SPDX expression with its text (PEP 639), not the deprecated TOML table.
+    assert "License-Expression: Apache-2.0" in text.splitlines() and "License-File: LICENSE" in text.splitlines()
+    assert meta.replace("METADATA", "licenses/LICENSE") in names
     assert "Requires-Dist: torch" not in text.split("Provides-Extra: build")[0]  # torch only in the build extra
 
 

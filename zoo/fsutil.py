@@ -39,7 +39,10 @@ def atomic_path(path: str | os.PathLike):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".part", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".part", dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path) from None
     default_mode(fd)
     os.close(fd)
     try:
@@ -47,10 +50,17 @@ def atomic_path(path: str | os.PathLike):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename == tmp:
+            raise _naming(e, path) from None
         raise
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """The same error naming the file the caller asked for: the temporary name means nothing to a user."""
+    return type(e)(e.errno, e.strerror, os.fspath(path)) if e.errno is not None else e
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

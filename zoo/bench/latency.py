@@ -326,7 +326,8 @@ def measure_model(model_bytes: bytes, *, precision: str, flops: int, input_dim: 
             rec["load_avg_1m"] = _load_avg()  # other work on the machine skews latencies: say how much there was
             rec["machine"] = machine_info()
             records.append(rec)
-            ratio = f", {faster_than(rec['speedup_vs_torch'], 'PyTorch')}" if rec["speedup_vs_torch"] is not None else ""
+            ratio = (f", {faster_than(rec['speedup_vs_torch'], 'PyTorch', short=options.measured_by == 'build')}"
+                     if rec["speedup_vs_torch"] is not None else "")
             progress(f"{precision} {provider} batch {batch}: p50 {rec['p50_ms']:.3f} ms ({rec['runs']} runs), "
                      f"{rec['gflops_per_s']:.1f} GFLOP/s{ratio}")
     return records
@@ -338,9 +339,16 @@ def speedup(baseline_ms: float | None, ms: float | None) -> float | None:
     return float(baseline_ms / ms) if baseline_ms and ms else None
 
 
-def faster_than(x: float, what: str) -> str:
-    """``2.50x faster than PyTorch``: the one way the zoo words a speed-up (above 1 is faster)."""
-    return f"{x:.2f}x faster than {what}"
+NOISY = "(noisy: short run; `zoo bench` measures)"
+
+
+def faster_than(x: float, what: str, *, short: bool = False) -> str:
+    """The one way the zoo words a speed ratio ``x`` (baseline / this; above 1 is faster):
+    ``2.50x faster than PyTorch``, and a slow-down as such, ``1.43x slower than PyTorch`` (never
+    ``0.70x faster``). ``short``: the ratio comes from a short run (zoo build's), which a loaded
+    machine can swing by orders of magnitude; it is marked so, and ``zoo bench`` measures it."""
+    words = f"{x:.2f}x faster than {what}" if x >= 1 or x <= 0 else f"{1 / x:.2f}x slower than {what}"
+    return f"{words} {NOISY}" if short else words
 
 
 def _load_avg() -> float | None:

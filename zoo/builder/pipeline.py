@@ -25,6 +25,7 @@ from ..errors import ManifestError, NoManifestError, ZooError
 from ..exporters.variants import variant_files
 from ..fsutil import TMP_PREFIX, atomic_path, sha256_bytes
 from ..spec import PRECISIONS, variant_path
+from ..units import human_bytes
 from ..verify.parity import tolerance_for
 from . import manifest as mf
 from .artifact import Artifact, ModelRequest, make_artifact
@@ -179,7 +180,7 @@ def _build_one(req: ModelRequest, staging: Staging, verifier, extras, progress: 
         progress("create + export ...")
         art = make_artifact(req)
         timings.update(art.timings_s)
-        progress(f"exported {art.model_size / 1e6:.1f} MB in {timings['export']:.1f}s")
+        progress(f"exported {human_bytes(art.model_size)} in {timings['export']:.1f}s")
 
         stage, t = "self_check", time.perf_counter()
         self_check(art)

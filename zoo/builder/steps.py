@@ -13,6 +13,7 @@ from .. import onnxio
 from ..bench.latency import SHORT, LatencyOptions, measure_model, upsert_latency
 from ..exporters.variants import variant_bytes, variant_layout
 from ..spec import EXTERNAL_ROLE, check_precision, variant_path
+from ..units import human_bytes
 from .artifact import file_record
 from ..verify.variants import check_variant
 
@@ -80,7 +81,7 @@ def precision_extra(precisions, *, verify: bool = True, matrix_options=None):
                 staged[rel] = b
                 entry["files"].append(file_record(rel, b, "model" if rel == path else EXTERNAL_ROLE, p))
             entry["parity"].extend(records)
-            progress(f"{p}: {len(data) / 1e6:.1f} MB ({len(data) / art.model_size:.0%} of fp32)")
+            progress(f"{p}: {human_bytes(len(data))} ({len(data) / art.model_size:.0%} of fp32)")
 
     return extra
 

@@ -13,7 +13,7 @@ from ..exporters.spec import EXPORTERS, ExportSpec
 from ..model.config import variant_config
 from .bars import Bar
 from .common import (artifacts_option, compound_variant, emit_json, json_option, min_agreement_option, precision_option,
-                     progress, selected_variants, shape_options, table)
+                     progress, selected_variants, shape_options, size_cell, table)
 
 # What --check takes from the manifest it checks against: giving any of these with it is an error.
 # (--no-verify, --no-bench and --keep-going only skip or relax work that --check does not do.)
@@ -190,10 +190,10 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
     if as_json:
         emit_json({"artifacts": str(artifacts), "manifest": str(artifacts / mf.MANIFEST_NAME), "models": summary})
     else:
-        click.echo(table([dict(s, file_mb=(s["file_bytes"] or 0) / 1e6 if s["file_bytes"] else None,
+        click.echo(table([dict(s, size=size_cell(s["file_bytes"] or None),
                                sha256=(s["sha256"] or "-")[:12], seconds=sum(s["timings_s"].values()))
                           for s in summary],
-                         [("name", "name"), ("params", "params"), ("file_mb", "file MB"), ("sha256", "sha256"),
+                         [("name", "name"), ("params", "params"), ("size", "file"), ("sha256", "sha256"),
                           ("seconds", "seconds"), ("status", "status")]))
     failed = [r for r in results if r.status != "ok"]
     if failed:

@@ -22,6 +22,7 @@ from ..model.config import FLAVORS, variant_config
 from ..model.scaling import PAPER_COEFFICIENTS, VARIANTS, Variant, compound, get_variant
 from ..versions import install_hint
 from ..spec import PRECISIONS, RUNTIMES, parse_precisions, parse_runtimes, resolve_provider
+from ..units import human_bytes
 
 _COMMAND = "zoo.command"  # ctx.meta key: the full path of the command being run ("zoo cache clear")
 # Where a missing package comes from: the builder's toolchain, or ONNX Runtime (cpu or gpu, never both).
@@ -110,13 +111,22 @@ def progress(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+class Right(str):
+    """A table cell printed right-aligned, as numbers are: a size such as ``1.21 MB``."""
+
+
+def size_cell(n: int | None) -> Right | None:
+    """A size for a table column, in the unit that keeps it readable (never ``0.0000 MB``)."""
+    return None if n is None else Right(human_bytes(n))
+
+
 def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    """A plain aligned text table; numbers right-aligned, and every float of a column printed with the
-    same number of decimals (``159.00`` above ``249.69``, never ``159``)."""
+    """A plain aligned text table; numbers (and :class:`Right` cells) right-aligned, and every float of
+    a column printed with the same number of decimals (``159.00`` above ``249.69``, never ``159``)."""
     places = {k: _decimals([r.get(k) for r in rows]) for k, _ in columns}
     cells = [[h for _, h in columns]] + [[_fmt(r.get(k), places[k]) for k, _ in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    numeric = [all(isinstance(r.get(k), (int, float)) for r in rows if r.get(k) is not None) for k, _ in columns]
+    numeric = [all(isinstance(r.get(k), (int, float, Right)) for r in rows if r.get(k) is not None) for k, _ in columns]
     lines = []
     for j, row in enumerate(cells):
         parts = [c.rjust(w) if numeric[i] and j else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
@@ -124,6 +134,22 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def fit_table(rows: list[dict], columns: list[tuple[str, str]], keys: int = 1, width: int | None = None) -> str:
+    """:func:`table`, wrapped to ``width`` characters (default: the terminal's, else 100): the columns
+    after the first ``keys`` are split into as many tables as needed, each repeating the key columns."""
+    import shutil
+
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    head, rest = columns[:keys], columns[keys:]
+    parts: list[list[tuple[str, str]]] = []
+    for col in rest:
+        if parts and len(table(rows, head + parts[-1] + [col]).splitlines()[1]) <= width:
+            parts[-1].append(col)
+        else:
+            parts.append([col])
+    return "\n\n".join(table(rows, head + p) for p in parts) if parts else table(rows, head)
 
 
 def _decimals(values: list) -> int | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .. import hub
-from .common import ZooGroup, emit_json, json_option, progress, table
+from .common import ZooGroup, emit_json, json_option, progress, size_cell, table
 from ..spec import FILE_PRECISIONS
 
 ARTIFACTS_HELP = "Build output (or a zoo mirror) to export (manifest.json at its root)."
@@ -20,9 +20,8 @@ def _artifacts(f):
 
 
 def _files_table(rows: list[dict], to) -> None:
-    click.echo(table([dict(r, mb=None if r["bytes"] is None else round(r["bytes"] / 1e6, 2), sha=r["sha256"][:12])
-                      for r in rows],
-                     [("model", "model"), ("path", "file"), ("mb", "MB"), ("sha", "sha256"), ("status", "status")]))
+    click.echo(table([dict(r, size=size_cell(r["bytes"]), sha=r["sha256"][:12]) for r in rows],
+                     [("model", "model"), ("path", "file"), ("size", "size"), ("sha", "sha256"), ("status", "status")]))
     new = sum(r["status"] == "written" for r in rows)
     click.echo(f"wrote {new} file(s), {len(rows) - new} unchanged, to {to}")
 
@@ -33,7 +32,7 @@ def export_group():
 
     \b
     Examples:
-      zoo export hf --to hf-repos            # then: huggingface-cli upload ORG/REPO hf-repos/dense_b0
+      zoo export hf dense_b0 --to hf-repos --repo-id me/dense_b0   # then: hf upload me/dense_b0 hf-repos/dense_b0
       zoo export triton --to model_repository --precision fp32,int8
     """
 
@@ -43,7 +42,9 @@ def export_group():
 @click.option("--to", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write; each model goes to TO/NAME (a Hugging Face model repository).")
 @_artifacts
-@click.option("--repo-id", metavar="ORG/REPO", default=None, help="The Hub repository named in the model card.")
+@click.option("--repo-id", metavar="ORG/REPO", default=None,
+              help="The Hub repository named in the model card: one id for one model, or a pattern with {name} "
+                   "for several (--repo-id 'me/{name}': me/dense_b0, me/dense_b1, ...).")
 @json_option
 def hf_cmd(names, to, artifacts, repo_id, as_json):
     """A Hugging Face model repository folder per model, that is also a zoo mirror.
@@ -53,11 +54,13 @@ def hf_cmd(names, to, artifacts, repo_id, as_json):
     (trained builds), the test data, a model card README.md and manifest.json (every file by its
     Hub name, so zoo pull verifies a download from the Hub).
 
+    Needs the publish extra (huggingface_hub), checked before any model is read.
+
     \b
     Examples:
-      zoo export hf --to hf-repos
       zoo export hf dense_b0 --to hf-repos --repo-id me/dense_b0
-      huggingface-cli upload me/dense_b0 hf-repos/dense_b0
+      zoo export hf --to hf-repos --repo-id 'me/{name}'     # every model, each its own repository
+      hf upload me/dense_b0 hf-repos/dense_b0
       zoo pull dense_b0 --from https://huggingface.co/me/dense_b0/resolve/COMMIT/
     """
     from ..formats.hf import export_hf
@@ -82,6 +85,8 @@ def hf_cmd(names, to, artifacts, repo_id, as_json):
 def triton_cmd(names, to, artifacts, precisions, max_batch_size, as_json):
     """A Triton Inference Server model repository: NAME_PRECISION/config.pbtxt (onnxruntime backend,
     dynamic batching, labels.txt when the model has labels) and NAME_PRECISION/VERSION/model.onnx.
+    A precision asked for that a model was not built with is left out and named on stderr (and under
+    "skipped" with --json); one that no file of a model has is an error.
 
     \b
     Examples:
@@ -91,10 +96,17 @@ def triton_cmd(names, to, artifacts, precisions, max_batch_size, as_json):
     """
     from ..formats.triton import export_triton
 
+    skipped: list[dict] = []
     rows = export_triton(artifacts, to, names or None, precisions=precisions, max_batch_size=max_batch_size,
-                         progress=progress)
+                         progress=progress, skipped=skipped)
+    if skipped:  # asked for and not built: said once, so a partial repository is no surprise
+        by_precision: dict[str, list[str]] = {}
+        for s in skipped:
+            by_precision.setdefault(s["precision"], []).append(s["model"])
+        progress("note: not exported, not built: " + "; ".join(f"{p} of {', '.join(ms)}" for p, ms in by_precision.items())
+                 + f" (build it with `zoo build NAME --precision fp32,{next(iter(by_precision))}`)")
     if as_json:
-        emit_json({"to": str(to), "files": rows})
+        emit_json({"to": str(to), "files": rows, "skipped": skipped})
     else:
         _files_table(rows, to)
 

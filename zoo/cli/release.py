@@ -155,8 +155,11 @@ def trust_require_cmd(off, as_json):
 @click.option("--passphrase", is_flag=True,
               help=f"Encrypt the private key(s) (root and targets with --publisher) with a passphrase: "
                    f"${hub.keys.PASSPHRASE_ENV}, else asked on the terminal.")
+@click.option("--force", is_flag=True,
+              help="Write the private key(s) even inside a git work tree where git does not ignore them (refused "
+                   "by default).")
 @json_option
-def keygen_cmd(out, publisher, passphrase, as_json):
+def keygen_cmd(out, publisher, passphrase, force, as_json):
     """Make ECDSA P-256 keys for `zoo publish` and `zoo trust`.
 
     One key (OUT, OUT.pub) can hold every role (`zoo publish --sign-key OUT`); a publisher that
@@ -169,7 +172,13 @@ def keygen_cmd(out, publisher, passphrase, as_json):
       zoo keygen --out zoo.key                       # zoo.key (secret) and zoo.key.pub
       zoo keygen --publisher --out keys/             # keys/{root,targets,online}.key (+ .pub)
       ZOO_KEY_PASSPHRASE=... zoo keygen --publisher --passphrase --out keys/
+
+    Inside a git work tree, a private key must be git-ignored (or give --force): there it is one
+    `git add .` away from being published.
     """
+    from ..keyfile_guard import check_not_in_git_worktree
+
+    check_not_in_git_worktree(Path(out) / "root.key" if publisher else out, force)  # before any key exists
     infos = hub.keygen_publisher(out, passphrase=passphrase) if publisher else [hub.keygen(out, passphrase=passphrase)]
     if as_json:
         emit_json(infos if publisher else infos[0])

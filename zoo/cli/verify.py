@@ -7,23 +7,56 @@ import click
 
 from ..errors import ProviderUnavailableError, ZooError
 from .common import (artifacts_option, batch_sizes_option, emit_json, json_option, names_or_all, no_record_option,
-                     precision_option, progress, providers_option, runtimes_option, table)
+                     precision_option, progress, providers_option, runtimes_option, fit_table)
+
+
+# Backend names as the records spell them -> the table's short headers (the records keep the full ones).
+_SHORT = (("onnxruntime:", "ort:"), ("CPUExecutionProvider", "cpu"), ("CUDAExecutionProvider", "cuda"),
+          ("TensorrtExecutionProvider", "trt"), (":disabled", ":O0"), (":all", ""), ("openvino", "ov"),
+          ("reference", "ref"))
+LEGEND = "cells: max abs error of a pass, FAIL, or n/a (unavailable); --json has every record in full"
+_TERMS = (("ort", "ort = ONNX Runtime (:O0 graph optimizations off)"), ("ref", "ref = ONNX reference evaluator"),
+          ("ov", "ov = OpenVINO"), ("@cuda", "@cuda = checked against PyTorch on CUDA"))
+
+
+def legend(columns: list[tuple[str, str]]) -> str:
+    """What the cells and the short headers that appear mean (lines under 100 columns)."""
+    heads = [h for _, h in columns]
+    used = [text for term, text in _TERMS if any(h.startswith(term) or term in h for h in heads)]
+    import textwrap
+
+    return LEGEND + ("\n" + textwrap.fill(", ".join(used), 100) if used else "")
+
+
+def short_backend(name: str) -> str:
+    for long, short in _SHORT:
+        name = name.replace(long, short)
+    return name
+
+
+def _cell(r: dict) -> str:
+    err = r.get("max_abs_error")
+    if r["verdict"] == "pass":
+        return "pass" if err is None else f"{err:.1e}"
+    if r["verdict"] == "fail":
+        return "FAIL" if err is None else f"FAIL {err:.1e}"
+    return "n/a" if r["verdict"] == "unavailable" else r["verdict"]
 
 
 def matrix_rows(results: dict[str, list[dict]]) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Model x backend: worst max-abs error and verdict per cell."""
+    """One row per model and precision, one column per backend (short names): the worst max-abs
+    error, or the verdict. Narrow enough for a terminal with a handful of backends."""
     columns: list[str] = []
-    rows = []
+    rows: dict[tuple[str, str], dict] = {}
     for name, recs in results.items():
-        row = {"model": name}
         for r in recs:
-            col = f"{r['precision']} {r['backend']}" + (" (cuda ref)" if r.get("reference") == "torch-cuda" else "")
+            col = short_backend(r["backend"]) + ("@cuda" if r.get("reference") == "torch-cuda" else "")
             if col not in columns:
                 columns.append(col)
-            err = r.get("max_abs_error")
-            row[col] = r["verdict"] if err is None else f"{r['verdict']} {err:.1e}"
-        rows.append(row)
-    return rows, [("model", "model")] + [(c, c) for c in columns]
+            rows.setdefault((name, r["precision"]), {"model": name, "precision": r["precision"]})[col] = _cell(r)
+        if not recs:
+            rows.setdefault((name, "-"), {"model": name, "precision": "-"})
+    return list(rows.values()), [("model", "model"), ("precision", "precision")] + [(c, c) for c in columns]
 
 
 @click.command("verify")
@@ -67,7 +100,8 @@ def verify_cmd(names, all_, artifacts, precisions, providers, runtimes, batch_si
         emit_json(results)
     else:
         rows, cols = matrix_rows(results)
-        click.echo(table(rows, cols))
+        click.echo(fit_table(rows, cols, keys=2))
+        click.echo(legend(cols))
     failed = [(n, r) for n, recs in results.items() for r in recs if r["verdict"] == "fail"]
     for n, r in results.items():
         for rec in r:

@@ -5,7 +5,8 @@
 weights as ``model.safetensors`` when the build has them, the ONNX test data, a model card
 ``README.md``, and a ``manifest.json`` that lists every file under its Hub name, so
 ``zoo pull NAME --from https://huggingface.co/ORG/REPO/resolve/COMMIT/`` verifies what it downloads.
-``huggingface-cli upload ORG/REPO DIR/<name>`` publishes the folder unchanged.
+``hf upload ORG/REPO DIR/<name>`` (huggingface_hub's command line) publishes the folder unchanged.
+One repository per model: with several models, ``repo_id`` is a pattern such as ``me/{name}``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,45 @@ from .common import ModelFiles, Planned, Release, json_bytes, load_models, reloc
 from .names import HF_ROLE_FILES, hf_data_file, hf_model_file
 
 SIGNATURE_FILE = "zoo-release.sig"  # the release's signature, as the releases work made it
+NAME_FIELD = "{name}"  # in a repo id: the model's name (one Hub repository per model)
+
+
+def repo_ids(repo_id: str | None, names: list[str]) -> dict[str, str | None]:
+    """The Hub repository of each model: ``repo_id`` with ``{name}`` replaced by the model's name.
+    A plain id names one repository, so it is refused for several models (each card would tell
+    users to pull every model from the same repository)."""
+    if repo_id is None:
+        return dict.fromkeys(names)
+    if NAME_FIELD not in repo_id and len(names) > 1:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        org = repo_id.split("/")[0] if "/" in repo_id else "ORG"
+        raise InputError(f"--repo-id {repo_id} names one Hub repository, but {len(names)} models are exported "
+                         f"({shown}): name one model, or give a pattern with {NAME_FIELD}, e.g. "
+                         f"--repo-id '{org}/{NAME_FIELD}'")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    out = {}
+    for n in names:
+        rid = repo_id.replace(NAME_FIELD, n)
+        try:
+            validate_repo_id(rid)
+        except HFValidationError as e:
+            raise InputError(f"--repo-id {repo_id}: {rid!r} is not a Hub repository id ({e})") from None
+        out[n] = rid
+    return out
+
+
+def _names(artifacts, names) -> list[str] | None:
+    """The models an export will write, from the manifest alone (nothing hashed yet); None when
+    the folder cannot say (load_models then says why)."""
+    if names:
+        return list(dict.fromkeys(names))
+    from ..hub.publish import read_artifacts
+
+    root = Path(artifacts).expanduser()
+    if not root.is_dir():
+        return None
+    return [e["model"] for e in read_artifacts(root, None, InputError)[3]]
 
 
 def hf_path(m: ModelFiles, rec: dict) -> str:
@@ -95,14 +135,20 @@ def export_hf(artifacts: str | os.PathLike, to: str | os.PathLike, names=None, *
               progress: Progress = quiet) -> list[dict]:
     """Write ``to/<name>/`` for each model of ``artifacts`` (all, or ``names``). ``releases`` gives
     a model's version, digest and signature (else the model file's version and sha256); ``repo_id``
-    (``ORG/REPO``) is used in the card's instructions. Returns one row per file written."""
-    from .hf_card import model_card
+    (``ORG/REPO``, or a pattern such as ``ORG/{name}``; a plain id only for one model) is used in
+    the card's instructions. Returns one row per file written."""
+    from .hf_card import _hub, model_card
 
+    # The cheap checks first, before any model file is hashed: the optional package (a missing one
+    # is exit 3, naming the extra), the destination, the repository ids.
+    _hub()
     if to in (None, ""):
         raise InputError("a Hugging Face export needs a destination folder (--to DIR)")
     dest = Path(to).expanduser()
     if dest.exists() and not dest.is_dir():
         raise InputError(f"--to {dest} is not a folder")
+    listed = _names(artifacts, names)
+    ids = repo_ids(repo_id, listed) if listed is not None else {}
     rows = []
     for m in load_models(artifacts, names, releases, progress):
         planned, entry = plan(m)
@@ -110,7 +156,7 @@ def export_hf(artifacts: str | os.PathLike, to: str | os.PathLike, names=None, *
         mf.validate(manifest, f"{dest / m.name / mf.MANIFEST_NAME}")
         config = config_json(m, entry)
         planned.append(Planned("config.json", data=json_bytes(config)))
-        planned.append(Planned("README.md", data=model_card(m, entry, config, repo_id).encode()))
+        planned.append(Planned("README.md", data=model_card(m, entry, config, ids.get(m.name)).encode()))
         if m.release.signature is not None:
             sig = Path(m.release.signature)
             if not sig.is_file():

@@ -58,9 +58,13 @@ def config_pbtxt(model_name: str, ports: dict, max_batch_size: int, labels: bool
 
 def export_triton(artifacts: str | os.PathLike, to: str | os.PathLike, names=None, *, precisions=None,
                   max_batch_size: int = DEFAULT_MAX_BATCH, releases: dict[str, Release] | None = None,
-                  progress: Progress = quiet) -> list[dict]:
+                  progress: Progress = quiet, skipped: list[dict] | None = None) -> list[dict]:
     """Write a Triton model repository for the models of ``artifacts`` (every built precision, or
-    ``precisions``). The version directory is the release's version. One row per file."""
+    ``precisions``). The version directory is the release's version. One row per file.
+
+    A precision asked for that a model was not built with is left out for that model (one it has
+    none of is an error); ``skipped``, when given, receives ``{model, precision}`` for each, so the
+    caller can say so."""
     if to in (None, ""):
         raise InputError("a Triton export needs a destination folder (--to DIR)")
     if not isinstance(max_batch_size, int) or max_batch_size < 1:
@@ -74,6 +78,9 @@ def export_triton(artifacts: str | os.PathLike, to: str | os.PathLike, names=Non
         recs = [r for r in m.models() if wanted is None or r["precision"] in wanted]
         if not recs:
             raise InputError(f"{m.name} has none of the precisions {', '.join(wanted)}")
+        have = {r["precision"] for r in recs}
+        if skipped is not None:
+            skipped += [{"model": m.name, "precision": p} for p in (wanted or ()) if p not in have]
         ports = m.entry["metadata"]["io_ports"]
         for rec in recs:
             tname = triton_model_name(m.name, rec["precision"])

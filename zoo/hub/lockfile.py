@@ -39,7 +39,10 @@ def lock_record(entry: dict) -> dict:
 def write_lock(path, source_shown: str, entries: list[dict]) -> dict:
     lock = {"lock_version": LOCK_VERSION, "source": source_shown,
             "models": {e["model"]: lock_record(e) for e in entries}}
-    atomic_write_bytes(Path(path).expanduser(), (json.dumps(lock, indent=2) + "\n").encode())
+    out = Path(path).expanduser()
+    if not out.parent.is_dir():  # a mistyped folder is refused, not made (atomic writes create folders)
+        raise InputError(f"cannot write lockfile {os.fspath(path)}: the folder {out.parent} does not exist")
+    atomic_write_bytes(out, (json.dumps(lock, indent=2) + "\n").encode())
     return lock
 
 
