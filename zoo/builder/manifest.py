@@ -144,12 +144,22 @@ def parse(text: str | bytes, where: str = "manifest", max_bytes: int | None = No
         text = text.encode("utf-8", "surrogatepass")
     if len(text) > limit:
         raise ManifestError(f"{where}: larger than {limit:,} bytes; refusing it")
-    _check_depth(text, where)
+    data = parse_json(text, where)
+    validate(data, where)
+    return data
+
+
+def parse_json(raw: bytes, where: str, bounds: bool = False):
+    """Strict JSON from a stranger in bounded time: depth checked on the raw bytes first (json.loads
+    recurses), no NaN, Infinity or duplicate keys; ``bounds``: the value, string and integer bounds
+    too (:func:`parse` leaves them to :func:`validate`). Every failure a ``ManifestError``."""
+    _check_depth(raw, where)
     try:
-        data = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+        data = json.loads(raw, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, > 4300-digit integers
         raise ManifestError(f"{where}: not valid JSON ({cut(e, 160)})") from None
-    validate(data, where)
+    if bounds:
+        _check_bounds(data, where)
     return data
 
 

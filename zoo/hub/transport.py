@@ -109,6 +109,10 @@ class Watch:
             sock = socket.create_connection(address, timeout, source_address)
         except socket.gaierror as e:
             raise Unresolvable(address[0], e) from None
+        return self.add(sock)
+
+    def add(self, sock: socket.socket) -> socket.socket:
+        """Watch ``sock`` (a connection made by another client library) from now on."""
         with self._lock:
             self._socks.append(sock.dup())
             if self.fired:
