@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass
 
 from ..errors import InputError, ManifestError, cut
@@ -239,6 +240,7 @@ class OciSource:
     remote = True
     root = None
     credentials = None
+    versions_by_tag = True  # NAME@V is the tag V (unverified without a trust anchor, as any plain read)
 
     def __init__(self, spec: str):
         self.ref = OciRef.parse(spec)
@@ -305,7 +307,8 @@ class OciSource:
             for layer in art.layers.values():
                 self._by_digest.setdefault(layer["digest"], (ref, layer))
             return art
-        shown = tried[0]
+        shown = f"{tried[0]}" if tried[0].digest else f"{tried[0]}:{tried[0].reference}" if not tried[0].tag \
+            else str(tried[0])
         if name is None and not self.pinned:
             raise InputError(f"{self.ref} is not a model artifact (HTTP 404 for {LATEST}); name the models: "
                              f"zoo pull NAME --from {self.ref} reads {self.ref.repository}/NAME (an OCI registry "
@@ -439,7 +442,7 @@ class OciSource:
         raw = None
         if referrers_mode() != "tag":
             url = (f"{self._registry().prefix}://{ref.host}/v2/{ref.repository}/referrers/{art.digest}"
-                   f"?artifactType={RELEASE_ARTIFACT}")
+                   f"?artifactType={urllib.parse.quote(RELEASE_ARTIFACT, safe='')}")
             try:
                 raw = self._get("the referrers list", ref, url, config.MAX_MANIFEST_BYTES, accept=OCI_INDEX,
                                 budget=budget)
