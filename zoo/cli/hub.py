@@ -14,7 +14,7 @@ from ..errors import ZooError
 from ..spec import FILE_PRECISIONS
 
 SOURCE_HELP = ("Where to pull from: an http(s):// base URL, a file:// URL or a folder holding manifest.json, or "
-               "oci://HOST[:PORT]/REPO/NAME[:TAG|@sha256:DIGEST] "
+               "oci://HOST[:PORT]/REPO (NAME from REPO/NAME, the URL `zoo publish --to` took; or REPO/NAME[:TAG|@sha256:DIGEST]) "
                f"[default: ${hub.SOURCE_ENV}, else {hub.DEFAULT_SOURCE}/].")
 CACHE_HELP = (f"Cache folder [default: ${hub.CACHE_ENV}, else $XDG_CACHE_HOME/zoo, else ~/.cache/zoo].")
 

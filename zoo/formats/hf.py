@@ -6,6 +6,14 @@ weights as ``model.safetensors`` when the build has them, the ONNX test data, a 
 ``README.md``, and a ``manifest.json`` that lists every file under its Hub name, so
 ``zoo pull NAME --from https://huggingface.co/ORG/REPO/resolve/COMMIT/`` verifies what it downloads.
 ``huggingface-cli upload ORG/REPO DIR/<name>`` publishes the folder unchanged.
+
+Exported from a signed mirror (``zoo publish`` with keys), the folder is also a signed mirror of
+that model's latest version: the mirror's TUF metadata (``metadata/``: every root, the timestamp,
+the current snapshot and targets), the version's ``releases/NAME/V/manifest.json`` and
+``model.sig``, and its files under their content addresses (``blobs/sha256/..``: the bytes the
+signature covers; the Hub stores a file and its identical blob once). So
+``zoo pull NAME --from <folder or its resolve/COMMIT/ URL> --trust root.json`` verifies it as on the
+mirror: python-tuf, the model signature, every file's sha256.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from ..errors import InputError
 from ..fsutil import sha256_bytes
 from ..hub.config import Progress, quiet
 from ..spec import EXTERNAL_ROLE
-from .common import ModelFiles, Planned, Release, json_bytes, load_models, relocate, write_files
+from .common import ModelFiles, Planned, Release, json_bytes, load_models, release_files, relocate, write_files
 from .names import HF_ROLE_FILES, hf_data_file, hf_model_file
 
 SIGNATURE_FILE = "zoo-release.sig"  # the release's signature, as the releases work made it
@@ -61,6 +69,20 @@ def plan(m: ModelFiles) -> tuple[list[Planned], dict]:
     entry["metadata"] = dict(entry["metadata"], model_sha=main["sha256"], model_bytes=main["bytes"])
     entry["test_data"] = dict(entry["test_data"], sets=[s.partition("/")[2] or s for s in entry["test_data"]["sets"]])
     return planned, entry
+
+
+def signed_mirror(m: ModelFiles) -> list[Planned]:
+    """From a signed mirror: the version's blobs, its release files, and the TUF metadata (the
+    timestamp last: a reader sees the version only when all it names is in place); else nothing."""
+    from ..hub.release import blob_path
+
+    found = release_files(m.src.root, m.entry) if m.release.version is not None else None
+    if found is None or not any(p.endswith("/" + mf.MANIFEST_NAME) for p, _ in found[1]):
+        return []
+    blobs = {blob_path(f["sha256"]): f for f in m.entry["files"]}
+    out = [Planned(p, rec=f, source=m.local(f)) for p, f in sorted(blobs.items())]
+    files = sorted(found[1], key=lambda pd: pd[0].endswith("/timestamp.json"))
+    return out + [Planned(p, data=d) for p, d in files]
 
 
 def config_json(m: ModelFiles, entry: dict) -> dict:
@@ -116,6 +138,7 @@ def export_hf(artifacts: str | os.PathLike, to: str | os.PathLike, names=None, *
             if not sig.is_file():
                 raise InputError(f"signature file {sig} does not exist")
             planned.append(Planned(SIGNATURE_FILE, data=sig.read_bytes()))
+        planned += signed_mirror(m)
         planned.append(Planned(mf.MANIFEST_NAME, data=json_bytes(manifest)))  # last: a mirror is complete
         rows += [dict(r, model=m.name) for r in write_files(dest / m.name, planned, f"--to {dest / m.name}")]
         progress(f"{m.name}: Hugging Face folder {dest / m.name}")

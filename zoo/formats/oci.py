@@ -56,7 +56,7 @@ from ..hub.oci import (  # noqa: F401 - the reading side, re-exported for existi
     referrers_mode,
     registry,
 )
-from .common import Release, load_models
+from .common import Release, load_models, release_files
 from .names import (MODELPACK_ARTIFACT, MODELPACK_CONFIG, MODELPACK_FILEPATH, MODELPACK_ROLE_MEDIA, OCI_TITLE,
                     PRECISION_NAMES)
 
@@ -114,31 +114,6 @@ def _put_manifest(reg, target: OciRef, reference: str, raw: bytes, media: str, w
 
 def _manifest_raw(manifest: dict) -> bytes:
     return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-
-
-def release_files(root: Path, entry: dict) -> tuple[int, list[tuple[str, bytes]]] | None:
-    """What a TUF client needs for ``entry``'s version, from the mirror ``root``: every
-    ``metadata/N.root.json``, ``metadata/timestamp.json``, the current snapshot and targets, and the
-    version's ``manifest.json`` and ``model.sig`` (those the targets list); with the timestamp's
-    version. None for a folder without TUF metadata (a build, an unsigned copy)."""
-    from ..hub import repo
-    from ..hub.paths import Dir
-    from ..hub.release import version_dir
-    from ..hub.signing import SIGNATURE_NAME
-
-    with Dir.open_root(root, f"artifacts {root}") as out:
-        st = repo.read_state(out)
-        if st is None or st.timestamp is None:
-            return None
-        names = [repo.meta_name("root", md.signed.version) for md in st.roots]
-        names.append(repo.meta_name("timestamp"))
-        names.append(repo.meta_name("snapshot", st.timestamp.signed.snapshot_meta.version))
-        names.append(repo.meta_name("targets", st.targets.signed.version))
-        rec = entry.get("release") or {}
-        if isinstance(rec.get("version"), int):
-            vdir = version_dir(entry["model"], rec["version"])
-            names += [p for p in (f"{vdir}/manifest.json", f"{vdir}/{SIGNATURE_NAME}") if p in st.targets.signed.targets]
-        return st.timestamp.signed.version, [(n, out.read_bytes(n, repo.MAX_METADATA_BYTES)) for n in names]
 
 
 def _push_release(reg, target: OciRef, container, subject: dict, ts_version: int, files, upload,
