@@ -89,6 +89,8 @@ def publish_cmd(names, to, artifacts, sign_key, root_keys, targets_keys, online_
       zoo publish --to ./mirror --sign-key zoo.key --license MIT              # one key for every role
       python -m http.server -d ./mirror 8000   # then: zoo pull dense_b0 --from http://localhost:8000/
       zoo publish --to oci://registry.example.com/zoo   # then: zoo pull dense_b0 --from oci://.../zoo
+      zoo publish --artifacts ./mirror --to oci://registry.example.com/zoo   # + release referrers:
+                                        # zoo pull dense_b0 --from oci://.../zoo --trust root.json
     """
     if to.lower().startswith("oci://"):  # zoo.hub.oci
         from .export import publish_oci
