@@ -202,7 +202,7 @@ def parse_oci_manifest(raw: bytes, where: str) -> dict[str, dict]:
                 raise ValueError("a layer without a sha256 digest and size")
             layers[path] = layer
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise IntegrityError(f"{where}: not a zoo artifact ({cut(first_line(e), 120)})") from None
+        raise IntegrityError(f"{where}: not a zoo model artifact ({cut(first_line(e), 120)})") from None
     return layers
 
 
@@ -288,7 +288,7 @@ class OciSource:
             return [OciRef(r.host, r.repository, tag)]
         out = [OciRef(r.host, f"{r.repository}/{name}", tag)]
         if r.repository.rsplit("/", 1)[-1] == name:  # the older form: the URL is the model's repository
-            out.append(OciRef(r.host, r.repository, tag))
+            out.insert(0, OciRef(r.host, r.repository, tag))
         return out
 
     def _artifact(self, name: str | None, tag: str | None, budget) -> _Artifact:
@@ -313,7 +313,7 @@ class OciSource:
             raise InputError(f"{self.ref} is not a model artifact (HTTP 404 for {LATEST}); name the models: "
                              f"zoo pull NAME --from {self.ref} reads {self.ref.repository}/NAME (an OCI registry "
                              "has no listing the zoo relies on, so --all cannot list a namespace)")
-        repo = f"{self.ref.repository}/{name}" if name else self.ref.repository
+        repo = tried[0].repository
         raise UnknownModelError(f"{shown} does not exist (HTTP 404): published versions are tags of {repo} "
                                 f"(zoo publish --to {SCHEME}{self.ref.host}/{self.ref.repository})")
 
