@@ -312,6 +312,9 @@ def test_models_and_lock_on_oci(registry, signed, tmp_path):
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)
     assert [v["version"] for v in rows[0]["versions"]] == [1, 2] and rows[0]["trust"] == "verified"
+    for args in (["models", "--from", signed["to"], *trust], ["pull", "--all", "--from", signed["to"], *trust]):
+        r = runner.invoke(cli, [*args, "--cache-dir", str(tmp_path / "c")])
+        assert r.exit_code == 2 and "name the models" in _one_line_error(r), (args, r.output)
     lock = tmp_path / "zoo.lock"
     r = runner.invoke(cli, ["lock", "dense_b0@1", "--from", signed["to"], *trust, "--out", str(lock)])
     assert r.exit_code == 0, r.output
@@ -344,3 +347,37 @@ def test_a_registry_with_the_referrers_api(registry, signed, tmp_path, monkeypat
         assert (proxy.api_calls > calls) == (mode == "api")
     finally:
         proxy.stop()
+
+
+def test_a_silent_registry_ends_at_the_pulls_deadline(tmp_path, monkeypatch):
+    """Every request of an OCI pull shares the command's ZOO_DEADLINE (a watchdog closes the
+    connection): a registry that accepts and never answers costs the deadline, not a timeout per
+    request or per candidate repository."""
+    import socket
+    import threading
+    import time
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                return
+    threading.Thread(target=accept, daemon=True).start()
+    monkeypatch.setenv("ZOO_DEADLINE", "1.5")
+    try:
+        t0 = time.monotonic()
+        r = CliRunner().invoke(cli, ["pull", "dense_b0", "--from", f"oci://127.0.0.1:{srv.getsockname()[1]}/zoo",
+                                     "--cache-dir", str(tmp_path / "c")])
+        took = time.monotonic() - t0
+    finally:
+        srv.close()
+        for c in held:
+            c.close()
+    assert r.exit_code == 1 and "deadline of 1.5 s" in _one_line_error(r), r.output
+    assert took < 4.5, took

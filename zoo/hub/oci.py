@@ -141,7 +141,9 @@ def _call(what: str, ref, fn, *args, **kwargs):
     if resp.status_code >= 300:
         resp.close()
         kind = OciNotFound if resp.status_code == 404 else SourceError
-        raise kind(f"{ref}: {what}: the registry answers HTTP {resp.status_code}")
+        err = kind(f"{ref}: {what}: the registry answers HTTP {resp.status_code}")
+        err.status = resp.status_code
+        raise err
     return resp
 
 
@@ -446,7 +448,9 @@ class OciSource:
             try:
                 raw = self._get("the referrers list", ref, url, config.MAX_MANIFEST_BYTES, accept=OCI_INDEX,
                                 budget=budget)
-            except OciNotFound:
+            except SourceError as e:  # 404 as the spec says; 400, 405, 501 from registries that predate it
+                if getattr(e, "status", None) not in (400, 404, 405, 501):
+                    raise
                 raw = None
         if raw is None:
             try:
