@@ -420,7 +420,9 @@ class OciSource:
         art.release = {}
         best = None
         for d in descs:
-            ann = d.get("annotations") if isinstance(d, dict) else None
+            if not isinstance(d, dict):
+                continue
+            ann = d.get("annotations")
             v = ann.get(TIMESTAMP_ANNOTATION) if isinstance(ann, dict) else None
             if d.get("artifactType") != RELEASE_ARTIFACT or not isinstance(v, str) or not v.isdigit() or len(v) > 12 \
                     or not isinstance(d.get("digest"), str) or not _DIGEST.match(d["digest"]):
@@ -438,30 +440,33 @@ class OciSource:
         return art.release
 
     def _referrers(self, art: _Artifact, budget) -> list:
-        """Descriptors of what refers to ``art``: the referrers API, else (404, or ``ZOO_OCI_REFERRERS=tag``)
-        the image index at the fallback tag ``sha256-<hex>``."""
+        """Descriptors of what refers to ``art``: the referrers API's; where it has none (404, or
+        no release listed: a registry upgraded since, ``ZOO_OCI_REFERRERS=tag``), the image index at
+        the fallback tag ``sha256-<hex>``."""
         ref = art.ref
-        raw = None
         if referrers_mode() != "tag":
             url = (f"{self._registry().prefix}://{ref.host}/v2/{ref.repository}/referrers/{art.digest}"
                    f"?artifactType={urllib.parse.quote(RELEASE_ARTIFACT, safe='')}")
             try:
-                raw = self._get("the referrers list", ref, url, config.MAX_MANIFEST_BYTES, accept=OCI_INDEX,
-                                budget=budget)
+                found = self._index(self._get("the referrers list", ref, url, config.MAX_MANIFEST_BYTES,
+                                              accept=OCI_INDEX, budget=budget), art)
+                if any(isinstance(d, dict) and d.get("artifactType") == RELEASE_ARTIFACT for d in found):
+                    return found
             except SourceError as e:  # 404 as the spec says; 400, 405, 501 from registries that predate it
                 if getattr(e, "status", None) not in (400, 404, 405, 501):
                     raise
-                raw = None
-        if raw is None:
-            try:
-                raw = self._get("the referrers tag", ref, self._manifest_url(ref, fallback_tag(art.digest)),
-                                config.MAX_MANIFEST_BYTES, accept=OCI_INDEX, budget=budget)
-            except OciNotFound:
-                return []
-        index = parse_json(raw, f"{ref} referrers of {art.digest[:19]}...")
+        try:
+            raw = self._get("the referrers tag", ref, self._manifest_url(ref, fallback_tag(art.digest)),
+                            config.MAX_MANIFEST_BYTES, accept=OCI_INDEX, budget=budget)
+        except OciNotFound:
+            return []
+        return self._index(raw, art)
+
+    def _index(self, raw: bytes, art: _Artifact) -> list:
+        index = parse_json(raw, f"{art.ref} referrers of {art.digest[:19]}...")
         manifests = index.get("manifests") if isinstance(index, dict) else None
         if not isinstance(manifests, list):
-            raise IntegrityError(f"{ref}: the referrers of {art.digest[:19]}... are not an image index; rejected")
+            raise IntegrityError(f"{art.ref}: the referrers of {art.digest[:19]}... are not an image index; rejected")
         return manifests[-MAX_REFERRERS:]
 
     def _newest_release(self, budget) -> dict[str, dict]:
