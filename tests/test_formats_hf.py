@@ -161,6 +161,8 @@ def test_a_folder_exported_from_a_signed_mirror_verifies_with_its_root(formats_b
     for rel in ("metadata/1.root.json", "metadata/timestamp.json", "releases/dense_b0/1/manifest.json",
                 "releases/dense_b0/1/model.sig"):
         assert (folder / rel).read_bytes() == (mirror / rel).read_bytes(), rel
+    assert json.loads((folder / "config.json").read_text())["zoo"]["tuf_metadata"] == "metadata/"
+    assert "--trust root.json" in (folder / "README.md").read_text()
     root = mirror / "metadata" / "1.root.json"
     root.rename(tmp_path / "root.json")  # the anchor comes from the publisher, not from the folder
     root = tmp_path / "root.json"

@@ -130,7 +130,10 @@ def export_hf(artifacts: str | os.PathLike, to: str | os.PathLike, names=None, *
         planned, entry = plan(m)
         manifest = dict(m.header, models=[entry])
         mf.validate(manifest, f"{dest / m.name / mf.MANIFEST_NAME}")
+        release_files_planned = signed_mirror(m)
         config = config_json(m, entry)
+        if release_files_planned:  # the folder is a signed mirror too: the card says how to verify it
+            config["zoo"]["tuf_metadata"] = "metadata/"
         planned.append(Planned("config.json", data=json_bytes(config)))
         planned.append(Planned("README.md", data=model_card(m, entry, config, repo_id).encode()))
         if m.release.signature is not None:
@@ -138,7 +141,7 @@ def export_hf(artifacts: str | os.PathLike, to: str | os.PathLike, names=None, *
             if not sig.is_file():
                 raise InputError(f"signature file {sig} does not exist")
             planned.append(Planned(SIGNATURE_FILE, data=sig.read_bytes()))
-        planned += signed_mirror(m)
+        planned += release_files_planned
         planned.append(Planned(mf.MANIFEST_NAME, data=json_bytes(manifest)))  # last: a mirror is complete
         rows += [dict(r, model=m.name) for r in write_files(dest / m.name, planned, f"--to {dest / m.name}")]
         progress(f"{m.name}: Hugging Face folder {dest / m.name}")
