@@ -216,5 +216,6 @@ def release_files(root: Path, entry: dict) -> tuple[int, list[tuple[str, bytes]]
         rec = entry.get("release") or {}
         if isinstance(rec.get("version"), int):
             vdir = version_dir(entry["model"], rec["version"])
-            names += [p for p in (f"{vdir}/manifest.json", f"{vdir}/{SIGNATURE_NAME}") if p in st.targets.signed.targets]
+            listed = st.targets.signed.targets
+            names += [p for p in (f"{vdir}/manifest.json", f"{vdir}/{SIGNATURE_NAME}") if p in listed]
         return st.timestamp.signed.version, [(n, out.read_bytes(n, repo.MAX_METADATA_BYTES)) for n in names]

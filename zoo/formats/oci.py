@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import tempfile
-from pathlib import Path
 
 from ..errors import InputError, ManifestError
 from ..hub.config import MAX_MANIFEST_BYTES, Progress, quiet
