@@ -149,7 +149,7 @@ def test_a_folder_exported_from_a_signed_mirror_verifies_with_its_root(formats_b
     refuses it with another publisher's root (exit 1, nothing cached)."""
     from zoo import hub
     from zoo.formats.hf import export_hf
-    from zoo.hub.signing import keygen
+    from zoo.hub import keygen
 
     monkeypatch.delenv("ZOO_TRUST", raising=False)
     for who in ("p", "q"):

@@ -187,7 +187,7 @@ def signed(registry, formats_build, tmp_path_factory):
     import shutil
 
     from zoo import hub
-    from zoo.hub.signing import keygen
+    from zoo.hub import keygen
 
     d = tmp_path_factory.mktemp("signed-oci")
     keygen(d / "p.key")
