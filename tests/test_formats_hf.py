@@ -141,3 +141,55 @@ def test_a_folder_exported_from_a_signed_mirror_carries_its_release(formats_buil
     assert (config["zoo"]["version"], config["zoo"]["digest"]) == (rec["version"], rec["digest"]) == (1, rec["digest"])
     assert config["zoo"]["signature"] == SIGNATURE_FILE
     assert (folder / SIGNATURE_FILE).read_bytes() == (mirror / "releases" / "dense_b0" / "1" / "model.sig").read_bytes()
+
+
+def test_a_folder_exported_from_a_signed_mirror_verifies_with_its_root(formats_build, tmp_path, monkeypatch):
+    """The folder carries the mirror's TUF metadata, the version's release files and blobs: a pull
+    with the publisher's root.json verifies it (from the folder and from resolve/COMMIT/), and
+    refuses it with another publisher's root (exit 1, nothing cached)."""
+    from zoo import hub
+    from zoo.formats.hf import export_hf
+    from zoo.hub import keygen
+
+    monkeypatch.delenv("ZOO_TRUST", raising=False)
+    for who in ("p", "q"):
+        keygen(tmp_path / f"{who}.key")
+        hub.publish(formats_build, tmp_path / f"mirror-{who}", ["dense_b0"], sign_key=tmp_path / f"{who}.key")
+    mirror = tmp_path / "mirror-p"
+    export_hf(mirror, tmp_path / "out", ["dense_b0"])
+    folder = tmp_path / "out" / "dense_b0"
+    for rel in ("metadata/1.root.json", "metadata/timestamp.json", "releases/dense_b0/1/manifest.json",
+                "releases/dense_b0/1/model.sig"):
+        assert (folder / rel).read_bytes() == (mirror / rel).read_bytes(), rel
+    assert json.loads((folder / "config.json").read_text())["zoo"]["tuf_metadata"] == "metadata/"
+    assert "--trust root.json" in (folder / "README.md").read_text()
+    root = mirror / "metadata" / "1.root.json"
+    root.rename(tmp_path / "root.json")  # the anchor comes from the publisher, not from the folder
+    root = tmp_path / "root.json"
+    srv_root = tmp_path / "hub"
+    shutil.copytree(folder, srv_root / "zoo-org" / "dense_b0" / "resolve" / COMMIT)
+    srv = MirrorServer(srv_root).start()
+    try:
+        runner = CliRunner()
+        for i, source in enumerate((str(folder), f"{srv.url}zoo-org/dense_b0/resolve/{COMMIT}/")):
+            r = runner.invoke(cli, ["pull", "dense_b0", "--from", source, "--trust", str(root), "--precision", "fp16",
+                                    "--cache-dir", str(tmp_path / f"c{i}"), "--json"])
+            assert r.exit_code == 0, r.output
+            got = json.loads(r.stdout)[0]
+            assert (got["trust"], got["version"]) == ("verified", 1)
+            view = tmp_path / f"c{i}" / "models" / "dense_b0"
+            assert (view / "dense_b0" / "model.fp16.onnx").read_bytes() == \
+                (formats_build / "dense_b0" / "model.fp16.onnx").read_bytes()
+        r = runner.invoke(cli, ["pull", "dense_b0", "--from", str(folder), "--trust",
+                                str(tmp_path / "mirror-q" / "metadata" / "1.root.json"), "--cache-dir",
+                                str(tmp_path / "cq")])
+        errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+        assert r.exit_code == 1 and len(errors) == 1 and "Traceback" not in r.output, r.output
+        assert not (tmp_path / "cq" / "models" / "dense_b0").exists()
+        # Without a root it is still the plain Hub-named folder.
+        r = runner.invoke(cli, ["pull", "dense_b0", "--from", str(folder), "--cache-dir", str(tmp_path / "cp"),
+                                "--json"])
+        assert r.exit_code == 0 and json.loads(r.stdout)[0]["trust"] == "unverified", r.output
+        assert (tmp_path / "cp" / "models" / "dense_b0" / "onnx" / "model.onnx").is_file()
+    finally:
+        srv.close()

@@ -14,7 +14,7 @@ from ..errors import ZooError
 from ..spec import FILE_PRECISIONS
 
 SOURCE_HELP = ("Where to pull from: an http(s):// base URL, a file:// URL or a folder holding manifest.json, or "
-               "oci://HOST[:PORT]/REPO/NAME[:TAG|@sha256:DIGEST] "
+               "oci://HOST[:PORT]/REPO (NAME from REPO/NAME, the URL `zoo publish --to` took; or REPO/NAME[:TAG|@sha256:DIGEST]) "
                f"[default: ${hub.SOURCE_ENV}, else {hub.DEFAULT_SOURCE}/].")
 CACHE_HELP = (f"Cache folder [default: ${hub.CACHE_ENV}, else $XDG_CACHE_HOME/zoo, else ~/.cache/zoo].")
 
@@ -89,6 +89,8 @@ def publish_cmd(names, to, artifacts, sign_key, root_keys, targets_keys, online_
       zoo publish --to ./mirror --sign-key zoo.key --license MIT              # one key for every role
       python -m http.server -d ./mirror 8000   # then: zoo pull dense_b0 --from http://localhost:8000/
       zoo publish --to oci://registry.example.com/zoo   # then: zoo pull dense_b0 --from oci://.../zoo
+      zoo publish --artifacts ./mirror --to oci://registry.example.com/zoo   # + release referrers:
+                                        # zoo pull dense_b0 --from oci://.../zoo --trust root.json
     """
     if to.lower().startswith("oci://"):  # zoo.hub.oci
         from .export import publish_oci

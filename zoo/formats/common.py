@@ -195,3 +195,28 @@ def json_bytes(obj) -> bytes:
 
     return (dumps(obj) + "\n").encode()
 
+
+def release_files(root: Path, entry: dict) -> tuple[int, list[tuple[str, bytes]]] | None:
+    """What a TUF client needs for ``entry``'s version, from the mirror ``root``: every
+    ``metadata/N.root.json``, ``metadata/timestamp.json``, the current snapshot and targets, and the
+    version's ``manifest.json`` and ``model.sig`` (those the targets list); with the timestamp's
+    version. None for a folder without TUF metadata (a build, an unsigned copy)."""
+    from ..hub import repo
+    from ..hub.paths import Dir
+    from ..hub.release import version_dir
+    from ..hub.signing import SIGNATURE_NAME
+
+    with Dir.open_root(root, f"artifacts {root}") as out:
+        st = repo.read_state(out)
+        if st is None or st.timestamp is None:
+            return None
+        names = [repo.meta_name("root", md.signed.version) for md in st.roots]
+        names.append(repo.meta_name("timestamp"))
+        names.append(repo.meta_name("snapshot", st.timestamp.signed.snapshot_meta.version))
+        names.append(repo.meta_name("targets", st.targets.signed.version))
+        rec = entry.get("release") or {}
+        if isinstance(rec.get("version"), int):
+            vdir = version_dir(entry["model"], rec["version"])
+            listed = st.targets.signed.targets
+            names += [p for p in (f"{vdir}/manifest.json", f"{vdir}/{SIGNATURE_NAME}") if p in listed]
+        return st.timestamp.signed.version, [(n, out.read_bytes(n, repo.MAX_METADATA_BYTES)) for n in names]

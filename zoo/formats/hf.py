@@ -7,6 +7,14 @@ weights as ``model.safetensors`` when the build has them, the ONNX test data, a 
 ``zoo pull NAME --from https://huggingface.co/ORG/REPO/resolve/COMMIT/`` verifies what it downloads.
 ``hf upload ORG/REPO DIR/<name>`` (huggingface_hub's command line) publishes the folder unchanged.
 One repository per model: with several models, ``repo_id`` is a pattern such as ``me/{name}``.
+
+Exported from a signed mirror (``zoo publish`` with keys), the folder is also a signed mirror of
+that model's latest version: the mirror's TUF metadata (``metadata/``: every root, the timestamp,
+the current snapshot and targets), the version's ``releases/NAME/V/manifest.json`` and
+``model.sig``, and its files under their content addresses (``blobs/sha256/..``: the bytes the
+signature covers; the Hub stores a file and its identical blob once). So
+``zoo pull NAME --from <folder or its resolve/COMMIT/ URL> --trust root.json`` verifies it as on the
+mirror: python-tuf, the model signature, every file's sha256.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from ..errors import InputError
 from ..fsutil import sha256_bytes
 from ..hub.config import Progress, quiet
 from ..spec import EXTERNAL_ROLE
-from .common import ModelFiles, Planned, Release, json_bytes, load_models, relocate, write_files
+from .common import ModelFiles, Planned, Release, json_bytes, load_models, release_files, relocate, write_files
 from .names import HF_ROLE_FILES, hf_data_file, hf_model_file
 
 SIGNATURE_FILE = "zoo-release.sig"  # the release's signature, as the releases work made it
@@ -103,6 +111,20 @@ def plan(m: ModelFiles) -> tuple[list[Planned], dict]:
     return planned, entry
 
 
+def signed_mirror(m: ModelFiles) -> list[Planned]:
+    """From a signed mirror: the version's blobs, its release files, and the TUF metadata (the
+    timestamp last: a reader sees the version only when all it names is in place); else nothing."""
+    from ..hub.release import blob_path
+
+    found = release_files(m.src.root, m.entry) if m.release.version is not None else None
+    if found is None or not any(p.endswith("/" + mf.MANIFEST_NAME) for p, _ in found[1]):
+        return []
+    blobs = {blob_path(f["sha256"]): f for f in m.entry["files"]}
+    out = [Planned(p, rec=f, source=m.local(f)) for p, f in sorted(blobs.items())]
+    files = sorted(found[1], key=lambda pd: pd[0].endswith("/timestamp.json"))
+    return out + [Planned(p, data=d) for p, d in files]
+
+
 def config_json(m: ModelFiles, entry: dict) -> dict:
     """``config.json``: what a loader needs to feed the model and read its output."""
     n = m.entry["num_classes"]
@@ -154,7 +176,10 @@ def export_hf(artifacts: str | os.PathLike, to: str | os.PathLike, names=None, *
         planned, entry = plan(m)
         manifest = dict(m.header, models=[entry])
         mf.validate(manifest, f"{dest / m.name / mf.MANIFEST_NAME}")
+        release_files_planned = signed_mirror(m)
         config = config_json(m, entry)
+        if release_files_planned:  # the folder is a signed mirror too: the card says how to verify it
+            config["zoo"]["tuf_metadata"] = "metadata/"
         planned.append(Planned("config.json", data=json_bytes(config)))
         planned.append(Planned("README.md", data=model_card(m, entry, config, ids.get(m.name)).encode()))
         if m.release.signature is not None:
@@ -162,6 +187,7 @@ def export_hf(artifacts: str | os.PathLike, to: str | os.PathLike, names=None, *
             if not sig.is_file():
                 raise InputError(f"signature file {sig} does not exist")
             planned.append(Planned(SIGNATURE_FILE, data=sig.read_bytes()))
+        planned += release_files_planned
         planned.append(Planned(mf.MANIFEST_NAME, data=json_bytes(manifest)))  # last: a mirror is complete
         rows += [dict(r, model=m.name) for r in write_files(dest, m.name, planned, f"--to {dest}")]
         progress(f"{m.name}: Hugging Face folder {dest / m.name}")

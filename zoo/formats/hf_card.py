@@ -79,6 +79,10 @@ def body(m: ModelFiles, entry: dict, config: dict, repo_id: str | None) -> str:
         "## Run it",
         "Python, with the zoo (pulls into a verified cache; pin the commit):\n\n```sh\n"
         f"zoo pull {name} --from https://huggingface.co/{repo}/resolve/COMMIT/\n```\n\n"
+        + ("This folder is also the publisher's signed release (TUF metadata in `metadata/`): with their "
+           "root metadata, the pull verifies it (python-tuf, the model signature, every file):\n\n```sh\n"
+           f"zoo pull {name} --from https://huggingface.co/{repo}/resolve/COMMIT/ --trust root.json\n```\n\n"
+           if (config.get("zoo") or {}).get("tuf_metadata") else "") +
         "Python, with ONNX Runtime alone:\n\n```python\nimport numpy as np, onnxruntime as ort\n"
         f"s = ort.InferenceSession(\"onnx/model.onnx\")\n"
         f"print(s.run(None, {{\"{inp}\": np.zeros((2, {dim}), np.float32)}})[0].argmax(1))\n```",

@@ -24,7 +24,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ManifestError, ZooError, cut
+from ..errors import InputError, ManifestError, ZooError, cut
 from . import config, repo
 from .config import OFFLINE_ENV, Deadline, IntegrityError, OfflineError, Progress, SourceError, UnknownModelError, offline
 from .signing import SignatureError
@@ -365,7 +365,7 @@ def _updater(src, state: Path, root_raw: bytes, progress, budget):
         updater.refresh()
     except tx.DownloadError as e:
         cause = e.__cause__
-        if isinstance(cause, ZooError):
+        if isinstance(cause, (ZooError, InputError)):  # the source's own line (an OCI namespace: name the models)
             raise cause from None
         if isinstance(e, tx.DownloadHTTPError) and e.status_code == 404:
             _not_tuf(src, progress, budget)

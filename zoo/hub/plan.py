@@ -87,14 +87,16 @@ def make(cat: Catalogue, names, *, lock=None, cache=None, progress: Progress = c
 def _plain(cat: Catalogue, name: str, spec) -> ModelPlan:
     entry = find_entry(cat.manifest, name, cat.src)
     digest = release.version_digest(entry["files"])
+    version = (entry.get("release") or {}).get("version")
     if isinstance(spec, int):
-        raise UnknownModelError(f"{cat.src} is not a versioned mirror (no TUF metadata); {name}@{spec} cannot be "
-                                "resolved there")
-    if spec is not None and digest != spec:
+        if not getattr(cat.src, "versions_by_tag", False):  # an OCI registry read tag V for NAME@V
+            raise UnknownModelError(f"{cat.src} is not a versioned mirror (no TUF metadata); {name}@{spec} cannot be "
+                                    "resolved there")
+        version = spec
+    elif spec is not None and digest != spec:
         raise IntegrityError(f"{cat.src} holds {name} {digest[:19]}..., not {spec[:19]}...")
     header = {k: v for k, v in cat.manifest.items() if k != "models"}
-    return ModelPlan(dict(header, models=[entry]), entry, False, (entry.get("release") or {}).get("version"), digest,
-                     "unverified")
+    return ModelPlan(dict(header, models=[entry]), entry, False, version, digest, "unverified")
 
 
 def _target(cat: Catalogue, pair, limit: int, cache) -> bytes:

@@ -39,6 +39,8 @@ def open_source(source, lock, trust_arg, cache, progress, budget, names=None, ve
     """Steps 1-2: the source (the lockfile's when none is given), its anchor, its catalogue (the
     mirror's versions for a trusted, pinned or locked request, else its plain manifest)."""
     src = resolve_source(source if source not in (None, "") or not lock else lockfile.read_lock(lock)["source"])
+    if hasattr(src, "select"):  # an OCI namespace reads one repository per name asked for
+        src.select(names or (list(lockfile.read_lock(lock)["models"]) if lock else None))
     anchor = trust.anchor_for(src, trust_arg, progress)
     versioned = versioned or bool(lock) or any("@" in str(n) for n in names or [])
     return src, metadata.open_catalogue(src, anchor, versioned=versioned, cache=cache, progress=progress,
@@ -120,7 +122,7 @@ def lock(names, source=None, out="zoo.lock", *, cache_dir=None, trust=None, prog
     ``source`` (verified against its trust anchor, if any) and write the lockfile ``out``."""
     budget = Deadline()
     with Cache(cache_dir) as cache:
-        src, cat = open_source(source, None, trust, cache, progress, budget, versioned=True)
+        src, cat = open_source(source, None, trust, cache, progress, budget, _names(names), versioned=True)
         plans = plan.make(cat, _names(names), cache=cache, progress=progress)
     return lockfile.write_lock(out, src.identity if src.remote else src.shown, [p.entry for p in plans])
 

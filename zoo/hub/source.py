@@ -259,8 +259,8 @@ def resolve_source(source: str | os.PathLike | None = None) -> Source:
                                                                or config.DEFAULT_SOURCE)
     if not isinstance(spec, str):
         raise TypeError("a source is a URL or a folder, given as text")
-    if spec[:6].lower() == "oci://":  # a model artifact in an OCI registry (zoo.formats.oci)
-        from ..formats.oci import OciSource
+    if spec[:6].lower() == "oci://":  # models in an OCI registry (zoo.hub.oci)
+        from .oci import OciSource
 
         return OciSource(spec)
     shown = cut(redact(spec), 200)

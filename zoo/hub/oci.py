@@ -1,0 +1,599 @@
+"""Reading models from an OCI registry: ``zoo pull NAME --from oci://HOST[:PORT]/REPO``.
+
+The same URL both ways: ``zoo publish --to oci://HOST/REPO`` pushes each model version to the
+repository ``REPO/NAME`` (tags: the version and ``latest``), and ``--from oci://HOST/REPO`` reads
+``REPO/NAME`` for each name asked for (``NAME`` -> tag ``latest``, ``NAME@V`` -> tag ``V``,
+``NAME@sha256:...`` -> checked after reading). The older form
+``--from oci://HOST/REPO/NAME[:TAG|@sha256:OCI_DIGEST]`` names one model artifact and still works.
+A registry has no listing the zoo may rely on, so a namespace needs the models named.
+
+:class:`OciSource` is a source like a folder or a server (``read_small``, ``fetch_into``): the
+hub's pull runs unchanged over it. When the model was published from a signed mirror, a release
+artifact refers to it (OCI 1.1 ``subject``; found by the referrers API, else by the fallback tag
+``sha256-<hex>`` of the distribution spec): its layers are the mirror's TUF metadata and the
+version's ``manifest.json`` and ``model.sig``, served under their mirror paths, so python-tuf,
+the model signature and every layer digest are checked exactly as on a mirror.
+
+Every request shares the pull's deadline (a watchdog shuts its sockets down when it passes), is
+bounded in size, and becomes one line on failure, naming no credential.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+from ..errors import InputError, ManifestError, cut
+from . import config
+from .config import IntegrityError, Progress, SourceError, UnknownModelError, first_line, quiet
+from .paths import safe_relpath
+
+SCHEME = "oci://"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_TITLE = "org.opencontainers.image.title"
+RELEASE_ARTIFACT = "application/vnd.zoo.release.v1+json"  # the artifactType of a release referrer
+TIMESTAMP_ANNOTATION = "org.zoo.tuf.timestamp.version"
+EMPTY_MEDIA = "application/vnd.oci.empty.v1+json"  # OCI 1.1's empty config: the two bytes "{}"
+EMPTY_DESCRIPTOR = {"mediaType": EMPTY_MEDIA, "size": 2,
+                    "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}
+USER_ENV, PASSWORD_ENV, PLAIN_HTTP_ENV = "ZOO_OCI_USERNAME", "ZOO_OCI_PASSWORD", "ZOO_OCI_PLAIN_HTTP"
+REFERRERS_ENV = "ZOO_OCI_REFERRERS"  # "tag": use only the fallback tag scheme (push and pull)
+LATEST = "latest"
+MAX_REFERRERS = 256  # release artifacts considered per model version
+_NAME = re.compile(r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$")  # distribution spec
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_BLOB = re.compile(r"^blobs/sha256/([0-9a-f]{2})/([0-9a-f]{64})$")
+
+
+def is_oci(spec) -> bool:
+    return isinstance(spec, str) and spec.lower().startswith(SCHEME)
+
+
+@dataclass(frozen=True)
+class OciRef:
+    """``oci://HOST[:PORT]/REPOSITORY[:TAG|@DIGEST]``, parsed and checked."""
+
+    host: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> "OciRef":
+        shown = cut(config.redact(spec), 200)
+        rest = spec[len(SCHEME):]
+        if "@" in rest.split("/", 1)[0]:
+            raise InputError(f"{shown}: credentials do not go in the URL; use the Docker config or ${USER_ENV}")
+        host, _, path = rest.partition("/")
+        digest = tag = None
+        if "@" in path:
+            path, _, digest = path.partition("@")
+            if not _DIGEST.match(digest):
+                raise InputError(f"{shown}: a digest is sha256: and 64 lowercase hex digits")
+        elif ":" in path.rsplit("/", 1)[-1]:
+            path, _, tag = path.rpartition(":")
+            if not _TAG.match(tag):
+                raise InputError(f"{shown}: {tag!r} is not a valid tag")
+        path = path[:-1] if path.endswith("/") and not (tag or digest) else path  # the identity's own spelling
+        if not re.match(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$", host) or not path or not _NAME.match(path):
+            raise InputError(f"{shown} is not oci://HOST[:PORT]/REPOSITORY[:TAG|@sha256:DIGEST] "
+                             "(repository names are lowercase letters, digits, '.', '_', '-' and '/')")
+        return cls(host.lower(), path, tag, digest)
+
+    @property
+    def reference(self) -> str:
+        return self.digest or self.tag or LATEST
+
+    def __str__(self) -> str:
+        return f"{SCHEME}{self.host}/{self.repository}" + (f"@{self.digest}" if self.digest else
+                                                           f":{self.tag}" if self.tag else "")
+
+
+def _plain_http(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return os.environ.get(PLAIN_HTTP_ENV) == "1" or name == "localhost" or name.startswith("127.")
+
+
+def registry(ref: OciRef):
+    """An ``oras`` registry client for ``ref``'s host: one attempt per request (the zoo bounds its
+    own time), a timeout on every request, credentials from the environment or the Docker config."""
+    import oras.provider
+
+    class _Registry(oras.provider.Registry):
+        # oras retries failures five times with sleeps of up to a minute; a pull must not hang.
+        do_request = oras.provider.Registry.do_request.__wrapped__
+
+    reg = _Registry(hostname=ref.host, insecure=_plain_http(ref.host))
+    reg.session.request = functools.partial(reg.session.request, timeout=(config.TIMEOUT_S, config.speed_time()))
+    user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
+    if user and password:
+        reg.auth.set_basic_auth(user, password)
+    return reg
+
+
+class OciNotFound(SourceError):
+    """The registry answers 404: a repository, tag, manifest or blob that is not there (the message
+    says "HTTP 404", the same "missing" a server gives, see :func:`zoo.hub.metadata.read_or_none`)."""
+
+
+def _call(what: str, ref, fn, *args, **kwargs):
+    """Run one registry request; its failure becomes one line that names no credential."""
+    import requests
+
+    try:
+        resp = fn(*args, **kwargs)
+    except requests.ConnectionError:
+        raise SourceError(f"{ref}: {what} failed: cannot connect to the registry {ref.host}") from None
+    except requests.Timeout:
+        raise SourceError(f"{ref}: {what} failed: the registry {ref.host} timed out") from None
+    except requests.RequestException as e:
+        raise SourceError(f"{ref}: {what} failed ({cut(config.redact(first_line(e)), 160)})") from None
+    except ValueError as e:  # oras: "Cannot respond to request for authentication."
+        raise SourceError(f"{ref}: {what} failed ({cut(first_line(e), 160)}); check the registry's credentials "
+                          f"(Docker config or ${USER_ENV}/${PASSWORD_ENV})") from None
+    if resp.status_code >= 300:
+        resp.close()
+        kind = OciNotFound if resp.status_code == 404 else SourceError
+        err = kind(f"{ref}: {what}: the registry answers HTTP {resp.status_code}")
+        err.status = resp.status_code
+        raise err
+    return resp
+
+
+def _watched_adapter():
+    """A ``requests`` adapter whose every new connection is watched by the adapter's current
+    :class:`~zoo.hub.transport.Watch` (set around each request): when the pull's deadline passes,
+    the watch shuts the sockets down, so a registry that trickles its headers or a body ends the
+    pull then, not when it stops sending."""
+    import requests.adapters
+    import urllib3.connection
+    import urllib3.connectionpool
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        watch = None
+
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            adapter = self
+
+            def watched(base):
+                class Conn(base):
+                    def _new_conn(self):
+                        sock = super()._new_conn()
+                        if adapter.watch is not None:
+                            adapter.watch.add(sock)
+                        return sock
+                return Conn
+
+            class Pool(urllib3.connectionpool.HTTPConnectionPool):
+                ConnectionCls = watched(urllib3.connection.HTTPConnection)
+
+            class TlsPool(urllib3.connectionpool.HTTPSConnectionPool):
+                ConnectionCls = watched(urllib3.connection.HTTPSConnection)
+
+            self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": TlsPool}
+
+    return Adapter()
+
+
+def parse_json(raw: bytes, where: str):
+    """A registry's JSON, bounded (depth first: a deeply nested document is one line, never a
+    RecursionError)."""
+    from ..builder import manifest as mf
+
+    return mf.parse_json(raw, where, bounds=True)
+
+
+def parse_oci_manifest(raw: bytes, where: str) -> dict[str, dict]:
+    """The layers of an OCI manifest by their title (a checked relative path); anything else,
+    however nested or odd, is one ``IntegrityError`` or ``ManifestError`` line."""
+    manifest = parse_json(raw, where)
+    try:
+        layers = {}
+        for layer in manifest["layers"]:
+            path = safe_relpath(layer["annotations"][OCI_TITLE], f"{where} layer title")
+            if not _DIGEST.match(layer["digest"]) or isinstance(layer["size"], bool) or \
+                    not isinstance(layer["size"], int) or layer["size"] < 0:
+                raise ValueError("a layer without a sha256 digest and size")
+            layers[path] = layer
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise IntegrityError(f"{where}: not a zoo model artifact ({cut(first_line(e), 120)})") from None
+    return layers
+
+
+def fallback_tag(digest: str) -> str:
+    """The distribution spec 1.1's referrers tag for a subject: ``sha256-<hex>``."""
+    return digest.replace(":", "-", 1)
+
+
+def referrers_mode() -> str:
+    return "tag" if os.environ.get(REFERRERS_ENV, "").strip().lower() == "tag" else "auto"
+
+
+@dataclass
+class _Artifact:
+    """One model manifest in the registry: where (repository, reference), its digest, its layers
+    by title, and (read when asked) its newest release referrer's layers."""
+
+    ref: OciRef
+    digest: str
+    layers: dict[str, dict]
+    release: dict[str, dict] | None = None
+    release_version: int = -1  # the TUF timestamp version the release referrer carries
+
+
+class OciSource:
+    """A source for the hub's pull (``--from oci://HOST[:PORT]/REPO[/NAME][:TAG|@DIGEST]``).
+
+    ``select(names)`` (called by the pull with what was asked) says which repositories to read;
+    ``read_small`` serves ``manifest.json`` (the model artifacts' own), ``metadata/...`` (the newest
+    release referrer's TUF metadata) and ``releases/NAME/V/...`` (the version's release referrer);
+    ``fetch_into`` streams a layer (by its title, or for ``blobs/sha256/..`` by its digest), each
+    checked against the layer digest and the zoo's size and sha256.
+    """
+
+    remote = True
+    root = None
+    credentials = None
+    versions_by_tag = True  # NAME@V is the tag V (unverified without a trust anchor, as any plain read)
+
+    def __init__(self, spec: str):
+        self.ref = OciRef.parse(spec)
+        # What trust is bound to: the registry and repository, never a tag or a digest.
+        self.url = self.identity = f"{SCHEME}{self.ref.host}/{self.ref.repository}/"
+        self._reg = None
+        self._adapter = None
+        self._deadline: config.Deadline | None = None
+        self._wanted: list[tuple[str | None, object]] = [(None, None)]
+        self._arts: dict[tuple[str, str], _Artifact] = {}
+        self._by_digest: dict[str, tuple[OciRef, dict]] = {}
+
+    def __str__(self) -> str:
+        return str(self.ref)
+
+    shown = property(__str__)
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(self.identity.encode()).hexdigest()[:16]
+
+    @property
+    def pinned(self) -> bool:
+        """The URL names one artifact (a tag or a digest): the older form."""
+        return bool(self.ref.tag or self.ref.digest)
+
+    def _where(self, rel: str) -> str:
+        return cut(f"{self.url}{rel}")
+
+    # ----------------------------------------------------------------------------------------------
+    # What was asked
+
+    def select(self, names) -> None:
+        """The models this pull reads: ``NAME``, ``NAME@V``, ``NAME@sha256:...`` (None: the
+        URL's own artifact, which a namespace does not have: then the models must be named)."""
+        from .release import parse_ref
+
+        self._wanted = [(None, None)] if not names else [parse_ref(n) for n in names]
+
+    def _candidates(self, name: str | None, tag: str | None) -> list[OciRef]:
+        r = self.ref
+        if self.pinned and tag is None:
+            return [r]
+        if name is None:
+            return [OciRef(r.host, r.repository, tag)]
+        out = [OciRef(r.host, f"{r.repository}/{name}", tag)]
+        if r.repository.rsplit("/", 1)[-1] == name:  # the older form: the URL is the model's repository
+            out.insert(0, OciRef(r.host, r.repository, tag))
+        return out
+
+    def _artifact(self, name: str | None, tag: str | None, budget) -> _Artifact:
+        """The model manifest of ``name`` (at ``tag``, else the URL's reference or ``latest``)."""
+        tried = []
+        for ref in self._candidates(name, tag):
+            key = (ref.repository, ref.reference)
+            if key in self._arts:
+                return self._arts[key]
+            try:
+                art = self._read_artifact(ref, budget)
+            except OciNotFound:
+                tried.append(ref)
+                continue
+            self._arts[key] = art
+            for layer in art.layers.values():
+                self._by_digest.setdefault(layer["digest"], (ref, layer))
+            return art
+        shown = f"{tried[0]}" if tried[0].digest else f"{tried[0]}:{tried[0].reference}" if not tried[0].tag \
+            else str(tried[0])
+        if name is None and not self.pinned:
+            raise InputError(f"{self.ref} is not a model artifact (HTTP 404 for {LATEST}); name the models: "
+                             f"zoo pull NAME --from {self.ref} reads {self.ref.repository}/NAME (an OCI registry "
+                             "has no listing the zoo relies on, so --all cannot list a namespace)")
+        repo = tried[0].repository
+        raise UnknownModelError(f"{shown} does not exist (HTTP 404): published versions are tags of {repo} "
+                                f"(zoo publish --to {SCHEME}{self.ref.host}/{self.ref.repository})")
+
+    def _read_artifact(self, ref: OciRef, budget) -> _Artifact:
+        raw = self._get("the OCI manifest", ref, self._manifest_url(ref, ref.reference), config.MAX_MANIFEST_BYTES,
+                        accept=OCI_MANIFEST, budget=budget)
+        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if ref.digest and digest != ref.digest:
+            raise IntegrityError(f"{ref}: the registry sent a manifest with another digest; rejected")
+        return _Artifact(ref, digest, parse_oci_manifest(raw, str(ref)))
+
+    # ----------------------------------------------------------------------------------------------
+    # Requests
+
+    def _registry(self):
+        if self._reg is None:
+            self._reg = registry(self.ref)
+            self._adapter = _watched_adapter()
+            for prefix in ("http://", "https://"):
+                self._reg.session.mount(prefix, self._adapter)
+            self._reg.auth.load_configs(self._reg.get_container(f"{self.ref.host}/{self.ref.repository}:{LATEST}"))
+        return self._reg
+
+    def _budget(self, budget: config.Deadline | None) -> config.Deadline:
+        """The pull's deadline; without one (a direct caller), one for this source from its first
+        request on: never a new one per request."""
+        if budget is not None:
+            return budget
+        if self._deadline is None:
+            self._deadline = config.Deadline()
+        return self._deadline
+
+    def _manifest_url(self, ref: OciRef, reference: str) -> str:
+        return f"{self._registry().prefix}://{ref.host}/v2/{ref.repository}/manifests/{reference}"
+
+    def _blob_url(self, ref: OciRef, digest: str) -> str:
+        return f"{self._registry().prefix}://{ref.host}/v2/{ref.repository}/blobs/{digest}"
+
+    def _get(self, what: str, ref: OciRef, url: str, limit: int, accept: str | None = None, sink=None,
+             budget: config.Deadline | None = None) -> bytes:
+        """GET ``url`` (streamed), at most ``limit`` bytes; ``sink`` gets each block instead of
+        keeping them. A watchdog ends the request, headers included, when the deadline passes."""
+        from .transport import Watch
+
+        reg = self._registry()
+        budget = self._budget(budget)
+        where = f"{ref}: {what}"
+        budget.check(where)
+        buf, n, resp = bytearray(), 0, None
+        with Watch(budget) as watch:
+            self._adapter.watch = watch
+            try:
+                resp = _call(what, ref, reg.do_request, url, "GET", headers={"Accept": accept} if accept else {},
+                             stream=True)
+                for block in resp.iter_content(config.CHUNK):
+                    n += len(block)
+                    if n > limit:
+                        raise IntegrityError(f"{where} is larger than the {limit:,} bytes expected; refusing it")
+                    budget.check(where)
+                    (sink or buf.extend)(block)
+                if watch.fired:  # cut off: what arrived may look whole (headers ended by the shutdown)
+                    budget.expire(where)
+            except Exception as e:  # noqa: BLE001 - requests raises several types mid-body
+                if isinstance(e, IntegrityError):
+                    raise
+                if watch.fired or budget.remaining() <= 0:
+                    budget.expire(where)
+                if isinstance(e, SourceError):
+                    raise
+                raise SourceError(f"{where} failed ({cut(first_line(e), 160)})") from None
+            finally:
+                self._adapter.watch = None
+                if resp is not None:
+                    resp.close()
+                reg.session.close()  # no connection outlives its watch: the next request opens a watched one
+        return bytes(buf)
+
+    def _blob(self, ref: OciRef, layer: dict, path: str, limit: int, sink=None, budget=None) -> bytes:
+        h = hashlib.sha256()
+
+        def both(block):
+            h.update(block)
+            if sink is not None:
+                sink(block)
+        buf = self._get(f"layer {path}", ref, self._blob_url(ref, layer["digest"]), limit,
+                        sink=both if sink else None, budget=budget)
+        if sink is None:
+            h.update(buf)
+        if "sha256:" + h.hexdigest() != layer["digest"]:
+            raise IntegrityError(f"{path} from {ref} does not match its layer digest {layer['digest'][:19]}...; "
+                                 "rejected")
+        return buf
+
+    # ----------------------------------------------------------------------------------------------
+    # Release referrers
+
+    def _release(self, art: _Artifact, budget) -> dict[str, dict]:
+        """The layers of the newest release artifact that refers to ``art`` (empty: none)."""
+        if art.release is not None:
+            return art.release
+        descs = self._referrers(art, budget)
+        art.release = {}
+        best = None
+        for d in descs:
+            if not isinstance(d, dict):
+                continue
+            ann = d.get("annotations")
+            v = ann.get(TIMESTAMP_ANNOTATION) if isinstance(ann, dict) else None
+            if d.get("artifactType") != RELEASE_ARTIFACT or not isinstance(v, str) or not v.isdigit() or len(v) > 12 \
+                    or not isinstance(d.get("digest"), str) or not _DIGEST.match(d["digest"]):
+                continue
+            if best is None or int(v) > best[0]:
+                best = (int(v), d["digest"])
+        if best is not None:
+            ref = OciRef(art.ref.host, art.ref.repository, digest=best[1])
+            raw = self._get("the release artifact", ref, self._manifest_url(ref, best[1]), config.MAX_MANIFEST_BYTES,
+                            accept=OCI_MANIFEST, budget=budget)
+            if "sha256:" + hashlib.sha256(raw).hexdigest() != best[1]:
+                raise IntegrityError(f"{ref}: the registry sent a manifest with another digest; rejected")
+            art.release = {path: dict(layer, _ref=ref) for path, layer in parse_oci_manifest(raw, str(ref)).items()}
+            art.release_version = best[0]
+        return art.release
+
+    def _referrers(self, art: _Artifact, budget) -> list:
+        """Descriptors of what refers to ``art``: the referrers API's; where it has none (404, or
+        no release listed: a registry upgraded since, ``ZOO_OCI_REFERRERS=tag``), the image index at
+        the fallback tag ``sha256-<hex>``."""
+        ref = art.ref
+        if referrers_mode() != "tag":
+            url = (f"{self._registry().prefix}://{ref.host}/v2/{ref.repository}/referrers/{art.digest}"
+                   f"?artifactType={urllib.parse.quote(RELEASE_ARTIFACT, safe='')}")
+            try:
+                found = self._index(self._get("the referrers list", ref, url, config.MAX_MANIFEST_BYTES,
+                                              accept=OCI_INDEX, budget=budget), art)
+                if any(isinstance(d, dict) and d.get("artifactType") == RELEASE_ARTIFACT for d in found):
+                    return found
+            except SourceError as e:  # 404 as the spec says; 400, 405, 501 from registries that predate it
+                if getattr(e, "status", None) not in (400, 404, 405, 501):
+                    raise
+        try:
+            raw = self._get("the referrers tag", ref, self._manifest_url(ref, fallback_tag(art.digest)),
+                            config.MAX_MANIFEST_BYTES, accept=OCI_INDEX, budget=budget)
+        except OciNotFound:
+            return []
+        return self._index(raw, art)
+
+    def _index(self, raw: bytes, art: _Artifact) -> list:
+        index = parse_json(raw, f"{art.ref} referrers of {art.digest[:19]}...")
+        manifests = index.get("manifests") if isinstance(index, dict) else None
+        if not isinstance(manifests, list):
+            raise IntegrityError(f"{art.ref}: the referrers of {art.digest[:19]}... are not an image index; rejected")
+        return manifests[-MAX_REFERRERS:]
+
+    def _newest_release(self, budget) -> dict[str, dict]:
+        """The release files of the newest release referrer among the models asked for (at
+        ``latest`` and at each version asked for): the newest metadata is what TUF wants."""
+        best: tuple[int, dict] = (-1, {})
+        for name, spec in self._wanted:
+            tags = [None] if not isinstance(spec, int) else [None, str(spec)]
+            for tag in tags:
+                try:
+                    art = self._artifact(name, tag, budget)
+                except UnknownModelError:
+                    if tag is None and isinstance(spec, int):
+                        continue  # no `latest`, a version by its tag: fine
+                    raise
+                files = self._release(art, budget)
+                if files and art.release_version > best[0]:
+                    best = (art.release_version, files)
+        return best[1]
+
+    def _version_release(self, name: str, version: str, rel: str, budget) -> tuple[OciRef, dict] | None:
+        """A version's release file: from the release referrer of ``latest`` (the newest names the
+        latest version's files), else of the version's own tag."""
+        own = self._wanted == [(None, None)]  # the URL's own artifact: the older form
+        for tag in (None, version):
+            try:
+                art = self._artifact(None if own else name, tag, budget)
+            except UnknownModelError:
+                continue
+            layer = self._release(art, budget).get(rel)
+            if layer is not None:
+                return layer["_ref"], layer
+        return None
+
+    # ----------------------------------------------------------------------------------------------
+    # The source interface
+
+    def _locate(self, rel: str, budget) -> tuple[OciRef, dict] | None:
+        from ..builder import manifest as mf
+        from .release import RELEASES
+        from .repo import METADATA
+
+        rel = safe_relpath(rel, f"{self} path")
+        if rel.startswith(METADATA + "/"):
+            layer = self._newest_release(budget).get(rel)
+            return (layer["_ref"], layer) if layer is not None else None
+        parts = rel.split("/")
+        if parts[0] == RELEASES and len(parts) == 4 and parts[2].isdigit():
+            return self._version_release(parts[1], parts[2], rel, budget)
+        m = _BLOB.match(rel)
+        if m:
+            found = self._by_digest.get(f"sha256:{m.group(2)}")
+            if found is None:
+                for name, spec in self._wanted:  # a version not read yet: its tag
+                    self._artifact(name, str(spec) if isinstance(spec, int) else None, budget)
+                found = self._by_digest.get(f"sha256:{m.group(2)}")
+            return found
+        if rel == mf.MANIFEST_NAME:
+            return None  # read_small builds it
+        for name, spec in self._wanted:
+            art = self._artifact(name, str(spec) if isinstance(spec, int) else None, budget)
+            if rel in art.layers:
+                return art.ref, art.layers[rel]
+        return None
+
+    def read_small(self, rel: str, limit: int, progress: Progress = quiet, budget=None) -> bytes:
+        """A small file: ``manifest.json``, TUF metadata, a version's release file. A file the
+        registry does not hold raises :class:`OciNotFound` ("HTTP 404")."""
+        from ..builder import manifest as mf
+
+        if rel == mf.MANIFEST_NAME:
+            return self._manifest_bytes(limit, budget)
+        found = self._locate(rel, budget)
+        if found is None:
+            raise OciNotFound(f"{self._where(rel)}: not in the registry (HTTP 404)")
+        ref, layer = found
+        if layer["size"] > limit:
+            raise ManifestError(f"{self._where(rel)}: larger than {limit:,} bytes; refusing it")
+        return self._blob(ref, layer, rel, layer["size"], budget=budget)
+
+    def _manifest_bytes(self, limit: int, budget) -> bytes:
+        """The models' own ``manifest.json`` layers (one per model asked for), as one manifest."""
+        from ..builder import manifest as mf
+
+        docs = []
+        for name, spec in self._wanted:
+            art = self._artifact(name, str(spec) if isinstance(spec, int) else None, budget)
+            layer = art.layers.get(mf.MANIFEST_NAME)
+            if layer is None:
+                raise IntegrityError(f"{art.ref}: the artifact has no {mf.MANIFEST_NAME} layer; not a zoo model "
+                                     "artifact")
+            if layer["size"] > limit:
+                raise ManifestError(f"{art.ref} {mf.MANIFEST_NAME}: larger than {limit:,} bytes; refusing it")
+            docs.append(self._blob(art.ref, layer, mf.MANIFEST_NAME, layer["size"], budget=budget))
+        if len(docs) == 1:
+            return docs[0]
+        merged = None
+        for raw in docs:
+            doc = parse_json(raw, f"{self} {mf.MANIFEST_NAME}")
+            if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
+                raise ManifestError(f"{self} {mf.MANIFEST_NAME}: not a zoo manifest")
+            if merged is None:
+                merged = doc
+            else:
+                merged["models"] += doc["models"]
+        return json.dumps(merged, sort_keys=True).encode()
+
+    def read_manifest(self, progress: Progress = quiet, budget=None) -> dict:
+        from ..builder import manifest as mf
+        from .source import parse_manifest
+
+        return parse_manifest(self.read_small(mf.MANIFEST_NAME, config.MAX_MANIFEST_BYTES, progress, budget),
+                              f"{self} {mf.MANIFEST_NAME}")
+
+    def fetch_into(self, rec: dict, f, progress: Progress = quiet, budget=None) -> None:
+        """Write ``rec``'s layer into the open file ``f``; raise unless it matches both the layer
+        digest and the zoo manifest's size and sha256."""
+        found = self._locate(rec["path"], budget)
+        if found is None:
+            raise SourceError(f"{rec['path']} is listed in the manifest but not a layer of {self}")
+        ref, layer = found
+        if layer["digest"] != f"sha256:{rec['sha256']}" or layer["size"] != rec["bytes"]:
+            raise IntegrityError(f"{rec['path']}: the OCI manifest and the zoo manifest of {self} disagree; rejected")
+        f.seek(0)
+        f.truncate()
+        self._blob(ref, layer, rec["path"], rec["bytes"], sink=f.write, budget=budget)
+
+
+__all__ = ["OCI_INDEX", "OCI_MANIFEST", "OciNotFound", "OciRef", "OciSource", "RELEASE_ARTIFACT",
+           "TIMESTAMP_ANNOTATION", "fallback_tag", "is_oci", "parse_oci_manifest", "registry"]
