@@ -173,7 +173,7 @@ def _c_records(artifacts: Path, names, c_runtimes, explicit: bool) -> dict[str, 
 
 def merge_parity(entry: dict, records: list[dict]) -> dict:
     """New records replace old ones of the same backend, precision and reference; others stay."""
-    key = lambda r: (r["backend"], r["precision"], r.get("reference"))
+    key = lambda r: (r["backend"], r["precision"], r.get("reference"), r.get("file"))  # file: a target's
     fresh = {key(r) for r in records}
     out = dict(entry)
     out["parity"] = [r for r in entry["parity"] if key(r) not in fresh] + records
