@@ -1,0 +1,74 @@
+"""Issue 34: older runtimes are real (zoo.verify.old). onnxruntime 1.16.3 in a virtual environment of
+its own (.venv-ort116) and onnxruntime-node / onnxruntime-web 1.16.3 (verify/node-old), as .ci/run
+installs them, cannot load today's default file; each loads the file the zoo picks for it from the
+records (zoo.hub.attest.pick_file) and matches PyTorch there."""
+
+from __future__ import annotations
+
+import pytest
+
+from zoo.builder.artifact import make_artifact, request_for
+from zoo.builder.targets import make_targets
+from zoo.hub import attest
+from zoo.verify.matrix import MatrixOptions
+from zoo.verify.old import old_records, old_runtimes, short_error
+
+OLD = "1.16.3"
+RUNTIMES = ("onnxruntime", "onnxruntime-node", "onnxruntime-web")
+
+
+@pytest.fixture(scope="module")
+def checked():
+    """dense_b0 (input 64), its opset 15 target and ORT format, run in every old runtime."""
+    art = make_artifact(request_for("dense_b0", input_dim=64))
+    entry = art.manifest_entry()
+    files = {art.model_path: ("fp32", art.model_bytes)}
+    for rec, data in make_targets(art, (15,), ort=True):
+        entry["files"].append(rec)
+        if rec["role"] == "target":
+            files[rec["path"]] = ("fp32", data)
+    rts = old_runtimes()
+    entry["parity"] = old_records(art.model, files, input_dim=64, seed=0, runtimes=rts,
+                                  options=MatrixOptions(batch_sizes=(1, 7), distributions=("normal", "normal_x10")))
+    return entry, rts
+
+
+def test_the_old_runtimes_ci_installs_are_found(checked):
+    _, rts = checked
+    assert sorted((rt.runtime, rt.version) for rt in rts) == sorted((r, OLD) for r in RUNTIMES)
+
+
+def test_no_old_runtime_loads_the_default_file_and_each_says_why(checked):
+    entry, _ = checked
+    recs = {r["runtime"]: r for r in entry["parity"] if r["file"] == "dense_b0/model.onnx"}
+    assert set(recs) == set(RUNTIMES)
+    assert all(r["verdict"] == "fail" and r["version"] == OLD for r in recs.values())
+    # the reason, from a real load: the IR version (10; 1.16 reads up to 9), not the opset
+    for rt in ("onnxruntime", "onnxruntime-node"):
+        assert "Unsupported model IR version: 10, max supported IR version: 9" in recs[rt]["reason"]
+    assert "refused the model" in recs["onnxruntime-web"]["reason"]  # its wasm build gives no words
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_each_old_runtime_runs_the_picked_file_with_parity(checked, runtime):
+    entry, _ = checked
+    picked = attest.pick_file(entry, None, runtime, "1.16")
+    assert picked["path"] == "dense_b0/model.opset15.onnx"
+    rec = next(r for r in entry["parity"] if r["file"] == picked["path"] and r["runtime"] == runtime)
+    assert rec["verdict"] == "pass" and rec["reference"] == "torch-cpu" and rec["batch_sizes"] == [1, 7]
+    assert rec["max_abs_error"] <= rec["atol"] + rec["rtol"] * 40
+    # the ORT format loads there too, when asked for
+    assert attest.pick_file(entry, None, runtime, OLD, formats=("ort",))["path"] == "dense_b0/model.ort"
+    # and the signed record says so: a passed test of that runtime at 1.16.3 on the target's sha256
+    stmt = next(s for s in attest.statements_for(entry) if s["subject"][0]["name"] == picked["path"])
+    assert any(runtime in t and OLD in t for t in stmt["predicate"]["passedTests"])
+    with pytest.raises(attest.NotVerifiedError, match=f"it has passing records for {runtime} {OLD}"):
+        attest.pick_file(entry, None, runtime, "1.17")
+
+
+def test_the_runtime_words_lose_only_the_cpp_location():
+    raw = ("Failed to load model with error: /onnxruntime_src/onnxruntime/core/graph/model.cc:149 "
+           "onnxruntime::Model::Model(onnx::ModelProto&&, const PathString&, const onnxruntime::ModelOptions&) "
+           "Unsupported model IR version: 10, max supported IR version: 9")
+    assert short_error(raw) == ("Failed to load model with error: Unsupported model IR version: 10, "
+                                "max supported IR version: 9")
