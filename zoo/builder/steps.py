@@ -38,11 +38,12 @@ def runtime_reasons() -> dict[str, str | None]:
 
 
 def default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True, js_runtimes=(),
-                   c_runtimes=(), min_agreement: float | None = None, opsets=(), ort: bool = False) -> list:
+                   c_runtimes=(), min_agreement: float | None = None, opsets=(), ort: bool = False,
+                   profile: bool = False) -> list:
     """The int8/fp16 variants asked for (with their parity records), the targets for older and
     smaller runtimes (``opsets``, ``ort``; :mod:`zoo.builder.targets`), the JavaScript runtimes
     named in ``js_runtimes`` and the C / C++ examples named in ``c_runtimes`` (every precision),
-    then a short latency run."""
+    then a short latency run, and with ``profile`` the deployment profile."""
     extras = []
     if any(p != "fp32" for p in precisions):
         extras.append(precision_extra(precisions, verify=verify))
@@ -65,6 +66,10 @@ def default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True
     extras.append(accuracy_extra(verify=verify, js_runtimes=js_runtimes if verify else (), min_agreement=min_agreement))
     if bench:
         extras.append(latency_extra(precisions))
+    if profile:  # last: it reads every record made above (zoo.builder.profile)
+        from .profile import profile_extra
+
+        extras.append(profile_extra())
     return extras
 
 

@@ -39,7 +39,10 @@ def make_targets(art, opsets=(), ort: bool = False) -> list[tuple[dict, bytes]]:
     default_opset = art.request.spec.opset
     out: list[tuple[dict, bytes]] = []
     for opset in opsets:
-        if opset > default_opset:  # PyTorch's exporter at that opset, then the IR version lowered
+        # PyTorch's exporter at that opset (then the IR version lowered): above the default opset, and for
+        # the torchscript exporter at any opset (its graphs hold Identity nodes, which onnx's version
+        # converter cannot take below 16); below it for dynamo, onnx's version converter where exact.
+        if opset > default_opset or (art.request.spec.exporter == "torchscript" and opset != default_opset):
             spec = dataclasses.replace(art.request.spec, opset=opset)
             proto = export_model(art.model, art.request.effective_input_dim, spec,
                                  onnx_metadata(art.request, art.weights.get("sha256")), art.request.info.version)
