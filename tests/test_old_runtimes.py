@@ -72,3 +72,28 @@ def test_the_runtime_words_lose_only_the_cpp_location():
            "Unsupported model IR version: 10, max supported IR version: 9")
     assert short_error(raw) == ("Failed to load model with error: Unsupported model IR version: 10, "
                                 "max supported IR version: 9")
+
+
+def test_the_profile_names_the_file_each_runtime_version_loads(checked):
+    """zoo.builder.profile from these records: each old runtime gets the opset 15 target, pinned."""
+    from zoo.builder.profile import profile_for
+
+    entry, _ = checked
+    prof = profile_for(entry)
+    sha = {f["path"]: f["sha256"] for f in entry["files"]}
+    rows = {(r["runtime"], r["version"]): r for r in prof["entries"]}
+    assert set(rows) == {(rt, OLD) for rt in RUNTIMES}
+    for r in rows.values():
+        assert (r["file"], r["sha256"], r["batch_size"]) == ("model.opset15.onnx", sha["dense_b0/model.opset15.onnx"], None)
+    assert rows[("onnxruntime", OLD)]["settings"] == {"threads": None, "execution_provider": "CPUExecutionProvider",
+                                                      "graph_optimization_level": "all"}
+    assert prof["input"] == {"name": "input", "width": 64} and prof["output"] == {"name": "logits", "classes": 10}
+    # zoo bench --recommend's measurement adds a row per batch size, with the settings it measured
+    measured = dict(entry, recommended={"threads": 2, "machine": "cpu x", "by_batch": [
+        {"batch_size": 32, "runtime": "onnxruntime", "backend": "onnxruntime:fp32", "precision": "fp32",
+         "file": "dense_b0/model.onnx", "settings": {"provider": "CPUExecutionProvider", "optimization": "all"},
+         "p50_ms": 0.5, "top1": 0.9}]})
+    row = next(r for r in profile_for(measured)["entries"] if r["batch_size"] == 32)
+    assert row["file"] == "model.onnx" and row["sha256"] == sha["dense_b0/model.onnx"]
+    assert row["settings"] == {"threads": 2, "execution_provider": "CPUExecutionProvider", "graph_optimization_level": "all"}
+    assert row["measured"]["p50_ms"] == 0.5
