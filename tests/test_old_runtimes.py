@@ -23,23 +23,25 @@ def checked():
     art = make_artifact(request_for("dense_b0", input_dim=64))
     entry = art.manifest_entry()
     files = {art.model_path: ("fp32", art.model_bytes)}
+    blobs = {art.model_path: art.model_bytes}  # every file, for the tests that write them out
     for rec, data in make_targets(art, (15,), ort=True):
         entry["files"].append(rec)
+        blobs[rec["path"]] = data
         if rec["role"] == "target":
             files[rec["path"]] = ("fp32", data)
     rts = old_runtimes()
     entry["parity"] = old_records(art.model, files, input_dim=64, seed=0, runtimes=rts,
                                   options=MatrixOptions(batch_sizes=(1, 7), distributions=("normal", "normal_x10")))
-    return entry, rts
+    return entry, rts, blobs
 
 
 def test_the_old_runtimes_ci_installs_are_found(checked):
-    _, rts = checked
+    _, rts, _ = checked
     assert sorted((rt.runtime, rt.version) for rt in rts) == sorted((r, OLD) for r in RUNTIMES)
 
 
 def test_no_old_runtime_loads_the_default_file_and_each_says_why(checked):
-    entry, _ = checked
+    entry, _, _ = checked
     recs = {r["runtime"]: r for r in entry["parity"] if r["file"] == "dense_b0/model.onnx"}
     assert set(recs) == set(RUNTIMES)
     assert all(r["verdict"] == "fail" and r["version"] == OLD for r in recs.values())
@@ -51,7 +53,7 @@ def test_no_old_runtime_loads_the_default_file_and_each_says_why(checked):
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_each_old_runtime_runs_the_picked_file_with_parity(checked, runtime):
-    entry, _ = checked
+    entry, _, _ = checked
     picked = attest.pick_file(entry, None, runtime, "1.16")
     assert picked["path"] == "dense_b0/model.opset15.onnx"
     rec = next(r for r in entry["parity"] if r["file"] == picked["path"] and r["runtime"] == runtime)
@@ -78,7 +80,7 @@ def test_the_profile_names_the_file_each_runtime_version_loads(checked):
     """zoo.builder.profile from these records: each old runtime gets the opset 15 target, pinned."""
     from zoo.builder.profile import profile_for
 
-    entry, _ = checked
+    entry, _, _ = checked
     prof = profile_for(entry)
     sha = {f["path"]: f["sha256"] for f in entry["files"]}
     rows = {(r["runtime"], r["version"]): r for r in prof["entries"]}
@@ -97,3 +99,41 @@ def test_the_profile_names_the_file_each_runtime_version_loads(checked):
     assert row["file"] == "model.onnx" and row["sha256"] == sha["dense_b0/model.onnx"]
     assert row["settings"] == {"threads": 2, "execution_provider": "CPUExecutionProvider", "graph_optimization_level": "all"}
     assert row["measured"]["p50_ms"] == 0.5
+
+
+def test_the_node_example_on_onnxruntime_node_116_follows_the_profile_to_a_file_it_loads(checked, tmp_path):
+    """examples/node/classify.mjs with verify/node-old's onnxruntime-node 1.16.3: model.onnx is
+    refused (IR version 10); --profile picks the opset 15 target, which runs and gives the classes
+    the current ONNX Runtime gives on model.onnx."""
+    import json
+    import shutil
+    import subprocess
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from zoo.builder.profile import profile_bytes
+    from zoo.verify import js
+    from zoo.verify.old import NODE_OLD_DIR
+
+    entry, _, blobs = checked
+    folder = tmp_path / "dense_b0"
+    folder.mkdir()
+    for path, data in blobs.items():
+        (tmp_path / path).write_bytes(data)
+    (folder / "profile.json").write_bytes(profile_bytes(entry))
+    example = tmp_path / "example"
+    example.mkdir()
+    shutil.copy(js.NODE_DIR.parents[1] / "examples" / "node" / "classify.mjs", example)
+    (example / "node_modules").symlink_to(NODE_OLD_DIR / "node_modules", target_is_directory=True)
+    run = lambda *a: subprocess.run([js.node_executable(), "classify.mjs", *map(str, a)], capture_output=True,  # noqa: E731
+                                    text=True, cwd=example, timeout=120)
+    plain = run(folder / "model.onnx", "3")
+    assert plain.returncode == 1 and "Unsupported model IR version: 10, max supported IR version: 9" in plain.stderr
+    proc = run("--profile", folder / "profile.json", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("profile: model.opset15.onnx (sha256 ") and f"onnxruntime-node {OLD}" in proc.stderr
+    x = np.sin(np.arange(1, 3 * 64 + 1, dtype=np.float64)).astype(np.float32).reshape(3, 64)
+    y = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert [int(line.split()[3]) for line in proc.stdout.splitlines()] == [int(i) for i in y.argmax(axis=1)]
+    assert json.loads((folder / "profile.json").read_text())["input"]["width"] == 64

@@ -41,6 +41,7 @@ if ((!modelPath && profilePath === undefined) || extra.length || !Number.isInteg
 let pinned = args.values.sha256?.toLowerCase();
 if (pinned !== undefined && !/^[0-9a-f]{64}$/.test(pinned)) fail(2, `--sha256 ${args.values.sha256}: expected 64 hex digits`);
 const sessionOptions = { executionProviders: ["cpu"] };
+let profileWidth;
 
 // The profile's entry for this runtime: same major.minor version, then BATCH, else any batch size.
 if (profilePath !== undefined) {
@@ -66,6 +67,7 @@ if (profilePath !== undefined) {
   }
   if (!/^[0-9a-f]{64}$/.test(row.sha256 ?? "")) fail(2, `${profilePath}: ${row.file} has no sha256`);
   modelPath = path.join(path.dirname(profilePath), row.file);
+  profileWidth = profile.input?.width;
   pinned = row.sha256;
   const settings = row.settings ?? {};
   if (Number.isInteger(settings.threads) && settings.threads > 0) sessionOptions.intraOpNumThreads = settings.threads;
@@ -104,8 +106,11 @@ try {
 } catch (e) {
   fail(1, `ONNX Runtime cannot load ${modelPath}: ${String(e.message ?? e).split("\n")[0]}`);
 }
-const input = session.inputMetadata[0]; // shape ["batch", input_dim]: any batch size works
+// The input's name and width: from session.inputMetadata (shape ["batch", input_dim]: any batch size
+// works), or, in an onnxruntime-node older than 1.19 that has none, from the profile.
+const input = session.inputMetadata?.[0] ?? { name: session.inputNames[0], shape: [null, profileWidth] };
 const dim = input.shape[1];
+if (!Number.isInteger(dim)) fail(1, `this onnxruntime-node does not tell the input width; give --profile`);
 
 // Your features go here: BATCH rows of `dim` float32 values, row after row.
 const features = Float32Array.from({ length: batch * dim }, (_, i) => Math.sin(i + 1));
