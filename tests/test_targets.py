@@ -13,7 +13,7 @@ import pytest
 from conftest import zoo_cmd
 
 from zoo.builder import manifest as mf
-from zoo.builder.artifact import make_artifact, read_tensor, request_for
+from zoo.builder.artifact import read_tensor, request_for
 from zoo.builder.pipeline import build, check_against
 from zoo.builder.steps import default_extras
 from zoo.errors import InputError
@@ -21,17 +21,14 @@ from zoo.exporters.targets import _same_graph, opset_target_bytes, parse_opsets
 from zoo.fsutil import sha256_file
 
 
-def _build(out, **kw):
-    extras = default_extras(bench=False, verify=False, opsets=(15, 17), ort=True)
-    results = build([request_for("dense_b0", input_dim=64)], out, verifier=None, extras=extras, **kw)
-    assert [r.status for r in results] == ["ok"], results[0].error
-    return mf.load(out)
-
-
 @pytest.fixture(scope="module")
-def two_builds(tmp_path_factory):
-    a, b = tmp_path_factory.mktemp("targets-a"), tmp_path_factory.mktemp("targets-b")
-    return (a, _build(a)), (b, _build(b))
+def two_builds(targets_build, tmp_path_factory):
+    """The session's targets build, and the same build again in another folder (no parity matrix)."""
+    b = tmp_path_factory.mktemp("targets-b")
+    extras = default_extras(bench=False, verify=False, opsets=(15, 17), ort=True)
+    results = build([request_for("dense_b0", input_dim=64)], b, verifier=None, extras=extras)
+    assert [r.status for r in results] == ["ok"], results[0].error
+    return (targets_build, mf.load(targets_build)), (b, mf.load(b))
 
 
 def test_targets_are_listed_declared_and_reproducible(two_builds):
@@ -99,11 +96,11 @@ def test_check_rebuilds_the_targets_the_manifest_lists(two_builds):
 
 
 @pytest.fixture(scope="module")
-def art():
-    return make_artifact(request_for("dense_b0", input_dim=64))
+def model_bytes(targets_build):
+    return (targets_build / "dense_b0" / "model.onnx").read_bytes()
 
 
-def test_opsets_are_parsed_and_unreachable_ones_refused(art):
+def test_opsets_are_parsed_and_unreachable_ones_refused(model_bytes):
     assert parse_opsets("17, 15,15") == (15, 17)
     assert parse_opsets(None) == ()
     with pytest.raises(InputError, match="below 14"):
@@ -111,11 +108,11 @@ def test_opsets_are_parsed_and_unreachable_ones_refused(art):
     with pytest.raises(InputError, match="opset numbers"):
         parse_opsets("15,x")
     with pytest.raises(InputError, match="above"):
-        opset_target_bytes(art.model_ref, 19)
+        opset_target_bytes(model_bytes, 19)
 
 
-def test_a_conversion_that_changes_the_graph_is_not_exact(art):
-    proto = onnx.load_from_string(art.model_ref)
+def test_a_conversion_that_changes_the_graph_is_not_exact(model_bytes):
+    proto = onnx.load_from_string(model_bytes)
     assert _same_graph(proto.graph, proto.graph) is None
     changed = onnx.ModelProto()
     changed.CopyFrom(proto)
