@@ -131,3 +131,18 @@ def test_cli_refuses_bad_opsets_before_any_work(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 2 and "below 14" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_zoo_verify_checks_the_onnx_targets_and_records_them_by_file(two_builds):
+    from zoo.builder.verification import verify_models
+
+    (a, man), _ = two_builds
+    said = []
+    recs = verify_models(a, ["dense_b0"], providers=["CPUExecutionProvider"], runtimes=[], batch_sizes=(1, 3), record=False,
+                         progress=said.append)["dense_b0"]
+    by_file = {}
+    for r in recs:
+        by_file.setdefault(r.get("file"), []).append(r)
+    assert set(by_file) == {None, "dense_b0/model.opset15.onnx", "dense_b0/model.opset17.onnx"}
+    assert all(r["verdict"] == "pass" for r in recs)
+    assert any("model.ort: the ORT format" in m for m in said)  # not ONNX: said, not silently skipped
