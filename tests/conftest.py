@@ -35,6 +35,24 @@ def quickstart_build(tmp_path_factory):
     return work / "artifacts"
 
 
+@pytest.fixture(scope="session")
+def targets_build(tmp_path_factory):
+    """dense_b0 (input 64) with opset 15 and 17 targets and the ORT format (issue 34), the default file
+    and every target checked in ONNX Runtime's CPU provider at batches 1 and 3 only."""
+    from zoo.builder.artifact import request_for
+    from zoo.builder.pipeline import build
+    from zoo.builder.steps import default_extras
+    from zoo.verify.backends import OrtBackend
+    from zoo.verify.matrix import MatrixOptions, build_verifier
+
+    out = tmp_path_factory.mktemp("targets-build")
+    verifier = build_verifier(MatrixOptions(batch_sizes=(1, 3), backends=[OrtBackend()]))
+    extras = default_extras(bench=False, verify=False, opsets=(15, 17), ort=True)
+    results = build([request_for("dense_b0", input_dim=64)], out, verifier=verifier, extras=extras)
+    assert [r.status for r in results] == ["ok"], results[0].error
+    return out
+
+
 def zoo_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "zoo", *args]
 

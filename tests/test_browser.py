@@ -351,3 +351,43 @@ def test_browser_example_refuses_a_malformed_pin_before_fetching_anything(browse
     dom = browser.open(f"{base}/page/index.html?mirror={base}/mirror/&sha256=abc123")
     assert dom["status"] == "error" and dom["summary"] == "sha256=abc123: expected 64 hex digits"
     assert not any(line.startswith("GET /mirror/") for line in log[before:]), log[before:]
+
+
+def test_browser_example_follows_the_profile(browser, tmp_path_factory):
+    """?profile= (issue 34): the page loads the file the profile names for its onnxruntime-web, pinned
+    to the profile's sha256, here the opset 15 target instead of model.onnx."""
+    from zoo.builder.targets import targets_extra
+
+    out = tmp_path_factory.mktemp("profiled-mirror")
+    req = request_for("dense_b0", input_dim=16, num_classes=10, spec=ExportSpec(exporter="torchscript"))
+    (result,) = build([req], out, extras=[targets_extra((15,), verify=False)])
+    assert result.status == "ok", result.error
+    entry = mf.entry(mf.load(out), "dense_b0")
+    target = next(f for f in entry["files"] if f["path"] == "dense_b0/model.opset15.onnx")
+    web = json.loads((js.NODE_DIR / "package.json").read_text())["dependencies"]["onnxruntime-web"]
+
+    def write(entries):
+        (out / "dense_b0" / "profile.json").write_text(json.dumps({"profile_version": 1, "entries": entries}))
+
+    row = {"runtime": "onnxruntime-web", "version": web, "batch_size": None, "file": "model.opset15.onnx",
+           "sha256": target["sha256"], "settings": {"threads": 1, "graph_optimization_level": "extended"}}
+    write([dict(row, version="1.16.3", file="model.onnx", sha256=entry["files"][0]["sha256"]), row])
+    routes = {"/mirror/": out, "/page/ort/": ORT_DIST, "/page/": PAGE_DIR}
+    with serve(routes) as (base, log):
+        dom = browser.open(f"{base}/page/index.html?mirror={base}/mirror/&profile=dense_b0/profile.json")
+    assert dom["status"] == "pass", dom
+    assert dom["pin"] == target["sha256"] and [int(r[1]) for r in dom["rows"]] == expected_rows(out)[1]
+    assert any(line.startswith("GET /mirror/dense_b0/model.opset15.onnx -> 200") for line in log), log
+    assert not any(line.startswith("GET /mirror/dense_b0/model.onnx ") for line in log), log
+    # a profile whose sha256 is not the file's: refused before a session is made
+    write([dict(row, sha256="0" * 64)])
+    with serve(routes) as (base, log):
+        dom = browser.open(f"{base}/page/index.html?mirror={base}/mirror/&profile=dense_b0/profile.json")
+    assert dom["status"] == "error" and "differs from the pinned" in dom["summary"], dom
+    assert not any(".wasm" in line for line in log), log
+    # no entry for this onnxruntime-web: the page says which versions the profile has
+    write([dict(row, version="1.16.3")])
+    with serve(routes) as (base, _):
+        dom = browser.open(f"{base}/page/index.html?mirror={base}/mirror/&profile=dense_b0/profile.json")
+    assert dom["status"] == "error" and f"no file for onnxruntime-web {web}" in dom["summary"], dom
+    assert "1.16.3" in dom["summary"]

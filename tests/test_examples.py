@@ -171,3 +171,80 @@ def test_hashes_any_size_in_a_stream(programs, runtime, tmp_path):
         assert proc.returncode == 1 and f"sha256 {sha256_file(blob)} differs" in proc.stderr, proc.stderr
     proc = run(programs[runtime], tmp_path, "--sha256", "0" * 64)  # a folder: cannot read, bad input
     assert proc.returncode == 2 and proc.stderr.startswith("error: cannot "), proc.stderr
+
+
+# --- the deployment profile (--profile, issue 34): the examples load the file it names for them ----
+
+
+@pytest.fixture(scope="module")
+def profiled(small_build, tmp_path_factory) -> Path:
+    """A model folder: model.onnx, its opset 15 target, and a profile.json (zoo.builder.profile's
+    layout) that points each example's runtime at the target, another version at model.onnx."""
+    from zoo.exporters.targets import opset_target_bytes
+
+    folder = tmp_path_factory.mktemp("profiled")
+    shutil.copyfile(small_build / "dense_b0" / "model.onnx", folder / "model.onnx")
+    (folder / "model.opset15.onnx").write_bytes(opset_target_bytes((folder / "model.onnx").read_bytes(), 15))
+    node_version = json.loads((js.NODE_DIR / "node_modules" / "onnxruntime-node" / "package.json").read_text())["version"]
+
+    def row(runtime, version, file, batch=None):
+        return {"runtime": runtime, "version": version, "batch_size": batch, "file": file,
+                "sha256": sha256_file(folder / file), "precision": "fp32", "format": "onnx",
+                "settings": {"threads": 1, "execution_provider": None, "graph_optimization_level": "basic"},
+                "measured": None}
+
+    entries = [row("onnxruntime", "1.16.3", "model.onnx"), row("onnxruntime", ort.__version__, "model.opset15.onnx"),
+               row("onnxruntime-node", "1.16.3", "model.onnx"),
+               row("onnxruntime-node", node_version, "model.opset15.onnx")]
+    (folder / "profile.json").write_text(json.dumps({"profile_version": 1, "model": "dense_b0", "entries": entries}))
+    return folder
+
+
+def _profile_with(folder: Path, tmp_path: Path, change) -> Path:
+    """A copy of the folder whose profile is changed by ``change(profile)``."""
+    out = tmp_path / "copy"
+    shutil.copytree(folder, out)
+    profile = json.loads((out / "profile.json").read_text())
+    change(profile)
+    (out / "profile.json").write_text(json.dumps(profile))
+    return out
+
+
+def test_node_example_follows_the_profile(artifacts, example, profiled, tmp_path):
+    proc = run_example(example, "--profile", profiled / "profile.json", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("profile: model.opset15.onnx (sha256 ") and "graph optimisation basic" in proc.stderr
+    assert proc.stdout == run_example(example, profiled / "model.opset15.onnx", "3").stdout
+    # the profile's sha256 is a pin: other bytes of that file are refused before ONNX Runtime reads them
+    bad = _profile_with(profiled, tmp_path, lambda p: None)
+    change_one_weight_byte(bad / "model.opset15.onnx")
+    proc = run_example(example, "--profile", bad / "profile.json", "3")
+    assert proc.returncode == 1 and proc.stdout == "" and "differs from the pinned" in proc.stderr
+    # no entry for this version: one line naming the versions it has
+    old = _profile_with(profiled, tmp_path / "b", lambda p: p.update(entries=p["entries"][:3]))
+    proc = run_example(example, "--profile", old / "profile.json")
+    assert proc.returncode == 1 and "has no file for onnxruntime-node" in proc.stderr and "1.16.3" in proc.stderr
+    # a file name that leaves the profile's folder is refused
+    out = _profile_with(profiled, tmp_path / "c", lambda p: p["entries"][3].update(file="../model.onnx"))
+    proc = run_example(example, "--profile", out / "profile.json")
+    assert proc.returncode == 2 and "not a file name beside the profile" in proc.stderr
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_c_and_cpp_examples_follow_the_profile(artifacts, programs, runtime, profiled, tmp_path):
+    x_path, y_path = data_set(artifacts)
+    proc = run(programs[runtime], "--profile", profiled / "profile.json", x_path, "--expect", y_path,
+               "--atol", "1e-4", "--rtol", "1e-3")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].startswith(f"model   {profiled / 'model.opset15.onnx'} (onnxruntime ")
+    assert proc.stderr.startswith("profile: model.opset15.onnx (sha256 ") and "threads 1, graph optimisation basic" in proc.stderr
+    assert "check   logits: pass" in proc.stdout
+    bad = _profile_with(profiled, tmp_path, lambda p: None)
+    change_one_weight_byte(bad / "model.opset15.onnx")
+    proc = run(programs[runtime], "--profile", bad / "profile.json", x_path)
+    assert proc.returncode == 1 and "differs from the pinned" in proc.stderr
+    old = _profile_with(profiled, tmp_path / "b", lambda p: p.update(entries=p["entries"][:1]))
+    proc = run(programs[runtime], "--profile", old / "profile.json", x_path)
+    assert proc.returncode == 1 and "has no file for onnxruntime" in proc.stderr and "versions: 1.16.3" in proc.stderr
+    proc = run(programs[runtime], "--profile", profiled / "profile.json", "--sha256", "0" * 64)
+    assert proc.returncode == 2 and "give --profile or --sha256" in proc.stderr

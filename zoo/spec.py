@@ -13,7 +13,10 @@ INT4 = "int4"  # weight-only 4-bit (ONNX Runtime's MatMulNBits), made by zoo ben
 RECOMMEND_PRECISIONS = (STATIC_INT8, INT4)  # candidates zoo bench makes beside the built files
 FILE_PRECISIONS = PRECISIONS + RECOMMEND_PRECISIONS  # every precision a published model file may have
 # What each file of a manifest entry is; the manifest schema lists the same roles.
-FILE_ROLES = ("model", "external_data", "test_input", "test_output", "weights", "train_record")
+FILE_ROLES = ("model", "external_data", "test_input", "test_output", "weights", "train_record", "target",
+              "target_config", "profile")
+# Files for older and smaller runtimes (zoo build --opsets / --ort) and the deployment profile.
+TARGET_ROLE, TARGET_CONFIG_ROLE, PROFILE_ROLE = "target", "target_config", "profile"
 EXTERNAL_ROLE = "external_data"  # a model file's tensors, ``<model file>.data`` beside it (zoo.onnxio)
 MODEL_FILE = "model.onnx"
 TEST_SET = "test_data_set_0"

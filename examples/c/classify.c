@@ -19,6 +19,7 @@
  * cannot start), 4 internal error. Every error is one line on stderr.
  */
 
+#include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -41,6 +42,7 @@ enum { EXIT_PASS = 0, EXIT_CHECK = 1, EXIT_USAGE = 2, EXIT_UNAVAILABLE = 3, EXIT
 
 static const char USAGE[] =
     "usage: classify [options] MODEL.onnx [INPUT.pb]\n"
+    "       classify [options] --profile NAME/profile.json [INPUT.pb]\n"
     "\n"
     "Prints the model's inputs and outputs; with INPUT.pb (an ONNX TensorProto, float32) runs the\n"
     "model on it and prints the top class of each row.\n"
@@ -53,6 +55,11 @@ static const char USAGE[] =
     "  --sha256 HEX        load the model only if its file's sha256 is HEX (64 hex digits);\n"
     "                      other bytes are refused (exit 1) before ONNX Runtime reads them.\n"
     "                      With external data, this pins the .onnx file, not FILE.data\n"
+    "  --profile FILE      follow the model's deployment profile (zoo build --profile): its entry\n"
+    "                      for this ONNX Runtime (runtime onnxruntime, same major.minor version)\n"
+    "                      and INPUT's batch size (else any) names the model file beside it, its\n"
+    "                      sha256 (pinned, as --sha256) and the threads and graph optimisation\n"
+    "                      level to use (--threads still wins); cJSON reads it\n"
     "  --json              print one JSON line on stdout instead of text\n"
     "  --version           print the ONNX Runtime version and exit\n"
     "  -h, --help          show this help\n"
@@ -553,8 +560,11 @@ typedef struct {
     const char **expect;
     size_t nexpect;
     double atol, rtol;
-    int has_atol, has_rtol, json, version, threads;
+    int has_atol, has_rtol, json, version, threads, has_threads;
     char sha256[65]; /* the pinned sha256 in lowercase hex, "" when not pinned */
+    const char *profile;                   /* --profile FILE, else NULL */
+    char model_buf[4096];                  /* the model file the profile names */
+    GraphOptimizationLevel opt_level;      /* ORT_ENABLE_ALL unless the profile says otherwise */
 } Options;
 
 static int parse_number(const char *opt, const char *s, double *out) {
@@ -582,6 +592,7 @@ static int parse_sha256(const char *s, char out[65]) {
 static int parse_args(int argc, char **argv, Options *o) {
     memset(o, 0, sizeof *o);
     o->threads = 1;
+    o->opt_level = ORT_ENABLE_ALL;
     o->expect = calloc((size_t)argc, sizeof *o->expect);
     if (o->expect == NULL) return fail(EXIT_INTERNAL, "out of memory");
     size_t npos = 0;
@@ -604,10 +615,10 @@ static int parse_args(int argc, char **argv, Options *o) {
             continue;
         }
         /* Options with a value: --opt VALUE or --opt=VALUE. */
-        const char *names[] = {"--expect", "--atol", "--rtol", "--threads", "--sha256"};
+        const char *names[] = {"--expect", "--atol", "--rtol", "--threads", "--sha256", "--profile"};
         const char *value = NULL;
         size_t k;
-        for (k = 0; k < 5; k++) {
+        for (k = 0; k < 6; k++) {
             size_t len = strlen(names[k]);
             if (strncmp(a, names[k], len) == 0 && (a[len] == '\0' || a[len] == '=')) {
                 if (a[len] == '=') value = a + len + 1;
@@ -616,12 +627,13 @@ static int parse_args(int argc, char **argv, Options *o) {
                 break;
             }
         }
-        if (k == 5) return fail(EXIT_USAGE, "unknown option %s (see --help)", a);
+        if (k == 6) return fail(EXIT_USAGE, "unknown option %s (see --help)", a);
         int rc = EXIT_PASS;
         if (k == 0) o->expect[o->nexpect++] = value;
         else if (k == 1) { rc = parse_number("--atol", value, &o->atol); o->has_atol = 1; }
         else if (k == 2) { rc = parse_number("--rtol", value, &o->rtol); o->has_rtol = 1; }
         else if (k == 4) { rc = parse_sha256(value, o->sha256); }
+        else if (k == 5) { o->profile = value; }
         else {
             char *end;
             errno = 0;
@@ -629,16 +641,99 @@ static int parse_args(int argc, char **argv, Options *o) {
             if (*value == '\0' || *end != '\0' || errno != 0 || t < 1 || t > 1024)
                 return fail(EXIT_USAGE, "--threads %s: expected a positive integer", value);
             o->threads = (int)t;
+            o->has_threads = 1;
         }
         if (rc != EXIT_PASS) return rc;
     }
     if (o->version) return -1;
-    if (npos == 0) return fail(EXIT_USAGE, "expected MODEL.onnx [INPUT.pb] (see --help)");
-    o->model = pos[0];
-    o->input = pos[1];
+    if (o->profile != NULL) { /* the profile names the model: the one positional is INPUT.pb */
+        if (o->sha256[0] != '\0') return fail(EXIT_USAGE, "--profile pins the file itself; give --profile or --sha256");
+        if (npos == 2) return fail(EXIT_USAGE, "unexpected argument %s (the profile names the model)", pos[1]);
+        o->input = pos[0];
+    } else {
+        if (npos == 0) return fail(EXIT_USAGE, "expected MODEL.onnx [INPUT.pb] (see --help)");
+        o->model = pos[0];
+        o->input = pos[1];
+    }
     if (o->nexpect && o->input == NULL) return fail(EXIT_USAGE, "--expect needs INPUT.pb");
     if (o->nexpect && !(o->has_atol && o->has_rtol)) return fail(EXIT_USAGE, "--expect needs --atol and --rtol");
     return -1;
+}
+
+/* ---- the deployment profile (--profile): which file, pinned to which sha256, with which settings -- */
+
+/* "1.16.3" and "1.16" -> the same major.minor. */
+static int same_minor(const char *a, const char *b) {
+    const char *da = strchr(a, '.'), *db = strchr(b, '.');
+    if (da == NULL || db == NULL) return 0;
+    size_t la = strcspn(da + 1, "."), lb = strcspn(db + 1, ".");
+    return (size_t)(da - a) == (size_t)(db - b) && strncmp(a, b, (size_t)(da - a)) == 0 && la == lb &&
+           strncmp(da + 1, db + 1, la) == 0;
+}
+
+static const char *json_str(const cJSON *obj, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* The profile's entry for this ONNX Runtime and `batch` (0: unknown) sets o->model, the pin and
+ * the settings; -1 to go on, else the exit status. */
+static int apply_profile(Options *o, int64_t batch) {
+    uint8_t *buf;
+    size_t len;
+    int rc = read_file(o->profile, &buf, &len);
+    if (rc != EXIT_PASS) return rc;
+    cJSON *root = cJSON_ParseWithLength((const char *)buf, len);
+    free(buf);
+    if (root == NULL) return fail(EXIT_USAGE, "%s is not JSON", o->profile);
+    const char *version = OrtGetApiBase()->GetVersionString();
+    const cJSON *entries = cJSON_GetObjectItemCaseSensitive(root, "entries"), *e, *best = NULL;
+    char have[512] = "";
+    if (!cJSON_IsArray(entries)) entries = NULL;
+    cJSON_ArrayForEach(e, entries) {
+        const char *rt = json_str(e, "runtime"), *ver = json_str(e, "version");
+        if (rt == NULL || strcmp(rt, "onnxruntime") != 0 || ver == NULL) continue;
+        if (strlen(have) + strlen(ver) + 3 < sizeof have) {
+            if (have[0]) strcat(have, ", ");
+            strcat(have, ver);
+        }
+        if (!same_minor(ver, version)) continue;
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(e, "batch_size");
+        if (cJSON_IsNumber(b) && batch > 0 && (int64_t)b->valuedouble == batch) { best = e; break; }
+        if (cJSON_IsNull(b) && best == NULL) best = e;
+    }
+    if (best == NULL) {
+        rc = fail(EXIT_CHECK, "%s has no file for onnxruntime %s (it has onnxruntime versions: %s)", o->profile,
+                  version, have[0] ? have : "none");
+        cJSON_Delete(root);
+        return rc;
+    }
+    const char *file = json_str(best, "file"), *sha = json_str(best, "sha256");
+    /* Only a plain file name beside the profile: never a path that leaves its folder. */
+    if (file == NULL || file[0] == '\0' || file[0] == '.' || strspn(file, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != strlen(file)) {
+        rc = fail(EXIT_USAGE, "%s: the file it names is not a file name beside it", o->profile);
+    } else if (sha == NULL || parse_sha256(sha, o->sha256) != EXIT_PASS) {
+        rc = fail(EXIT_USAGE, "%s: %s has no sha256", o->profile, file);
+    } else {
+        const char *slash = strrchr(o->profile, '/');
+        int dir = slash == NULL ? 0 : (int)(slash - o->profile) + 1;
+        if (snprintf(o->model_buf, sizeof o->model_buf, "%.*s%s", dir, o->profile, file) >= (int)sizeof o->model_buf)
+            rc = fail(EXIT_USAGE, "%s: the model path is too long", o->profile);
+        o->model = o->model_buf;
+    }
+    const cJSON *settings = cJSON_GetObjectItemCaseSensitive(best, "settings");
+    const cJSON *threads = cJSON_GetObjectItemCaseSensitive(settings, "threads");
+    const char *level = json_str(settings, "graph_optimization_level");
+    if (!o->has_threads && cJSON_IsNumber(threads) && threads->valuedouble >= 1 && threads->valuedouble <= 1024)
+        o->threads = (int)threads->valuedouble;
+    if (level != NULL && strcmp(level, "disabled") == 0) o->opt_level = ORT_DISABLE_ALL;
+    else if (level != NULL && strcmp(level, "basic") == 0) o->opt_level = ORT_ENABLE_BASIC;
+    else if (level != NULL && strcmp(level, "extended") == 0) o->opt_level = ORT_ENABLE_EXTENDED;
+    if (rc == EXIT_PASS)
+        fprintf(stderr, "profile: %s (sha256 %.12s...) for onnxruntime %s, threads %d, graph optimisation %s\n", file,
+                o->sha256, version, o->threads, level != NULL ? level : "all");
+    cJSON_Delete(root);
+    return rc == EXIT_PASS ? -1 : rc;
 }
 
 /* ---- the pin: the model file's sha256, read in a stream (any size) with OpenSSL's EVP API ---- */
@@ -827,7 +922,7 @@ static int run(const Options *o, App *a) {
     ORT_TRY(ort->CreateSessionOptions(&a->options), EXIT_INTERNAL, "CreateSessionOptions");
     ORT_TRY(ort->SetIntraOpNumThreads(a->options, o->threads), EXIT_INTERNAL, "SetIntraOpNumThreads");
     ORT_TRY(ort->SetInterOpNumThreads(a->options, 1), EXIT_INTERNAL, "SetInterOpNumThreads");
-    ORT_TRY(ort->SetSessionGraphOptimizationLevel(a->options, ORT_ENABLE_ALL), EXIT_INTERNAL,
+    ORT_TRY(ort->SetSessionGraphOptimizationLevel(a->options, o->opt_level), EXIT_INTERNAL,
             "SetSessionGraphOptimizationLevel");
     /* From a path, so that a model saved with external data finds its data file beside it. */
     OrtStatus *s = ort->CreateSession(a->env, o->model, a->options, &a->session);
@@ -1050,6 +1145,23 @@ int main(int argc, char **argv) {
         free(o.expect);
         printf("onnxruntime %s (C API %d)\n", OrtGetApiBase()->GetVersionString(), ORT_API_VERSION);
         return fflush(stdout) == 0 ? EXIT_PASS : EXIT_INTERNAL;
+    }
+    if (o.profile != NULL) { /* the input's batch size picks the profile's entry, where it has one */
+        int64_t batch = 0;
+        if (o.input != NULL) {
+            Tensor t;
+            memset(&t, 0, sizeof t);
+            if ((rc = load_tensor(o.input, &t)) != EXIT_PASS) {
+                free(o.expect);
+                return rc;
+            }
+            batch = t.ndims ? t.dims[0] : 0;
+            tensor_free(&t);
+        }
+        if ((rc = apply_profile(&o, batch)) >= 0) {
+            free(o.expect);
+            return rc;
+        }
     }
     App app;
     memset(&app, 0, sizeof app);

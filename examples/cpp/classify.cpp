@@ -21,6 +21,8 @@
 #undef ORT_API_MANUAL_INIT
 #include <openssl/evp.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -50,6 +52,7 @@ constexpr size_t kMaxDims = 16;
 
 const char kUsageText[] =
     "usage: classify [options] MODEL.onnx [INPUT.pb]\n"
+    "       classify [options] --profile NAME/profile.json [INPUT.pb]\n"
     "\n"
     "Prints the model's inputs and outputs; with INPUT.pb (an ONNX TensorProto, float32) runs the\n"
     "model on it and prints the top class of each row.\n"
@@ -62,6 +65,11 @@ const char kUsageText[] =
     "  --sha256 HEX        load the model only if its file's sha256 is HEX (64 hex digits);\n"
     "                      other bytes are refused (exit 1) before ONNX Runtime reads them.\n"
     "                      With external data, this pins the .onnx file, not FILE.data\n"
+    "  --profile FILE      follow the model's deployment profile (zoo build --profile): its entry\n"
+    "                      for this ONNX Runtime (runtime onnxruntime, same major.minor version)\n"
+    "                      and INPUT's batch size (else any) names the model file beside it, its\n"
+    "                      sha256 (pinned, as --sha256) and the threads and graph optimisation\n"
+    "                      level to use (--threads still wins); nlohmann/json reads it\n"
     "  --json              print one JSON line on stdout instead of text\n"
     "  --version           print the ONNX Runtime version and exit\n"
     "  -h, --help          show this help\n"
@@ -417,8 +425,10 @@ struct Options {
   std::vector<std::string> expect;
   std::optional<double> atol, rtol;
   int threads = 1;
-  bool json = false, version = false, help = false;
+  bool json = false, version = false, help = false, has_threads = false;
   std::optional<std::string> sha256;  // the pinned sha256, lowercase hex
+  std::optional<std::string> profile;  // --profile FILE
+  GraphOptimizationLevel opt_level = GraphOptimizationLevel::ORT_ENABLE_ALL;
 };
 
 double parse_number(const std::string& opt, const std::string& s) {
@@ -465,7 +475,8 @@ Options parse_args(int argc, char** argv) {
       continue;
     }
     std::string name = a.substr(0, a.find('=')), value;
-    if (name != "--expect" && name != "--atol" && name != "--rtol" && name != "--threads" && name != "--sha256")
+    if (name != "--expect" && name != "--atol" && name != "--rtol" && name != "--threads" && name != "--sha256" &&
+        name != "--profile")
       throw Failure(kUsage, "unknown option " + a + " (see --help)");
     if (a.size() > name.size()) {
       value = a.substr(name.size() + 1);
@@ -482,6 +493,8 @@ Options parse_args(int argc, char** argv) {
       o.rtol = parse_number(name, value);
     } else if (name == "--sha256") {
       o.sha256 = parse_sha256(value);
+    } else if (name == "--profile") {
+      o.profile = value;
     } else {
       char* end = nullptr;
       errno = 0;
@@ -489,12 +502,19 @@ Options parse_args(int argc, char** argv) {
       if (value.empty() || *end != '\0' || errno != 0 || t < 1 || t > 1024)
         throw Failure(kUsage, "--threads " + value + ": expected a positive integer");
       o.threads = int(t);
+      o.has_threads = true;
     }
   }
   if (o.version) return o;
-  if (positional.empty()) throw Failure(kUsage, "expected MODEL.onnx [INPUT.pb] (see --help)");
-  o.model = positional[0];
-  if (positional.size() > 1) o.input = positional[1];
+  if (o.profile) {  // the profile names the model: the one positional is INPUT.pb
+    if (o.sha256) throw Failure(kUsage, "--profile pins the file itself; give --profile or --sha256");
+    if (positional.size() == 2) throw Failure(kUsage, "unexpected argument " + positional[1] + " (the profile names the model)");
+    if (!positional.empty()) o.input = positional[0];
+  } else {
+    if (positional.empty()) throw Failure(kUsage, "expected MODEL.onnx [INPUT.pb] (see --help)");
+    o.model = positional[0];
+    if (positional.size() > 1) o.input = positional[1];
+  }
   if (!o.expect.empty() && !o.input) throw Failure(kUsage, "--expect needs INPUT.pb");
   if (!o.expect.empty() && !(o.atol && o.rtol)) throw Failure(kUsage, "--expect needs --atol and --rtol");
   return o;
@@ -524,6 +544,61 @@ std::string sha256_file(const std::string& path) {
   return hex;
 }
 
+// ---- the deployment profile (--profile): which file, pinned to which sha256, with which settings --
+
+std::string major_minor(const std::string& v) {
+  size_t first = v.find('.');
+  return first == std::string::npos ? v : v.substr(0, v.find('.', first + 1));
+}
+
+// The profile's entry for this ONNX Runtime and `batch` (0: unknown) sets the model, the pin and
+// the settings.
+void apply_profile(Options& o, int64_t batch) {
+  std::ifstream in(*o.profile, std::ios::binary);
+  if (!in) throw Failure(kUsage, "cannot open " + *o.profile + ": " + std::strerror(errno));
+  nlohmann::json profile = nlohmann::json::parse(in, nullptr, false);
+  if (profile.is_discarded()) throw Failure(kUsage, *o.profile + " is not JSON");
+  const std::string version = OrtGetApiBase()->GetVersionString();
+  const nlohmann::json* best = nullptr;
+  std::string have;
+  const auto entries = profile.is_object() ? profile.value("entries", nlohmann::json::array()) : nlohmann::json::array();
+  for (const auto& e : entries) {
+    if (!e.is_object() || e.value("runtime", "") != "onnxruntime" || !e.contains("version") || !e["version"].is_string())
+      continue;
+    const std::string ver = e["version"];
+    have += (have.empty() ? "" : ", ") + ver;
+    if (major_minor(ver) != major_minor(version)) continue;
+    const auto& b = e.contains("batch_size") ? e["batch_size"] : nlohmann::json();
+    if (b.is_number_integer() && batch > 0 && b.get<int64_t>() == batch) {
+      best = &e;
+      break;
+    }
+    if (b.is_null() && best == nullptr) best = &e;
+  }
+  if (best == nullptr)
+    throw Failure(kCheck, *o.profile + " has no file for onnxruntime " + version + " (it has onnxruntime versions: " +
+                              (have.empty() ? "none" : have) + ")");
+  const std::string file = best->value("file", "");
+  // Only a plain file name beside the profile: never a path that leaves its folder.
+  if (file.empty() || file[0] == '.' ||
+      file.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != std::string::npos)
+    throw Failure(kUsage, *o.profile + ": the file it names is not a file name beside it");
+  o.sha256 = parse_sha256(best->value("sha256", ""));
+  const size_t slash = o.profile->rfind('/');
+  o.model = (slash == std::string::npos ? std::string() : o.profile->substr(0, slash + 1)) + file;
+  const auto settings = best->value("settings", nlohmann::json::object());
+  const auto threads = settings.is_object() ? settings.value("threads", nlohmann::json()) : nlohmann::json();
+  if (!o.has_threads && threads.is_number_integer() && threads.get<int64_t>() >= 1 && threads.get<int64_t>() <= 1024)
+    o.threads = int(threads.get<int64_t>());
+  const std::string level = settings.is_object() && settings.value("graph_optimization_level", nlohmann::json()).is_string()
+                                ? settings["graph_optimization_level"].get<std::string>() : "all";
+  if (level == "disabled") o.opt_level = GraphOptimizationLevel::ORT_DISABLE_ALL;
+  else if (level == "basic") o.opt_level = GraphOptimizationLevel::ORT_ENABLE_BASIC;
+  else if (level == "extended") o.opt_level = GraphOptimizationLevel::ORT_ENABLE_EXTENDED;
+  std::cerr << "profile: " << file << " (sha256 " << o.sha256->substr(0, 12) << "...) for onnxruntime " << version
+            << ", threads " << o.threads << ", graph optimisation " << level << "\n";
+}
+
 // ---- the program --------------------------------------------------------------------------------
 
 int run(const Options& o) {
@@ -549,7 +624,7 @@ int run(const Options& o) {
   Ort::SessionOptions options;
   options.SetIntraOpNumThreads(o.threads);
   options.SetInterOpNumThreads(1);
-  options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
+  options.SetGraphOptimizationLevel(o.opt_level);
   // From a path, so that a model saved with external data finds its data file beside it.
   std::optional<Ort::Session> session;
   try {
@@ -716,7 +791,7 @@ void error_line(const std::string& message) {
 
 int main(int argc, char** argv) {
   try {
-    const Options o = parse_args(argc, argv);
+    Options o = parse_args(argc, argv);
     if (o.help) {
       std::cout << kUsageText;
       return kPass;
@@ -734,6 +809,14 @@ int main(int argc, char** argv) {
       std::cout << "onnxruntime " << OrtGetApiBase()->GetVersionString() << " (C++ API " << ORT_API_VERSION << ")"
                 << std::endl;
       return std::cout ? kPass : kInternal;
+    }
+    if (o.profile) {  // the input's batch size picks the profile's entry, where it has one
+      int64_t batch = 0;
+      if (o.input) {
+        const Tensor t = load_tensor(*o.input);
+        if (!t.dims.empty()) batch = t.dims[0];
+      }
+      apply_profile(o, batch);
     }
     int rc = run(o);
     std::cout.flush();

@@ -169,6 +169,13 @@ def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), thread
                                         "isa": env["machine"]["isa"], "load_avg_1m": env["load_avg_1m"],
                                         "dataset": res["dataset"], "min_agreement": gate_floor,
                                         "by_batch": res["recommended"]}
+                # The deployment profile (zoo.builder.profile) follows the new recommendation.
+                from .profile import set_profile
+
+                profile: dict = {}
+                set_profile(entry, profile)
+                for rel, data in profile.items():
+                    staging.add(rel, data)
             mf.validate(fresh, str(path))
             try:
                 staging.commit(mf.to_bytes(fresh), progress=progress)

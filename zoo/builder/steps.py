@@ -39,13 +39,23 @@ def runtime_reasons() -> dict[str, str | None]:
 
 
 def default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True, js_runtimes=(),
-                   c_runtimes=(), min_agreement: float | None = None) -> list:
-    """The int8/fp16 variants asked for (with their parity records), the JavaScript runtimes
+                   c_runtimes=(), min_agreement: float | None = None, opsets=(), ort: bool = False,
+                   profile: bool = False) -> list:
+    """The int8/fp16 variants asked for (with their parity records), the targets for older and
+    smaller runtimes (``opsets``, ``ort``; :mod:`zoo.builder.targets`), the JavaScript runtimes
     named in ``js_runtimes`` and the C / C++ examples named in ``c_runtimes`` (every precision),
-    then a short latency run."""
+    then a short latency run, and with ``profile`` the deployment profile."""
     extras = []
     if any(p != "fp32" for p in precisions):
         extras.append(precision_extra(precisions, verify=verify))
+    if opsets or ort:
+        from .targets import targets_extra
+
+        extras.append(targets_extra(tuple(opsets), ort, verify=verify))
+        if verify:  # the question the targets answer: which file each older runtime loads (zoo.verify.old)
+            from ..verify.old import old_runtimes_extra
+
+            extras.append(old_runtimes_extra())
     if verify and js_runtimes:
         from ..verify.js import build_extra
 
@@ -57,6 +67,10 @@ def default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True
     extras.append(accuracy_extra(verify=verify, js_runtimes=js_runtimes if verify else (), min_agreement=min_agreement))
     if bench:
         extras.append(latency_extra(precisions))
+    if profile:  # last: it reads every record made above (zoo.builder.profile)
+        from .profile import profile_extra
+
+        extras.append(profile_extra())
     return extras
 
 

@@ -9,7 +9,7 @@ from .. import onnxio
 from ..errors import ProviderUnavailableError, UnknownNameError, ZooError
 from ..fsutil import NotRegularFileError, open_regular, sha256_bytes, sha256_file
 from ..model import count_params
-from ..spec import C_RUNTIMES, EXTERNAL_ROLE, JS_RUNTIMES, PRECISIONS
+from ..spec import C_RUNTIMES, EXTERNAL_ROLE, JS_RUNTIMES, PRECISIONS, TARGET_ROLE
 from ..verify import c, js
 from ..verify.matrix import MatrixOptions, run_matrix
 from . import manifest as mf
@@ -76,18 +76,24 @@ def verify_models(artifacts: Path, names: list[str] | None, *, providers=None, r
         if params != entry["params"]:
             raise ZooError(f"{name}: rebuilt PyTorch model has {params} parameters, the manifest says {entry['params']}")
         records = []
-        for f in [f for f in entry["files"] if f["role"] == "model" and (precisions is None or f["precision"] in precisions)]:
+        for f in [f for f in entry["files"] if f["role"] in ("model", TARGET_ROLE)
+                  and (precisions is None or f["precision"] in precisions)]:
+            if f.get("format") == "ort":  # not ONNX: the matrix's runtimes cannot read it (zoo build checks it)
+                progress(f"{tag}: {f['path']}: the ORT format, checked in ONNX Runtime by zoo build, not here")
+                continue
             # With external data the runtimes get the model's path: what users do, and what is tested.
             ref = model_input(artifacts, entry, f, external_as="path")  # every file: intact and readable
             if f["precision"] not in PRECISIONS:
                 progress(f"{tag}: {f['precision']}: intact; made and checked by zoo bench --recommend (accuracy gate "
                          f"on the reference task), not by the parity matrix")
                 continue
-            progress(f"{tag}: {f['precision']} ...")
-            records += run_matrix(model, ref, input_dim=req.effective_input_dim, seed=req.seed,
-                                  input_name=req.spec.input_name, output_name=req.spec.output_name,
-                                  precision=f["precision"], options=options,
-                                  progress=lambda m, tag=tag: progress(f"{tag}: {m}"))
+            progress(f"{tag}: {f['precision']}{' ' + f['path'] if f['role'] == TARGET_ROLE else ''} ...")
+            found = run_matrix(model, ref, input_dim=req.effective_input_dim, seed=req.seed,
+                               input_name=req.spec.input_name, output_name=req.spec.output_name,
+                               precision=f["precision"], options=options,
+                               progress=lambda m, tag=tag: progress(f"{tag}: {m}"))
+            # A target's records name it (zoo.builder.targets); the default file's name none.
+            records += [dict(r, file=f["path"]) for r in found] if f["role"] == TARGET_ROLE else found
         results[name] = records
     if js_runtimes:
         for name, recs in _js_records(artifacts, names, js_runtimes, precisions,
@@ -192,7 +198,7 @@ def _c_records(artifacts: Path, names, c_runtimes, explicit: bool) -> dict[str, 
 
 def merge_parity(entry: dict, records: list[dict]) -> dict:
     """New records replace old ones of the same backend, precision and reference; others stay."""
-    key = lambda r: (r["backend"], r["precision"], r.get("reference"))
+    key = lambda r: (r["backend"], r["precision"], r.get("reference"), r.get("file"))  # file: a target's
     fresh = {key(r) for r in records}
     out = dict(entry)
     out["parity"] = [r for r in entry["parity"] if key(r) not in fresh] + records

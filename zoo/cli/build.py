@@ -18,7 +18,8 @@ from .common import (artifacts_option, compound_variant, emit_json, json_option,
 # What --check takes from the manifest it checks against: giving any of these with it is an error.
 # (--no-verify, --no-bench and --keep-going only skip or relax work that --check does not do.)
 CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_dim", "phi", "alpha", "beta", "gamma",
-                 "exporter", "precisions", "external_data", "model_version", "license", "author", "labels")
+                 "exporter", "precisions", "external_data", "model_version", "license", "author", "labels", "opsets",
+                 "ort", "profile")
 
 
 class ModelsProgress:
@@ -62,6 +63,16 @@ class ModelsProgress:
 @precision_option("fp32", always_fp32=True,
                   help="Comma list of fp32, int8, fp16: also write model.int8.onnx / model.fp16.onnx, each with "
                        "parity and latency records (fp32 is always built).")
+@click.option("--opsets", default=None, metavar="A,B,...",
+              help="Also write the model at these older opsets (model.opsetN.onnx, role target), each with the lowest "
+                   "IR version its opset allows, for older runtimes (onnxruntime 1.16 loads IR 9 at most); each is "
+                   "verified like the default file. 14 at least.")
+@click.option("--ort", "ort_format", is_flag=True,
+              help="Also write ONNX Runtime's ORT format (model.ort + model.required_operators.config, for mobile and "
+                   "minimal builds) with onnxruntime's converter, verified in ONNX Runtime.")
+@click.option("--profile", is_flag=True,
+              help="Also write NAME/profile.json (role profile): per runtime and version verified here, the file to "
+                   "load, its sha256 and session settings; the Node, browser, C and C++ examples follow it.")
 @click.option("--no-bench", is_flag=True, help="Skip the short latency run recorded for each model file.")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="A safetensors state dict (FILE) or a folder of NAME.safetensors (DIR, for several models), "
@@ -83,7 +94,7 @@ class ModelsProgress:
 @click.pass_context
 def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, input_dim, phi, alpha, beta, gamma, exporter,
               check_manifest,
-              no_verify, external_data, precisions, no_bench, weights, eval_data, min_agreement, keep_going, model_version,
+              no_verify, external_data, precisions, opsets, ort_format, profile, no_bench, weights, eval_data, min_agreement, keep_going, model_version,
               license_, author, labels, as_json):
     """Export variants to ONNX, verify them, and write artifacts plus manifest.json.
 
@@ -99,6 +110,7 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
       zoo build --phi 1.5 --flavor edifice
       zoo build --phi 1 --alpha 1.4 --beta 1.1 --gamma 1.1
       zoo build --all --precision fp32,int8,fp16
+      zoo build dense_b0 --opsets 15,17 --ort --profile
       zoo build dense_b0 --external-data --artifacts /tmp/zoo-ext
       zoo build --all --check artifacts/manifest.json
       zoo build --all --precision fp32,int8 --check artifacts/SHA256SUMS
@@ -127,6 +139,15 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
         if given:
             why = "compares in memory and writes nothing" if record else "rebuilds with the options recorded in the manifest"
             raise click.UsageError(f"--check {why}; it does not take {', '.join(p.opts[0] for p in given)}")
+    from ..exporters.targets import parse_opsets
+
+    target_opsets = parse_opsets(opsets)
+    for o in target_opsets:  # those PyTorch's exporter makes must be opsets it supports (ExportSpec says which)
+        if o > opset or (exporter == "torchscript" and o != opset):
+            ExportSpec(opset=o, exporter=exporter)
+    if (target_opsets or ort_format) and external_data:
+        raise click.BadParameter("targets are single files; they cannot be built with --external-data",
+                                 param_hint="--opsets/--ort")
     variants = selected_variants(names, all_, compound_variant(phi, alpha, beta, gamma))
     spec = ExportSpec(opset=opset, exporter=exporter, external_data=external_data)
     if weights is not None and len(variants) > 1 and not weights.is_dir():
@@ -180,7 +201,8 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
         c_runtimes = [r for r in C_RUNTIMES if reasons[r] is None]
     verifier = None if no_verify else steps.default_verifier()
     extras = steps.default_extras(precisions, bench=not no_bench, verify=not no_verify, js_runtimes=js_runtimes,
-                                  c_runtimes=c_runtimes, min_agreement=min_agreement)
+                                  c_runtimes=c_runtimes, min_agreement=min_agreement, opsets=target_opsets,
+                                  ort=ort_format, profile=profile)
     show = ModelsProgress(len(requests))
     try:
         results = build(requests, artifacts, verifier=verifier, extras=extras, progress=show, keep_going=keep_going)

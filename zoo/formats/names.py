@@ -56,6 +56,9 @@ MODELPACK_ROLE_MEDIA = {
     "test_input": "application/vnd.cncf.model.dataset.v1.raw",
     "test_output": "application/vnd.cncf.model.dataset.v1.raw",
     "train_record": "application/vnd.cncf.model.doc.v1.raw",
+    "target": "application/vnd.cncf.model.weight.v1.raw",  # a model file for older / smaller runtimes
+    "target_config": "application/vnd.cncf.model.doc.v1.raw",
+    "profile": "application/vnd.cncf.model.doc.v1.raw",
     "manifest": "application/vnd.cncf.model.weight.config.v1.raw",  # the zoo's manifest.json of the model
 }
 MODELPACK_FILEPATH = "org.cncf.model.filepath"
