@@ -133,9 +133,16 @@ def publish_cmd(names, to, artifacts, sign_key, root_keys, targets_keys, online_
               help=f"Trust anchor: the publisher's TUF root metadata, or one of its root keys (PEM); the metadata "
                    f"and the model signature are checked before anything is written [default: ${hub.TRUST_ENV}, "
                    "else `zoo trust add`].")
+@click.option("--runtime", "runtime", metavar="RUNTIME[@VERSION]", default=None,
+              help="Pull the fastest file verified on this runtime (onnxruntime, onnxruntime-node, onnxruntime-web, "
+                   "openvino, tract; @1.16 matches 1.16.x): an older-opset target where that runtime cannot load "
+                   "the default file. Else the runtime versions there are records for are named (exit 2).")
+@click.option("--require-verified", "require_verified", metavar="RUNTIME[@VERSION]", default=None,
+              help="Refuse a file that carries no passing verification record for this runtime.")
 @cache_option
 @json_option
-def pull_cmd(names, all_, source, precisions, with_test_data, with_weights, lock, trust, cache_dir, as_json):
+def pull_cmd(names, all_, source, precisions, with_test_data, with_weights, lock, trust, runtime, require_verified,
+             cache_dir, as_json):
     """Download models into the cache, verified against the source's manifest.
 
     Files are stored by sha256 and copied into a per-model view (an artifacts folder of its own:
@@ -154,6 +161,8 @@ def pull_cmd(names, all_, source, precisions, with_test_data, with_weights, lock
       zoo pull --all --from ./mirror --with-test-data
       zoo pull dense_b3 --precision fp32,int8 --cache-dir /tmp/zoo-cache --json
       zoo pull dense_b0 --from ./mirror --with-weights
+      zoo pull dense_b0 --from ./mirror --runtime onnxruntime@1.16     # the file verified on ORT 1.16
+      zoo pull dense_b0 --from ./mirror --trust root.json --require-verified onnxruntime-web
       ZOO_OFFLINE=1 zoo pull dense_b0
       ZOO_SPEED_LIMIT=10000 ZOO_SPEED_TIME=10 ZOO_DEADLINE=600 zoo pull --all
     """
@@ -161,7 +170,8 @@ def pull_cmd(names, all_, source, precisions, with_test_data, with_weights, lock
         names_or_all(names, all_)
     results = hub.pull(None if all_ or not names else names, source, precisions=precisions,
                        with_test_data=with_test_data, with_weights=with_weights, cache_dir=cache_dir,
-                       progress=with_bars(progress), lock=lock, trust=trust)  # one deadline for the whole command
+                       progress=with_bars(progress), lock=lock, trust=trust, runtime=runtime,
+                       require_verified=require_verified)  # one deadline for the whole command
     if as_json:
         emit_json([r.summary() for r in results])
         return

@@ -28,6 +28,7 @@ class ModelPlan:
     version: int | None
     digest: str
     trust: str  # "verified" (TUF + model signature, against a trust anchor) | "unverified"
+    ver: Version | None = None  # the catalogue's version (None: a plain source)
 
 
 def offered(manifest: dict) -> str:
@@ -161,7 +162,48 @@ def _versioned(cat: Catalogue, name: str, spec, cache) -> ModelPlan:
         verify_signature(cat, v, entry, bundle)
         _keep(cache, v.signature[1].hashes["sha256"], bundle)
     _keep(cache, v.manifest[1].hashes["sha256"], raw)  # what ZOO_OFFLINE=1 plans from
-    return ModelPlan(vm, entry, True, v.version, v.digest, "verified" if cat.trusted else "unverified")
+    return ModelPlan(vm, entry, True, v.version, v.digest, "verified" if cat.trusted else "unverified", v)
 
 
-__all__ = ["ModelPlan", "fetched", "find_entry", "make", "model_record", "offered"]
+def records(cat: Catalogue, p: ModelPlan, cache=None) -> list[dict] | None:
+    """The version's verification records (in-toto Statements), each checked as a TUF target and as a
+    DSSE envelope signed by the trusted targets keys; None without an anchor (then the manifest's own,
+    unsigned records are all there is)."""
+    from .attest import AttestationError, verify_envelope
+
+    if not cat.trusted or p.ver is None:
+        return None
+    out = []
+    for path, tf in sorted(p.ver.extra.items()):
+        z = (tf.custom or {}).get("zoo", {})
+        if z.get("kind") != "record":
+            continue
+        env = _target(cat, (path, tf), tf.length, cache)
+        try:
+            out.append(verify_envelope(env, cat.targets_keys, cat.targets_threshold, str(z.get("file"))))
+        except AttestationError as e:
+            raise SignatureError(f"{cat.src._where(path)}: {e}") from None
+    return out
+
+
+def choose(p: ModelPlan, recs, precision: str, runtime: str | None, require: str | None, src) -> dict:
+    """The file of plan ``p`` to pull: the ``precision`` model file, or with ``runtime``
+    (``NAME[@VERSION]``) the fastest file verified on it; with ``require`` (``NAME[@VERSION]``) it must
+    carry a passing record for that runtime. Bad input: a runtime the version has no record for."""
+    from .attest import NotVerifiedError, pick_file, require_verified
+
+    try:
+        if runtime is not None:
+            name, _, version = runtime.partition("@")
+            rec = pick_file(p.entry, recs, name, version or None, precision=precision)
+        else:
+            rec = model_record(p.entry, precision, src)
+        if require is not None:
+            name, _, version = require.partition("@")
+            require_verified(p.entry, recs, name, [rec], version or None)
+    except NotVerifiedError as e:
+        raise UnknownModelError(f"{e} ({'signed records' if recs is not None else 'the manifest, unsigned'})") from None
+    return rec
+
+
+__all__ = ["ModelPlan", "choose", "fetched", "find_entry", "make", "model_record", "offered", "records"]

@@ -49,15 +49,19 @@ def open_source(source, lock, trust_arg, cache, progress, budget, names=None, ve
 
 def pull(names: Iterable[str] | None = None, source: str | os.PathLike | None = None, precision: str = "fp32", *,
          precisions: Iterable[str] | None = None, with_test_data: bool = False, with_weights: bool = False,
-         cache_dir=None, progress: Progress = quiet, lock=None, trust=None,
-         budget: Deadline | None = None) -> list[PullResult]:
+         cache_dir=None, progress: Progress = quiet, lock=None, trust=None, runtime: str | None = None,
+         require_verified: str | None = None, budget: Deadline | None = None) -> list[PullResult]:
     """Bring ``names`` (all models when None) into the cache, verified; return where they are.
 
     ``NAME``, ``NAME@V`` or ``NAME@sha256:...``; ``lock``: a lockfile's exact bytes; ``trust``: a
     trust anchor (the publisher's root.json or root key) for this pull, else ``$ZOO_TRUST``, else
-    the trust store. Every name and precision is checked before anything is written. A failed
-    model leaves the cache as it was before that model; models pulled before it stay. The whole
-    pull, every precision included, ends within ``$ZOO_DEADLINE`` seconds.
+    the trust store. ``runtime`` (``onnxruntime@1.16``): the fastest file verified on that
+    runtime (a target at an older opset where the default file does not load there), chosen from the
+    version's signed verification records (with an anchor) or the manifest's; ``require_verified``
+    (``RUNTIME[@VERSION]``): refuse a file without a passing record for it. Every name and precision
+    is checked before anything is written. A failed model leaves the cache as it was before that
+    model; models pulled before it stay. The whole pull, every precision included, ends within
+    ``$ZOO_DEADLINE`` seconds.
     """
     precs = list(dict.fromkeys(precisions or [precision]))
     for p in precs:
@@ -66,9 +70,12 @@ def pull(names: Iterable[str] | None = None, source: str | os.PathLike | None = 
     names = _names(names)
     budget = budget or Deadline()
     with Cache(cache_dir) as cache:
-        src, cat = open_source(source, lock, trust, cache, progress, budget, names)
+        picking = runtime is not None or require_verified is not None
+        src, cat = open_source(source, lock, trust, cache, progress, budget, names, versioned=picking)
         plans = plan.make(cat, names, lock=lock, cache=cache, progress=progress)
-        jobs = [(p, plan.model_record(p.entry, prec, src)) for prec in precs for p in plans]  # every check first
+        recs = {id(p): plan.records(cat, p, cache) if picking else None for p in plans}
+        jobs = [(p, plan.choose(p, recs[id(p)], prec, runtime, require_verified, src))
+                for prec in precs for p in plans]  # every check first
         results = []
         with file_errors(f"cannot pull into the cache {cache.root}"):
             for p, rec in jobs:
@@ -92,9 +99,16 @@ def list_models(source: str | os.PathLike | None = None, *, cache_dir=None, trus
             entries = [(m, None) for m in cat.manifest["models"]]
         else:
             entries = [(p.entry, p) for p in plan.make(cat, None, cache=cache, progress=progress)] if cat.versions else []
+    from .attest import statements_for, verified_runtimes
+
     versions = cat.summary()  # a plain read lists no versions: `zoo models` asks list_versions for them
     rows = []
     for m, p in entries:
+        recs = (plan.records(cat, p) if p is not None else None) or statements_for(m)
+        verified_on: dict[str, set] = {}
+        for per_file in verified_runtimes(recs).values():
+            for rt, vs in per_file.items():
+                verified_on.setdefault(rt, set()).update(vs)
         models = [f for f in m["files"] if f["role"] == "model"]
         rows.append({
             "name": m["model"], "flavor": m["flavor"], "input_dim": m["scaling"]["input_dim"],
@@ -106,6 +120,8 @@ def list_models(source: str | os.PathLike | None = None, *, cache_dir=None, trus
             "files": {f"{f['precision']}:{f['role']}": f["bytes"] for f in m["files"]},
             "versions": versions.get(m["model"], []),
             "trust": "verified" if cat.trusted else "unverified",
+            # runtime -> versions a file of the latest version passed parity on (signed records with an anchor)
+            "verified_on": {rt: sorted(vs) for rt, vs in sorted(verified_on.items())},
         })
     return rows
 

@@ -244,6 +244,12 @@ class Publication:
                     spath, stf = rec["signature"] or (None, None)
                     self._load_one(name, v, rec.get("digest"), mpath, mtf.hashes.get("sha256"), mtf.length,
                                    spath, stf.hashes.get("sha256") if stf else None)
+                    for rpath, rtf in rec["extra"].items():  # signed verification records (zoo.hub.attest)
+                        data = self._read(rpath, rtf.length)
+                        if hashlib.sha256(data).hexdigest() != rtf.hashes.get("sha256"):
+                            raise repo.TrustStateError(f"{self.out.path / rpath} differs from its sha256 in the "
+                                                       "mirror's metadata; not publishing into it")
+                        self.versions[name][v]["records"][rpath] = data
         elif self.legacy is not None:
             for name, vs in self.legacy["signed"]["models"].items():
                 for r in vs:
@@ -279,7 +285,8 @@ class Publication:
                 raise bad(f"{self.out.path / spath} differs from its sha256 in the mirror's metadata; not publishing "
                           "into it")
         self.versions.setdefault(name, {})[v] = {"version": v, "digest": digest, "entry": entry, "manifest": mpath,
-                                                 "manifest_bytes": raw, "signature": spath, "signature_bytes": sig}
+                                                 "manifest_bytes": raw, "signature": spath, "signature_bytes": sig,
+                                                 "records": {}}
 
     def _read(self, rel: str, limit: int) -> bytes:
         try:
@@ -311,7 +318,7 @@ class Publication:
                 entry = dict({k: v for k, v in e.items() if k != "release"}, release=rec)
                 self.new.append(entry)
                 versions[rec["version"]] = {"version": rec["version"], "digest": digest, "entry": entry, "new": True,
-                                            "manifest": None, "signature": None}
+                                            "manifest": None, "signature": None, "records": {}}
                 self.progress(f"{name}: new version {rec['version']} ({digest[:19]}...)")
             else:
                 rel = known["entry"].get("release") or {}
@@ -409,7 +416,8 @@ class Publication:
             with self.out.sub(version_dir(name, version), create=True) as vdir:
                 vdir.write_atomic(SIGNATURE_NAME, bundle, tag="publish")
             rec.update(signature=f"{version_dir(name, version)}/{SIGNATURE_NAME}", signature_bytes=bundle)
-            self.progress(f"{name}: version {version} signed")
+            rec["records"] = sign_records(self.out, name, version, rec["entry"], self.ring.content_signer)
+            self.progress(f"{name}: version {version} signed ({len(rec['records'])} verification record(s))")
         self._write_metadata(bool(self.new or self.to_sign))
         return rows
 
@@ -422,6 +430,9 @@ class Publication:
                 if rec["signature"] is not None:
                     custom = {"model": name, "version": v, "kind": "signature"}
                     out[rec["signature"]] = repo.target_file(rec["signature"], rec["signature_bytes"], custom)
+                for rpath, data in sorted(rec.get("records", {}).items()):
+                    custom = {"model": name, "version": v, "kind": "record", "file": record_file(rpath)}
+                    out[rpath] = repo.target_file(rpath, data, custom)
         return out
 
     def _write_metadata(self, changed: bool) -> None:
@@ -487,7 +498,38 @@ class Publication:
                     return rec["manifest_bytes"]
                 if rec["signature"] == path:
                     return rec["signature_bytes"]
+                if path in rec.get("records", {}):
+                    return rec["records"][path]
         raise KeyError(path)
+
+
+RECORDS = "records"  # releases/NAME/V/records/<sha256 of the file>.intoto.json: a DSSE envelope each
+
+
+def record_path(name: str, version: int, sha: str) -> str:
+    return f"{version_dir(name, version)}/{RECORDS}/{sha}.intoto.json"
+
+
+def record_file(path: str) -> str:
+    """The sha256 of the file a record's path names."""
+    return path.rsplit("/", 1)[-1].split(".", 1)[0]
+
+
+def sign_records(out: Dir, name: str, version: int, entry: dict, signer) -> dict[str, bytes]:
+    """One signed in-toto test-result Statement per file of the version a runtime loads
+    (:mod:`zoo.hub.attest`), written under the version's folder; path -> envelope bytes."""
+    from .attest import sign_statement, statements_for
+
+    written = {}
+    for st in statements_for(entry):
+        sha = st["subject"][0]["digest"]["sha256"]
+        env = sign_statement(st, signer)
+        rel = record_path(name, version, sha)
+        head, _, base = rel.rpartition("/")
+        with out.sub(head, create=True) as d:
+            d.write_atomic(base, env, tag="publish")
+        written[rel] = env
+    return written
 
 
 def _default_publisher() -> str:

@@ -114,7 +114,8 @@ def _resign_bundles(out, targets, content_signer, progress) -> list[tuple[str, b
     with the targets keys the newest root names), each checked against its pinned manifest first."""
     from ..builder import manifest as mf
     from . import signing
-    from .release import version_digest
+    from .attest import sign_statement, statements_for
+    from .release import record_path, version_digest
 
     files = []
     for name, vs in repo.versions_of_targets(targets.targets).items():
@@ -130,6 +131,14 @@ def _resign_bundles(out, targets, content_signer, progress) -> list[tuple[str, b
             tfs = repo.target_file(spath, bundle, {"model": name, "version": v, "kind": "signature"})
             targets.targets[spath] = tfs
             files += [(spath, bundle), (repo.hashed_name(spath, tfs.hashes["sha256"]), bundle)]
+            for rpath in list(rec["extra"]):  # the verification records: signed by the new key too
+                del targets.targets[rpath]
+            for st in statements_for(entry):
+                sha = st["subject"][0]["digest"]["sha256"]
+                rpath, env = record_path(name, v, sha), sign_statement(st, content_signer)
+                tfr = repo.target_file(rpath, env, {"model": name, "version": v, "kind": "record", "file": sha})
+                targets.targets[rpath] = tfr
+                files += [(rpath, env), (repo.hashed_name(rpath, tfr.hashes["sha256"]), env)]
             progress(f"{name}: version {v} re-signed with the new targets key")
     return files
 

@@ -36,16 +36,44 @@ def session(name: str, source: str | os.PathLike | None = None, providers: Itera
         if pname not in available:
             raise ProviderUnavailableError(
                 f"execution provider {pname} is not available here (available: {', '.join(available)})")
+    runtime = None
     if precision is None:
         with Cache(cache_dir) as cache:
             _, cat = open_source(source, lock, trust, cache, progress, Deadline(), [name])
             entry = plan.make(cat, [name], lock=lock, cache=cache, progress=progress)[0].entry
         precision = recommended_precision(entry, batch_size) or "fp32"
-    path = load(name, source, precision, cache_dir=cache_dir, progress=progress, lock=lock, trust=trust)
+        runtime = _own_runtime(entry, precision, ort.__version__, progress)
+    if runtime is not None:
+        from .pull import pull
+
+        path = pull([name], source, precision, cache_dir=cache_dir, progress=progress, lock=lock, trust=trust,
+                    runtime=runtime)[0].path
+    else:
+        path = load(name, source, precision, cache_dir=cache_dir, progress=progress, lock=lock, trust=trust)
     try:
         return ort.InferenceSession(str(path), sess_options=sess_options, providers=providers)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated types
         raise HubError(f"onnxruntime cannot load {path}: {first_line(e)}") from None
+
+
+def _own_runtime(entry: dict, precision: str, version: str, progress: Progress) -> str | None:
+    """``onnxruntime@VERSION`` when this ONNX Runtime's own records say the file of ``precision``
+    fails here and another file (an older-opset target) passed: then that file is the one to open."""
+    from .attest import NotVerifiedError, pick_file, statements_for, verified_runtimes
+
+    f = next((f for f in entry["files"] if f["role"] == "model" and f["precision"] == precision), None)
+    statements = statements_for(entry)
+    tested = [t for s in statements if f is not None and s["subject"][0]["digest"]["sha256"] == f["sha256"]
+              for t in s["predicate"]["failedTests"] if t.startswith(f"parity onnxruntime {version} ")]
+    if not tested or version in verified_runtimes(statements).get(f["sha256"], {}).get("onnxruntime", []):
+        return None
+    try:
+        picked = pick_file(entry, statements, "onnxruntime", version, precision=precision)
+    except NotVerifiedError:
+        return None
+    progress(f"{entry['model']}: onnxruntime {version} failed on {f['path']}; opening {picked['path']}, verified "
+             "there")
+    return f"onnxruntime@{version}"
 
 
 def recommended_precision(entry: dict, batch_size: int | None = None) -> str | None:
