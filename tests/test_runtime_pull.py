@@ -130,3 +130,12 @@ def test_hub_session_detects_its_onnxruntime_and_opens_the_file_verified_there(s
     s = hub.session("dense_b0", source=mirror, trust=root, cache_dir=tmp_path / "c")
     assert s._model_path.endswith("dense_b0/model.opset15.onnx")
     assert s.run(None, {"input": __import__("numpy").zeros((2, 64), "float32")})[0].shape == (2, 10)
+
+
+def test_zoo_info_shows_where_a_file_was_verified(signed, tmp_path):
+    mirror, root = signed
+    res = run("info", mirror / "dense_b0" / "model.opset15.onnx", "--json")
+    assert res.exit_code == 0, res.output
+    assert "1.16.3" in json.loads(res.stdout)["verified_on"]["onnxruntime"]
+    res = run("info", mirror / "dense_b0" / "model.onnx")
+    assert res.exit_code == 0 and "verified   onnxruntime" in res.stdout and "1.16.3" not in res.stdout

@@ -265,3 +265,5 @@ def info_cmd(model, artifacts, as_json):
     for x in info["external_data"]:
         size = f"{x['bytes']:,} bytes" if x["present"] else "missing"
         click.echo(f"  external   {x['location']} ({size})")
+    for rt, versions in info["verified_on"].items():
+        click.echo(f"  verified   {rt} {', '.join(versions)}")

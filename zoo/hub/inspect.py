@@ -198,7 +198,18 @@ def describe(path: str | Path, entry: dict | None = None) -> dict:
         "outputs": ports["outputs"],
         "metadata": {cut(_str(p.key), 200): cut(_str(p.value), 1000) for p in proto.metadata_props},
         "external_data": external,
+        "verified_on": _verified_on(entry, digest),
     })
+
+
+def _verified_on(entry: dict | None, sha: str) -> dict[str, list[str]]:
+    """runtime -> versions this file (by sha256) passed parity on, from its manifest entry's records
+    (what a release signs per file: zoo.hub.attest); empty without an entry."""
+    if not entry:
+        return {}
+    from .attest import statements_for, verified_runtimes
+
+    return {rt: sorted(v) for rt, v in sorted(verified_runtimes(statements_for(entry)).get(sha, {}).items())}
 
 
 def _str(v) -> str:
