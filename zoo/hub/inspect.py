@@ -136,7 +136,7 @@ def _entry_beside(path: Path) -> dict | None:
     root = path.parent.parent
     try:
         for m in mf.load(root)["models"]:
-            if any((root / f["path"]) == path and f["role"] == "model" for f in m["files"]):
+            if any((root / f["path"]) == path and f["role"] in ("model", "target") for f in m["files"]):
                 return m
     except (ZooError, OSError, ValueError):
         pass
