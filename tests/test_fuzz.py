@@ -292,8 +292,8 @@ def test_the_lockfile_reader_reads_or_refuses_in_one_typed_line(tmp_path_factory
 @example(b"[" * 5000)
 @example(b'{"sources": {"x": 1}}')
 def test_the_trust_store_reader_reads_or_refuses_in_one_line(tmp_path_factory, monkeypatch, raw):
-    """trust.json as read (``trust._load``): a dict of sources, or one InputError line. (The typing
-    of each source's entry belongs to the trust store's rewrite on TUF, issue 32.5.)"""
+    """trust.json as read (``trust._load``): a typed store (every entry checked), or one
+    TrustStoreError line (a damaged store is a failure, exit 1: never "no trust")."""
     from zoo.hub import trust
 
     config = tmp_path_factory.mktemp("config")
@@ -301,10 +301,11 @@ def test_the_trust_store_reader_reads_or_refuses_in_one_line(tmp_path_factory, m
     monkeypatch.setenv(trust.CONFIG_ENV, str(config))
     try:
         data = trust._load()
-    except ValueError as e:
-        assert "\n" not in str(e) and len(str(e)) < 600
+    except trust.TrustStoreError as e:
+        assert "\n" not in str(e) and len(str(e)) < 700 and "trust store" in str(e)
         return
-    assert isinstance(data, dict) and isinstance(data["sources"], dict)
+    assert isinstance(data, dict) and isinstance(data["sources"], dict) and isinstance(data["require"], bool)
+    assert all(isinstance(v, dict) and v["kind"] in ("root", "key") for v in data["sources"].values())
 
 
 def _an_oci_manifest() -> dict:

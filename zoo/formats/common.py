@@ -199,7 +199,7 @@ def json_bytes(obj) -> bytes:
 def release_files(root: Path, entry: dict) -> tuple[int, list[tuple[str, bytes]]] | None:
     """What a TUF client needs for ``entry``'s version, from the mirror ``root``: every
     ``metadata/N.root.json``, ``metadata/timestamp.json``, the current snapshot and targets, and the
-    version's ``manifest.json`` and ``model.sig`` (those the targets list); with the timestamp's
+    version's ``manifest.json``, ``model.sig`` and verification records (those the targets list); with the timestamp's
     version. None for a folder without TUF metadata (a build, an unsigned copy)."""
     from ..hub import repo
     from ..hub.paths import Dir
@@ -219,4 +219,5 @@ def release_files(root: Path, entry: dict) -> tuple[int, list[tuple[str, bytes]]
             vdir = version_dir(entry["model"], rec["version"])
             listed = st.targets.signed.targets
             names += [p for p in (f"{vdir}/manifest.json", f"{vdir}/{SIGNATURE_NAME}") if p in listed]
+            names += sorted(p for p in listed if p.startswith(f"{vdir}/records/"))  # signed verification records
         return st.timestamp.signed.version, [(n, out.read_bytes(n, repo.MAX_METADATA_BYTES)) for n in names]

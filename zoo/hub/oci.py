@@ -514,7 +514,7 @@ class OciSource:
             layer = self._newest_release(budget).get(rel)
             return (layer["_ref"], layer) if layer is not None else None
         parts = rel.split("/")
-        if parts[0] == RELEASES and len(parts) == 4 and parts[2].isdigit():
+        if parts[0] == RELEASES and len(parts) in (4, 5) and parts[2].isdigit():
             return self._version_release(parts[1], parts[2], rel, budget)
         m = _BLOB.match(rel)
         if m:
