@@ -119,8 +119,8 @@ def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time
 
 def searched_file(root: Path, entry: dict, precision: str, fp32, dataset, train_x, *, min_agreement: float | None,
                   budget_s: float | None, input_name: str, progress) -> tuple[bytes, dict | None]:
-    """The ``precision`` file and its search record: the built file where its build searched it for a
-    floor at least this high (and it is intact), else a search here on the training split
+    """The ``precision`` file and its search record: the built file where its build searched it for
+    this floor (and it is intact), else a search here on the training split
     (:func:`zoo.exporters.quant_search.search`); with training inputs but no labels, the fixed recipe."""
     from ..exporters import quant_search as qs
     from ..spec import variant_path
@@ -130,17 +130,19 @@ def searched_file(root: Path, entry: dict, precision: str, fp32, dataset, train_
     floor = MIN_AGREEMENT if min_agreement is None else float(min_agreement)
     rec = next((q for q in entry.get("quantization", []) if q.get("file") == path), None)
     f = next((f for f in entry["files"] if f["path"] == path), None)
-    if (rec is not None and f is not None and rec["passed"] and rec["floor"] >= floor and (root / path).is_file()
+    # the build's search with this floor (passed or not: the same inputs would give the same file again)
+    if (rec is not None and f is not None and rec["floor"] == floor and (root / path).is_file()
             and not (root / path).is_symlink() and sha256_file(root / path) == f["sha256"]):
         progress(f"{name}: {precision}: the build's searched file ({rec.get('recipe_text')}, "
                  f"{len(rec['fp32_layers'])} fp32 layer(s), held-out agreement {rec['heldout']['agreement']:.2%})")
         return (root / path).read_bytes(), rec
     y_train = getattr(dataset, "y_train", None)
-    if y_train is None:  # pragma: no cover - load_data always gives the labels
+    why = qs.too_few_rows(train_x, y_train)
+    if why is not None:
         from ..exporters.int4 import quantize_int4
         from ..exporters.int8_static import quantize_int8_static
 
-        progress(f"{name}: {precision}: fixed recipe (no training labels to search with) ...")
+        progress(f"{name}: {precision}: the fixed recipe, no search ({why}) ...")
         return (quantize_int8_static(fp32, train_x, input_name=input_name, what=name) if precision == STATIC
                 else quantize_int4(fp32)), None
     res = qs.search(fp32, precision, train_x, y_train, min_agreement=floor, max_top1_loss=MAX_VARIANT_LOSS,

@@ -131,6 +131,16 @@ def searched(art, entry: dict, precision: str, path: str, min_agreement: float |
             return None
         raise CalibrationError(f"{art.request.name}: {precision} needs the reference task's training split (build "
                                f"from trained weights with their .train.json, or give --eval-data FILE.npz)")
+    why = qs.too_few_rows(evals.x_train, evals.y_train)
+    if why is not None:
+        progress(f"{precision}: the fixed recipe, no search ({why})")
+        if precision == "int8":
+            return None
+        from ..exporters.int4 import quantize_int4
+        from ..exporters.int8_static import quantize_int8_static
+
+        return (quantize_int8_static(art.model_ref, evals.x_train, input_name=art.request.spec.input_name,
+                                     what=art.request.name) if precision == "int8_static" else quantize_int4(art.model_ref))
     res = qs.search(art.model_ref, precision, evals.x_train, evals.y_train,
                     min_agreement=MIN_AGREEMENT if min_agreement is None else min_agreement,
                     max_top1_loss=MAX_VARIANT_LOSS, budget_s=qs.DEFAULT_BUDGET_S if budget is None else budget,
