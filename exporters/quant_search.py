@@ -329,6 +329,24 @@ def _sensitivity(graph, prepared, nodes, by_name, precision, recipe, x, ranges, 
     return rows
 
 
+# Layers whose rounding alone moves the logits by less than this share of the worst layer's are not
+# worth a slot early in the fallback, however cheap.
+MATTERS = 0.1
+
+
+def fallback_order(rows: list[dict]) -> list[str]:
+    """The order the search keeps layers fp32 in: among the layers that matter (a logit error of at
+    least :data:`MATTERS` of the worst), the most error per weight first (a layer kept fp32 costs
+    time in proportion to its weights: measured on B4, twelve large project layers kept fp32 took
+    static int8 from 2.5x to 1.7x faster than fp32 at batch 256), then the rest by error."""
+    key = "logit_error" if rows and "logit_error" in rows[0] else "rel_error"
+    worst = max((r[key] for r in rows), default=0.0)
+    big = [r for r in rows if worst > 0 and r[key] >= MATTERS * worst]
+    rest = [r for r in rows if r not in big]
+    big.sort(key=lambda r: (-r[key] / max(r["weights"], 1), r["layer"]))
+    return [r["layer"] for r in big + rest]
+
+
 def by_kind(rows: list[dict]) -> dict:
     out: dict[str, dict] = {}
     for r in rows:
@@ -529,8 +547,7 @@ def search(fp32_ref: onnxio.ModelRef, precision: str, train_x: np.ndarray | None
             key = "logit_error" if sens and "logit_error" in sens[0] else "rel_error"
             top = ", ".join(f"{r['layer'].rsplit('/', 1)[0]} {r[key]:.3f}" for r in sens[:5])
             progress(f"{tag}: most sensitive ({'relative logit error with that layer alone rounded' if key == 'logit_error' else 'relative error added at its output'}): {top}")
-            # never every layer: a file with none quantised is the fp32 model, slower
-            order = [r["layer"] for r in sens][:-1]
+            order = fallback_order(sens)[:-1]  # never every layer: that file is the fp32 model, slower
             fail, k = 0, 1
             while k <= len(order):
                 if out_of_time():
