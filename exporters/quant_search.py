@@ -6,10 +6,12 @@ search walks recipes from cheapest to safest (for static int8: MinMax, Percentil
 calibration, then symmetric activations, then the squeeze-excitation layers kept fp32, then the
 stem, head and classifier too), each judged by its agreement with the fp32 model's classes on a
 **held-out part of the training split** (never the test split the accuracy gate reports on). If no
-recipe reaches the target it measures each quantised layer's sensitivity (the error the layer adds
-at its output when fed fp32 inputs, simulated exactly from the recipe's ranges and rounding) and
-falls the most sensitive layers back to fp32, one at a time (then in growing steps, then bisecting
-back to the fewest that pass), until the held-out agreement holds.
+recipe reaches the target it measures each quantised layer's sensitivity under the best recipe that
+keeps every layer quantised (how far the logits move when that layer alone is rounded as the recipe
+rounds it, :func:`sensitivity`) and falls layers back to fp32 in :func:`fallback_order` (the most
+error per weight first among the layers that matter: a fp32 layer costs time in proportion to its
+weights), one at a time, then in growing steps, then bisecting back to the fewest that pass, until
+the held-out agreement holds.
 
 Splits of the training split: rows ``[0, 512)`` calibrate (as the fixed static recipe), rows
 ``[512, 512 + HELDOUT_SAMPLES)`` judge. The target is the gate's floor plus :data:`MARGIN`: the
@@ -36,7 +38,7 @@ from onnx import helper, numpy_helper
 
 from .. import onnxio
 from ..errors import CalibrationError, ExportError
-from .int8 import INT8_MIN_WEIGHT_ELEMENTS, gemm_to_matmul, int8_nodes, per_channel_helps
+from .int8 import gemm_to_matmul, int8_nodes, per_channel_helps
 from .int8_static import CALIBRATION_SAMPLES, calibration_inputs, measure_ranges
 
 SEARCHED = ("int8", "int8_static", "int4")
