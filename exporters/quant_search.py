@@ -326,9 +326,15 @@ def _sensitivity(graph, prepared, nodes, by_name, precision, recipe, x, ranges, 
             row["logit_error"] = float(np.linalg.norm(z - logits) / ref_norm) if ref_norm > 0 else 0.0
             row["flips"] = int((z.argmax(1) != ref_cls).sum())
         rows.append(row)
-    key = "logit_error" if rows and all("logit_error" in r for r in rows) else "rel_error"
+    key = _rank_key(rows)
     rows.sort(key=lambda r: (-r[key], r["layer"]))
     return rows
+
+
+def _rank_key(rows: list[dict]) -> str:
+    """``logit_error`` where every row has it, else ``rel_error`` (a sensitivity cut short by the
+    search's budget, or a graph the PyTorch runner cannot run, measured the local error only)."""
+    return "logit_error" if rows and all("logit_error" in r for r in rows) else "rel_error"
 
 
 # Layers whose rounding alone moves the logits by less than this share of the worst layer's are not
@@ -341,7 +347,7 @@ def fallback_order(rows: list[dict]) -> list[str]:
     least :data:`MATTERS` of the worst), the most error per weight first (a layer kept fp32 costs
     time in proportion to its weights: measured on B4, twelve large project layers kept fp32 took
     static int8 from 2.5x to 1.7x faster than fp32 at batch 256), then the rest by error."""
-    key = "logit_error" if rows and "logit_error" in rows[0] else "rel_error"
+    key = _rank_key(rows)
     worst = max((r[key] for r in rows), default=0.0)
     big = [r for r in rows if worst > 0 and r[key] >= MATTERS * worst]
     rest = [r for r in rows if r not in big]
@@ -546,7 +552,7 @@ def search(fp32_ref: onnxio.ModelRef, precision: str, train_x: np.ndarray | None
                      f"{base.describe()} on {SENSITIVITY_SAMPLES} calibration samples ...")
             sens = sensitivity(fp32_ref, precision, base, cal[:SENSITIVITY_SAMPLES], ranges=ranges_for(base),
                                input_name=input_name, threads=threads, deadline=t0 + budget_s)
-            key = "logit_error" if sens and "logit_error" in sens[0] else "rel_error"
+            key = _rank_key(sens)
             top = ", ".join(f"{r['layer'].rsplit('/', 1)[0]} {r[key]:.3f}" for r in sens[:5])
             progress(f"{tag}: most sensitive ({'relative logit error with that layer alone rounded' if key == 'logit_error' else 'relative error added at its output'}): {top}")
             order = fallback_order(sens)[:-1]  # never every layer: that file is the fp32 model, slower

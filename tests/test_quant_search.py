@@ -133,6 +133,16 @@ def test_sensitivity_ranks_layers_by_what_reaches_the_logits(built, split):
     assert sum(k["layers"] for k in summary.values()) == len(rows) and summary["stem"]["max_logit_error"] > 0
 
 
+def test_a_sensitivity_cut_short_ranks_by_the_local_error(built, split):
+    out, _, _ = built
+    fp32 = (out / "dense_b0" / "model.onnx").read_bytes()
+    # a deadline already past: no layer gets its logit error, the ranking falls back to the local one
+    rows = qs.sensitivity(fp32, "int4", qs.Recipe(per_channel=None, block_size=32), split["x"][:8], deadline=0.0)
+    assert rows and not any("logit_error" in r for r in rows)
+    assert [r["rel_error"] for r in rows] == sorted((r["rel_error"] for r in rows), reverse=True)
+    assert sorted(qs.fallback_order(rows)) == sorted(r["layer"] for r in rows)  # no KeyError: every layer ranked
+
+
 def test_no_training_split_is_one_line(small_build):
     res = CliRunner().invoke(cli, ["build", "dense_b0", "--input-dim", "64", "--precision", "fp32,int4",
                                    "--artifacts", str(small_build)])
