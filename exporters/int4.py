@@ -48,13 +48,18 @@ def _root_logging_kept():
 
 
 def quantize_int4(model_bytes: onnxio.ModelRef, *, block_size: int = BLOCK_SIZE,
-                  accuracy_level: int = ACCURACY_LEVEL, min_elements: int = INT8_MIN_WEIGHT_ELEMENTS) -> bytes:
-    """The int4 weight-only variant of an fp32 model (bytes in, bytes out); deterministic."""
+                  accuracy_level: int = ACCURACY_LEVEL, min_elements: int = INT8_MIN_WEIGHT_ELEMENTS,
+                  exclude=(), search: dict | None = None) -> bytes:
+    """The int4 weight-only variant of an fp32 model (bytes in, bytes out); deterministic.
+
+    ``exclude``: MatMul node names kept fp32, and ``search``: the record written into the
+    settings, both from :mod:`.quant_search`; the defaults are the fixed recipe."""
     if block_size < 16 or block_size & (block_size - 1):
         raise ExportError(f"int4: block size must be a power of two of at least 16, not {block_size}")
     fp32 = onnxio.load(model_bytes)
     prepared = gemm_to_matmul(fp32)
-    nodes = int8_nodes(prepared, min_elements)
+    skip = set(exclude)
+    nodes = [n for n in int8_nodes(prepared, min_elements) if n not in skip]
     if not nodes:
         raise ExportError("int4: the model has no MatMul/Gemm with a constant weight to quantise")
     chosen = set(nodes)
@@ -81,6 +86,6 @@ def quantize_int4(model_bytes: onnxio.ModelRef, *, block_size: int = BLOCK_SIZE,
     settings = {"method": "onnxruntime.quantization.matmul_nbits_quantizer", "op": "com.microsoft.MatMulNBits",
                 "weight_bits": 4, "block_size": int(block_size), "symmetric_weights": True,
                 "accuracy_level": int(accuracy_level), "activations": "fp32 in the file", "quantized_nodes": quantized,
-                "min_weight_elements": int(min_elements)}
-    return finish(proto, fp32, PRECISION, settings)
+                "min_weight_elements": int(min_elements), **({"search": search} if search is not None else {})}
+    return finish(proto, fp32, PRECISION, settings, fp32_layers=sorted(skip) if search is not None else None)
 

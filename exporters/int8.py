@@ -150,16 +150,19 @@ def int8_nodes(proto: onnx.ModelProto, min_elements: int = INT8_MIN_WEIGHT_ELEME
 
 
 def quantize_int8(model_bytes: onnxio.ModelRef, per_channel: bool | None = None,
-                  min_elements: int = INT8_MIN_WEIGHT_ELEMENTS) -> bytes:
+                  min_elements: int = INT8_MIN_WEIGHT_ELEMENTS, *, exclude=(), search: dict | None = None) -> bytes:
     """The int8 variant of an fp32 model (bytes in, bytes out).
 
-    ``per_channel=None`` decides from the weights (:func:`per_channel_helps`).
+    ``per_channel=None`` decides from the weights (:func:`per_channel_helps`). ``exclude``: MatMul
+    node names kept fp32, and ``search``: the record written into the settings, both from
+    :mod:`.quant_search`; the defaults are the fixed recipe.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32 = onnxio.load(model_bytes)
     prepared = gemm_to_matmul(fp32)
-    nodes = int8_nodes(prepared, min_elements)
+    skip = set(exclude)
+    nodes = [n for n in int8_nodes(prepared, min_elements) if n not in skip]
     if not nodes:
         raise ExportError("int8: the model has no MatMul/Gemm with a constant weight to quantise")
     if per_channel is None:
@@ -184,5 +187,5 @@ def quantize_int8(model_bytes: onnxio.ModelRef, per_channel: bool | None = None,
     scope_quantizer_nodes(proto.graph)
     settings = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "int8", "activation_type": "uint8",
                 "per_channel": bool(per_channel), "symmetric_weights": True, "quantized_nodes": len(nodes),
-                "min_weight_elements": int(min_elements)}
-    return finish(proto, fp32, "int8", settings)
+                "min_weight_elements": int(min_elements), **({"search": search} if search is not None else {})}
+    return finish(proto, fp32, "int8", settings, fp32_layers=sorted(skip) if search is not None else None)

@@ -145,35 +145,62 @@ def fuse_qdq_matmuls(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return proto, fused
 
 
-def _rounded_ranges(model_path: Path, x: np.ndarray, input_name: str, tmp: Path, op_types: list[str]):
-    from onnxruntime.quantization.calibrate import (
-        CalibrationMethod,
-        TensorData,
-        TensorsData,
-        create_calibrator,
-    )
+# Calibration methods the search may try (onnxruntime.quantization.calibrate), and their options:
+# Percentile drops the top 0.01 % of |x| (outliers widen a MinMax range and coarsen every other
+# value's step); Entropy picks the range that keeps the histogram's KL divergence lowest.
+CALIBRATIONS = ("minmax", "percentile", "entropy")
+_CALIBRATION_OPTIONS = {"minmax": {}, "percentile": {"percentile": 99.99, "num_bins": 2048},
+                        "entropy": {"num_bins": 512, "num_quantized_bins": 128}}
 
-    calibrator = create_calibrator(model_path, op_types, augmented_model_path=str(tmp / "augmented.onnx"),
-                                   calibrate_method=CalibrationMethod.MinMax, providers=["CPUExecutionProvider"])
-    calibrator.collect_data(_Reader(x, input_name))
-    ranges = calibrator.compute_data()
+
+def measure_ranges(model_path: Path, x: np.ndarray, input_name: str, tmp: Path, op_types: list[str],
+                   calibration: str = "minmax") -> dict[str, tuple[float, float]]:
+    """``{tensor: (low, high)}`` of every input of ``op_types`` on ``x``, each end rounded outward
+    (:func:`round_outward`), measured with ONNX Runtime's calibrator of ``calibration``."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    if calibration not in CALIBRATIONS:
+        raise ExportError(f"unknown calibration {calibration!r}; valid: {', '.join(CALIBRATIONS)}")
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[calibration]
+    with quiet(""):  # the histogram calibrators print their progress
+        calibrator = create_calibrator(model_path, op_types, augmented_model_path=str(tmp / f"augmented-{calibration}.onnx"),
+                                       calibrate_method=method, providers=["CPUExecutionProvider"],
+                                       extra_options=dict(_CALIBRATION_OPTIONS[calibration]))
+        calibrator.collect_data(_Reader(x, input_name))
+        ranges = calibrator.compute_data()
     out = {}
     for name, td in ranges.data.items():
         lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in td.range_value)
-        out[name] = TensorData(lowest=np.array(round_outward(lo), dtype=np.float32),
-                               highest=np.array(round_outward(hi), dtype=np.float32))
-    return TensorsData(CalibrationMethod.MinMax, out)
+        out[name] = (round_outward(lo), round_outward(hi))
+    return out
+
+
+def _tensors_data(ranges: dict[str, tuple[float, float]]):
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+
+    return TensorsData(CalibrationMethod.MinMax, {
+        name: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
+        for name, (lo, hi) in sorted(ranges.items())})
 
 
 def quantize_int8_static(model_bytes: onnxio.ModelRef, train_x: np.ndarray | None, *, input_name: str = "input",
                          samples: int = CALIBRATION_SAMPLES, per_channel: bool = True,
-                         min_elements: int = INT8_MIN_WEIGHT_ELEMENTS, what: str = "model", fuse: bool = True) -> bytes:
+                         min_elements: int = INT8_MIN_WEIGHT_ELEMENTS, what: str = "model", fuse: bool = True,
+                         calibration: str = "minmax", symmetric_activations: bool = False, exclude=(),
+                         ranges: dict[str, tuple[float, float]] | None = None, search: dict | None = None) -> bytes:
     """The static int8 (QDQ) variant of an fp32 model, calibrated on ``train_x`` (training split).
 
     Weights: symmetric int8, one scale per output channel. Activations: int8 (symmetric is not
     forced: SiLU outputs are mostly positive), scales from the training split's min/max. Only the
     large ``MatMul``s are quantised (like the dynamic variant): the squeeze-excitation layers and
     the element-wise ops stay fp32, so the graph keeps few quantise/dequantise pairs.
+
+    The search (:mod:`.quant_search`) varies ``calibration`` (:data:`CALIBRATIONS`),
+    ``per_channel``, ``symmetric_activations`` (int8 around zero instead of uint8 with a zero
+    point) and ``exclude`` (MatMul node names kept fp32), and passes the ``ranges`` it measured
+    once (:func:`measure_ranges`) and its ``search`` record (written into the file's settings).
+    The defaults are the fixed recipe, bytes unchanged.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
@@ -182,7 +209,8 @@ def quantize_int8_static(model_bytes: onnxio.ModelRef, train_x: np.ndarray | Non
     dim = fp32.graph.input[0].type.tensor_type.shape.dim[1].dim_value
     x = calibration_inputs(train_x, dim, samples, what)
     prepared = gemm_to_matmul(fp32)
-    nodes = int8_nodes(prepared, min_elements)
+    skip = set(exclude)
+    nodes = [n for n in int8_nodes(prepared, min_elements) if n not in skip]
     if not nodes:
         raise ExportError("int8_static: the model has no MatMul/Gemm with a constant weight to quantise")
     with tempfile.TemporaryDirectory(prefix="zoo-quantize-static-") as d, quiet(""):
@@ -192,7 +220,9 @@ def quantize_int8_static(model_bytes: onnxio.ModelRef, train_x: np.ndarray | Non
         out = tmp / "model.int8_static.onnx"
         cache = tmp / "ranges.json"
         try:
-            save_tensors_data(_rounded_ranges(src, x, input_name, tmp, ["MatMul"]), cache)
+            if ranges is None:
+                ranges = measure_ranges(src, x, input_name, tmp, ["MatMul"], calibration)
+            save_tensors_data(_tensors_data(ranges), cache)
             quantize_static(
                 str(src), str(out), None,
                 quant_format=QuantFormat.QDQ,
@@ -200,11 +230,12 @@ def quantize_int8_static(model_bytes: onnxio.ModelRef, train_x: np.ndarray | Non
                 nodes_to_quantize=nodes,
                 per_channel=per_channel,
                 reduce_range=False,
-                activation_type=QuantType.QUInt8,
+                activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibration_cache_path=str(cache),
                 extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True,
-                               "OpTypesToExcludeOutputQuantization": ["MatMul"]},
+                               "OpTypesToExcludeOutputQuantization": ["MatMul"],
+                               **({"ActivationSymmetric": True} if symmetric_activations else {})},
             )
         except CalibrationError:
             raise
@@ -214,8 +245,9 @@ def quantize_int8_static(model_bytes: onnxio.ModelRef, train_x: np.ndarray | Non
     if fuse:
         proto, _ = fuse_qdq_matmuls(proto)
     settings = {"method": "onnxruntime.quantization.quantize_static", "format": "QDQ", "weight_type": "int8",
-                "activation_type": "uint8", "per_channel": bool(per_channel), "symmetric_weights": True,
-                "calibration": "minmax", "calibration_split": "train", "calibration_samples": len(x),
-                "range_bits": RANGE_BITS, "quantized_nodes": len(nodes), "min_weight_elements": int(min_elements),
-                "fused": "MatMulIntegerToFloat" if fuse else None}
-    return finish(proto, fp32, PRECISION, settings)
+                "activation_type": "int8" if symmetric_activations else "uint8", "per_channel": bool(per_channel),
+                "symmetric_weights": True, "calibration": calibration, "calibration_split": "train",
+                "calibration_samples": len(x), "range_bits": RANGE_BITS, "quantized_nodes": len(nodes),
+                "min_weight_elements": int(min_elements), "fused": "MatMulIntegerToFloat" if fuse else None,
+                **({"search": search} if search is not None else {})}
+    return finish(proto, fp32, PRECISION, settings, fp32_layers=sorted(skip) if search is not None else None)

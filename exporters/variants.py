@@ -26,8 +26,12 @@ def copy_model(proto: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def finish(proto: onnx.ModelProto, fp32: onnx.ModelProto, precision: str, settings: dict) -> bytes:
-    """Checked, deterministic bytes with the fp32 model's identity and nothing run-specific."""
+def finish(proto: onnx.ModelProto, fp32: onnx.ModelProto, precision: str, settings: dict,
+           fp32_layers: list[str] | None = None) -> bytes:
+    """Checked, deterministic bytes with the fp32 model's identity and nothing run-specific.
+
+    ``fp32_layers`` (a searched file, :mod:`.quant_search`): the layers its search kept in fp32,
+    written as ``zoo.fp32_layers`` (comma list; ``zoo info`` shows it) beside the settings."""
     proto.ir_version = fp32.ir_version
     proto.producer_name = fp32.producer_name
     proto.producer_version = fp32.producer_version
@@ -51,6 +55,8 @@ def finish(proto: onnx.ModelProto, fp32: onnx.ModelProto, precision: str, settin
     proto.doc_string = doc_line(meta, precision)
     meta["zoo.precision"] = precision
     meta["zoo.precision_settings"] = json.dumps(settings, sort_keys=True)
+    if fp32_layers is not None:
+        meta["zoo.fp32_layers"] = ",".join(fp32_layers) or "none"
     del proto.metadata_props[:]
     for key in sorted(meta):
         proto.metadata_props.add(key=key, value=meta[key])

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ManifestError, NoManifestError, ZooError
+from ..exporters.quant_search import rebuild as rebuild_searched
 from ..exporters.variants import variant_files
 from ..fsutil import TMP_PREFIX, atomic_path, sha256_bytes
 from ..spec import PRECISIONS, variant_path
@@ -250,6 +251,7 @@ def check_against(requests: list[ModelRequest], reference: dict, progress: Progr
     by_name = {m["model"]: m for m in reference.get("models", [])}
     for i, req in enumerate(requests, 1):
         progress(f"[{i}/{len(requests)}] {req.name}: rebuilding ...")
+        entry = None
         if sums is not None:
             files = [{"path": p, "sha256": h, "precision": _precision_of(req.name, p) or "fp32"}
                      for p, h in sums.items() if p.startswith(f"{req.name}/")
@@ -268,8 +270,15 @@ def check_against(requests: list[ModelRequest], reference: dict, progress: Progr
             continue
         art = make_artifact(rebuild)
         built = {p: sha256_bytes(b) for p, b in art.files.items()}
-        # Files zoo bench --recommend adds (static int8: calibrated on data) are not build outputs.
-        variants = sorted({f["precision"] for f in files} & set(PRECISIONS) - {"fp32"})
+        # A searched file (its record in the entry's ``quantization``) is made again from its recipe and
+        # fp32 layers, no search; other files zoo bench --recommend adds are not build outputs.
+        records = {q["file"]: q for q in (entry or {}).get("quantization", []) if sums is None and q.get("file")}
+        for path, q in records.items():
+            evals = art.eval_set
+            data = rebuild_searched(art.model_ref, q, evals.x_train if evals is not None else None,
+                           input_name=art.request.spec.input_name, what=req.name)
+            built[path] = sha256_bytes(data)
+        variants = sorted({f["precision"] for f in files if f["path"] not in records} & set(PRECISIONS) - {"fp32"})
         built.update({p: sha256_bytes(b) for p, b in variant_files(art, variants).items()})
         if sums is None:  # targets (zoo build --opsets / --ort) the manifest lists
             from .targets import target_files

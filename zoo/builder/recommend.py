@@ -51,7 +51,8 @@ def load_data(entry: dict, data_file: str | None):
     if data_file is not None:
         arrays = ds.load_npz(data_file, dim)
         sha = ds.dataset_sha256(arrays)
-        return ds.EvalSet(Path(data_file).name, sha, arrays["x_test"], arrays["y_test"]), arrays["x"]
+        return ds.EvalSet(Path(data_file).name, sha, arrays["x_test"], arrays["y_test"], x_train=arrays["x"],
+                          y_train=arrays["y"]), arrays["x"]
     params = (entry.get("eval_data") or {}).get("params")
     if params:
         p = ds.DatasetParams(params["input_dim"], params["samples"], params["seed"])
@@ -60,7 +61,8 @@ def load_data(entry: dict, data_file: str | None):
         if sha != entry["eval_data"]["sha256"]:
             raise ZooError(f"{entry['model']}: the regenerated {ds.NAME} set differs from the build's "
                            f"(sha256 {sha[:12]}); give --data FILE.npz")
-        return ds.EvalSet(ds.NAME, sha, arrays["x_test"], arrays["y_test"], p.to_dict()), arrays["x"]
+        return ds.EvalSet(ds.NAME, sha, arrays["x_test"], arrays["y_test"], p.to_dict(), arrays["x"],
+                          arrays["y"]), arrays["x"]
     raise CalibrationError(f"{entry['model']}: no reference-task data (its build had no regenerable eval set); "
                            f"give --data FILE.npz from `zoo data mnist1d --input-dim {dim}` (training split "
                            f"calibrates static int8, the test split checks accuracy)")
@@ -69,7 +71,7 @@ def load_data(entry: dict, data_file: str | None):
 def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time_budget_s,
                     max_rounds: int = 50, roofline=None, accuracy: bool = True, static_int8: bool = True,
                     int4: bool = True, torch: bool = True, min_agreement: float | None = None,
-                    progress: Callable[[str], None] = lambda m: None) -> dict:
+                    quant_budget: float | None = None, progress: Callable[[str], None] = lambda m: None) -> dict:
     """Measure the peers of one built model; returns records, the files made here (``derived``:
     ``(precision, relpath, bytes)``, static int8 and int4) and the recommendation (when accuracy
     was measured)."""
@@ -86,17 +88,15 @@ def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time
     dataset, train_x = data if data is not None else (None, None)
     derived = []
     input_name = entry["metadata"]["io_ports"]["inputs"][0]["name"]
-    if static_int8:
-        from ..exporters.int8_static import quantize_int8_static
-
-        progress(f"{name}: static int8, calibrated on {min(len(train_x), 512)} training samples ...")
-        derived.append((STATIC, variant_path(name, STATIC),
-                        quantize_int8_static(files[0][2], train_x, input_name=input_name, what=name)))
-    if int4:
-        from ..exporters.int4 import quantize_int4
-
-        progress(f"{name}: int4 weight-only ...")
-        derived.append((INT4, variant_path(name, INT4), quantize_int4(files[0][2])))
+    searches = []
+    for precision, wanted in ((STATIC, static_int8), (INT4, int4)):
+        if not wanted:
+            continue
+        data, rec = searched_file(root, entry, precision, files[0][2], dataset, train_x, min_agreement=min_agreement,
+                                  budget_s=quant_budget, input_name=input_name, progress=progress)
+        derived.append((precision, variant_path(name, precision), data))
+        if rec is not None:
+            searches.append(rec)
     files.extend(derived)
     model = reference_model(root, entry)[1] if (torch or accuracy) else None
     cands = contenders(files, model if torch else None, input_name=input_name)
@@ -114,12 +114,47 @@ def peers_for_model(root: Path, entry: dict, *, data, batch_sizes, threads, time
     for r in records:
         r["model"] = name
     return {"records": records, "derived": derived, "dataset": dataset.describe() if dataset else None,
-            "recommended": recommend(records) if accuracy else None}
+            "quantization": searches, "recommended": recommend(records) if accuracy else None}
+
+
+def searched_file(root: Path, entry: dict, precision: str, fp32, dataset, train_x, *, min_agreement: float | None,
+                  budget_s: float | None, input_name: str, progress) -> tuple[bytes, dict | None]:
+    """The ``precision`` file and its search record: the built file where its build searched it for
+    this floor (and it is intact), else a search here on the training split
+    (:func:`zoo.exporters.quant_search.search`); with training inputs but no labels, the fixed recipe."""
+    from ..exporters import quant_search as qs
+    from ..spec import variant_path
+    from ..verify.accuracy import MAX_VARIANT_LOSS, MIN_AGREEMENT
+
+    name, path = entry["model"], variant_path(entry["model"], precision)
+    floor = MIN_AGREEMENT if min_agreement is None else float(min_agreement)
+    rec = next((q for q in entry.get("quantization", []) if q.get("file") == path), None)
+    f = next((f for f in entry["files"] if f["path"] == path), None)
+    # the build's search with this floor (passed or not: the same inputs would give the same file again)
+    if (rec is not None and f is not None and rec["floor"] == floor and (root / path).is_file()
+            and not (root / path).is_symlink() and sha256_file(root / path) == f["sha256"]):
+        progress(f"{name}: {precision}: the build's searched file ({rec.get('recipe_text')}, "
+                 f"{len(rec['fp32_layers'])} fp32 layer(s), held-out agreement {rec['heldout']['agreement']:.2%})")
+        return (root / path).read_bytes(), rec
+    y_train = getattr(dataset, "y_train", None)
+    why = qs.too_few_rows(train_x, y_train)
+    if why is not None:
+        from ..exporters.int4 import quantize_int4
+        from ..exporters.int8_static import quantize_int8_static
+
+        progress(f"{name}: {precision}: the fixed recipe, no search ({why}) ...")
+        return (quantize_int8_static(fp32, train_x, input_name=input_name, what=name) if precision == STATIC
+                else quantize_int4(fp32)), None
+    res = qs.search(fp32, precision, train_x, y_train, min_agreement=floor, max_top1_loss=MAX_VARIANT_LOSS,
+                    budget_s=qs.DEFAULT_BUDGET_S if budget_s is None else budget_s, input_name=input_name, what=name,
+                    progress=progress)
+    return res.data, res.record(path)
 
 
 def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), threads=None, time_budget_s=10.0,
                 max_rounds: int = 50, roofline=None, recommend_: bool = False, save: bool = True, torch: bool = True,
-                min_agreement: float | None = None, progress: Callable[[str], None] = lambda m: None) -> dict:
+                min_agreement: float | None = None, quant_budget: float | None = None,
+                progress: Callable[[str], None] = lambda m: None) -> dict:
     """Peers of each named model of a built zoo; with ``recommend_``, accuracy on the reference
     task decides eligibility and the manifest gains the static int8 and int4 files, ``peers`` records and
     ``recommended`` per batch size (the manifest is re-read just before writing)."""
@@ -140,7 +175,7 @@ def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), thread
         results[entry["model"]] = peers_for_model(
             root, entry, data=data[entry["model"]], batch_sizes=batch_sizes, threads=threads, time_budget_s=time_budget_s,
             max_rounds=max_rounds, roofline=roofline, accuracy=with_data, static_int8=with_data, torch=torch,
-            min_agreement=min_agreement, progress=progress)
+            min_agreement=min_agreement, quant_budget=quant_budget, progress=progress)
     if recommend_ and save:
         from ..verify.accuracy import MIN_AGREEMENT
 
@@ -164,6 +199,10 @@ def bench_peers(root, names, *, data_file=None, batch_sizes=(1, 32, 256), thread
                     entry["files"] = [f for f in entry["files"] if f["path"] != rel] + [
                         {"path": rel, "bytes": len(data), "sha256": sha256_bytes(data), "role": "model",
                          "precision": precision}]
+                made = {q["file"] for q in res["quantization"]}
+                kept = [q for q in entry.get("quantization", []) if q.get("file") not in made]
+                if kept or made:
+                    entry["quantization"] = kept + res["quantization"]
                 entry["peers"] = [_slim(r) for r in res["records"]]
                 entry["recommended"] = {"threads": int(threads), "machine": env["machine"]["cpu"],
                                         "isa": env["machine"]["isa"], "load_avg_1m": env["load_avg_1m"],

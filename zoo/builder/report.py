@@ -158,7 +158,31 @@ def markdown(manifest: dict, chart: str | None = CHART_NAME, accuracy_chart: str
     if chart:
         lines += ["", "## Latency against parameters", "", f"![p50 latency against parameters]({chart})"]
     lines += peers_lines(manifest, peers_chart)
+    lines += quantization_lines(manifest)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def quantization_lines(manifest: dict) -> list[str]:
+    """The accuracy-driven quantisation searches (the entries' ``quantization`` records): per file,
+    its recipe, the layers kept fp32, the held-out agreement against the target, and what was tried."""
+    recs = [(m["model"], q) for m in manifest.get("models", []) for q in m.get("quantization", [])]
+    if not recs:
+        return []
+    lines = ["", "## Quantisation searches", "",
+             "Each searched file: the recipe it kept, the MatMul layers left fp32, and its agreement with the fp32 "
+             "model's classes on held-out training rows (never the test split) against the search's target.", "",
+             _row(["model", "file", "recipe", "fp32 layers", "held-out agreement (target)", "tries", "seconds",
+                   "result"]), _row(["---"] * 4 + ["---:"] * 3 + ["---"])]
+    for name, q in recs:
+        layers = q["fp32_layers"]
+        shown = ", ".join(x.rsplit("/", 1)[0] for x in layers[:6]) + (f" (+{len(layers) - 6})" if len(layers) > 6 else "")
+        result = ("passed" if q["passed"] else "missed") + {"budget": ", stopped by its budget",
+                                                             "exhausted": ", every try missed"}.get(q["stopped"], "")
+        lines.append(_row([name, q.get("file") or "-", q.get("recipe_text") or str(q["recipe"]),
+                           f"{len(layers)}" + (f": {shown}" if layers else ""),
+                           f"{q['heldout']['agreement']:.2%} ({q['target']:.2%})", str(len(q["tried"])),
+                           _f(q.get("seconds"), "{:.0f}"), result]))
+    return lines
 
 
 def _top1_cell(row: dict, precision: str) -> str:

@@ -12,7 +12,7 @@ import contextlib
 from .. import onnxio
 from ..bench.latency import SHORT, LatencyOptions, measure_model, upsert_latency
 from ..exporters.variants import variant_bytes, variant_layout
-from ..spec import EXTERNAL_ROLE, check_precision, variant_path
+from ..spec import EXTERNAL_ROLE, FILE_PRECISIONS, RECOMMEND_PRECISIONS, check_precision, variant_path
 from ..units import human_bytes
 from .artifact import file_record
 from ..verify.variants import check_variant
@@ -40,14 +40,16 @@ def runtime_reasons() -> dict[str, str | None]:
 
 def default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True, js_runtimes=(),
                    c_runtimes=(), min_agreement: float | None = None, opsets=(), ort: bool = False,
-                   profile: bool = False) -> list:
-    """The int8/fp16 variants asked for (with their parity records), the targets for older and
-    smaller runtimes (``opsets``, ``ort``; :mod:`zoo.builder.targets`), the JavaScript runtimes
-    named in ``js_runtimes`` and the C / C++ examples named in ``c_runtimes`` (every precision),
-    then a short latency run, and with ``profile`` the deployment profile."""
+                   profile: bool = False, quant_budget: float | None = None) -> list:
+    """The int8/fp16/int8_static/int4 variants asked for (with their parity records; searched where
+    a training split is available), the targets for older and smaller runtimes (``opsets``, ``ort``;
+    :mod:`zoo.builder.targets`), the JavaScript runtimes named in ``js_runtimes`` and the C / C++
+    examples named in ``c_runtimes`` (every precision), then a short latency run, and with ``profile``
+    the deployment profile."""
     extras = []
     if any(p != "fp32" for p in precisions):
-        extras.append(precision_extra(precisions, verify=verify))
+        extras.append(precision_extra(precisions, verify=verify, min_agreement=min_agreement,
+                                      quant_budget=quant_budget))
     if opsets or ort:
         from .targets import targets_extra
 
@@ -74,23 +76,36 @@ def default_extras(precisions=("fp32",), bench: bool = True, verify: bool = True
     return extras
 
 
-def precision_extra(precisions, *, verify: bool = True, matrix_options=None):
-    """A ``zoo build`` extra that adds the int8/fp16 files of each model, with parity records.
+def precision_extra(precisions, *, verify: bool = True, matrix_options=None, min_agreement: float | None = None,
+                    quant_budget: float | None = None):
+    """A ``zoo build`` extra that adds the int8/fp16 (and int8_static/int4) files of each model,
+    with parity records.
 
-    Each variant is checked against the fp32 PyTorch model with ``verify.matrix.run_matrix``
+    Where the model has a training split (trained weights with their record, or ``--eval-data``),
+    int8, int8_static and int4 come from the accuracy-driven search
+    (:func:`zoo.exporters.quant_search.search`, ``min_agreement`` its floor, ``quant_budget`` its
+    seconds per precision), whose record goes into the entry's ``quantization``; without one, int8
+    is the fixed recipe and int8_static/int4 cannot be made (CalibrationError).
+
+    Each int8/fp16 variant is checked against the fp32 PyTorch model with ``verify.matrix.run_matrix``
     (ONNX Runtime CPU at both optimisation levels, plus GPU providers when present); a failed
     record, a cosine similarity under :data:`MIN_COSINE` or a relative L2 error over
     :data:`MAX_REL_L2` fails the model with its typed error. With ``verify=False``
     (``zoo build --no-verify``) the same bounds are checked on the CPU provider, one seeded batch.
+    int8_static and int4 are judged by the accuracy gate alone: random inputs say nothing about a
+    calibrated or 4-bit file (as ``zoo verify`` treats them).
     """
-    variants = [p for p in precisions if check_precision(p) != "fp32"]
+    variants = [p for p in precisions if check_precision(p, FILE_PRECISIONS) != "fp32"]
 
     def extra(art, entry: dict, staged: dict, progress) -> None:
         for p in variants:
             path = variant_path(art.request.name, p)
-            progress(f"{p}: converting ...")
-            data = variant_bytes(art.model_ref, p)
-            records = check_variant(art, data, p, verify=verify, matrix_options=matrix_options, progress=progress)
+            data = searched(art, entry, p, path, min_agreement, quant_budget, progress)
+            if data is None:
+                progress(f"{p}: converting ...")
+                data = variant_bytes(art.model_ref, p)
+            records = [] if p in RECOMMEND_PRECISIONS else check_variant(
+                art, data, p, verify=verify, matrix_options=matrix_options, progress=progress)
             for rel, b in variant_layout(data, path, art.request.spec.external_data).items():
                 staged[rel] = b
                 entry["files"].append(file_record(rel, b, "model" if rel == path else EXTERNAL_ROLE, p))
@@ -98,6 +113,40 @@ def precision_extra(precisions, *, verify: bool = True, matrix_options=None):
             progress(f"{p}: {human_bytes(len(data))} ({len(data) / art.model_size:.0%} of fp32)")
 
     return extra
+
+
+def searched(art, entry: dict, precision: str, path: str, min_agreement: float | None, budget: float | None,
+             progress) -> bytes | None:
+    """The searched file of ``precision`` (its record appended to ``entry["quantization"]``), or None
+    where the fixed recipe applies (fp16, or no training split for int8)."""
+    from ..errors import CalibrationError
+    from ..exporters import quant_search as qs
+    from ..verify.accuracy import MAX_VARIANT_LOSS, MIN_AGREEMENT
+
+    evals = art.eval_set
+    if precision not in qs.SEARCHED:
+        return None
+    if evals is None or evals.x_train is None:
+        if precision == "int8":
+            return None
+        raise CalibrationError(f"{art.request.name}: {precision} needs the reference task's training split (build "
+                               f"from trained weights with their .train.json, or give --eval-data FILE.npz)")
+    why = qs.too_few_rows(evals.x_train, evals.y_train)
+    if why is not None:
+        progress(f"{precision}: the fixed recipe, no search ({why})")
+        if precision == "int8":
+            return None
+        from ..exporters.int4 import quantize_int4
+        from ..exporters.int8_static import quantize_int8_static
+
+        return (quantize_int8_static(art.model_ref, evals.x_train, input_name=art.request.spec.input_name,
+                                     what=art.request.name) if precision == "int8_static" else quantize_int4(art.model_ref))
+    res = qs.search(art.model_ref, precision, evals.x_train, evals.y_train,
+                    min_agreement=MIN_AGREEMENT if min_agreement is None else min_agreement,
+                    max_top1_loss=MAX_VARIANT_LOSS, budget_s=qs.DEFAULT_BUDGET_S if budget is None else budget,
+                    input_name=art.request.spec.input_name, what=art.request.name, progress=progress)
+    entry.setdefault("quantization", []).append(res.record(path))
+    return res.data
 
 
 def latency_extra(precisions, *, providers: list[str] | None = None, options: LatencyOptions = SHORT):

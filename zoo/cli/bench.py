@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .common import (artifacts_option, batch_sizes_option, emit_json, json_option, min_agreement_option, names_or_all,
-                     no_record_option, precision_option, progress, providers_option, table)
+                     no_record_option, precision_option, progress, providers_option, quant_budget_option, table)
 
 
 def _short(provider: str | None) -> str:
@@ -41,13 +41,15 @@ def _short(provider: str | None) -> str:
 @click.option("--recommend", is_flag=True,
               help="--peers plus static int8 and accuracy on the reference task; writes the fastest passing "
                    "(runtime, file, settings) per batch size into the manifest as `recommended`, and the "
-                   "static int8 and int4 files beside the model.")
+                   "static int8 and int4 files beside the model (each from the accuracy-driven quantisation "
+                   "search, or the build's searched file).")
 @click.option("--data", "data_file", type=click.Path(dir_okay=False), default=None,
               help="A .npz from `zoo data` (x, y, x_test, y_test): the training split calibrates static int8, "
                    "the test split checks accuracy [default: the build's regenerable data set].")
 @min_agreement_option
+@quant_budget_option
 def bench_cmd(names, all_, artifacts, precisions, providers, batch_sizes, threads, warmup, runs, time_budget,
-              no_torch, roofline, no_record, as_json, peers, recommend, data_file, min_agreement):
+              no_torch, roofline, no_record, as_json, peers, recommend, data_file, min_agreement, quant_budget):
     """Measure latencies of built artifacts and record them in the manifest.
 
     Per model file, provider and batch size: session creation time, untimed warm-up runs, then
@@ -62,10 +64,11 @@ def bench_cmd(names, all_, artifacts, precisions, providers, batch_sizes, thread
       zoo bench dense_b7 --providers cuda --precision fp16
       zoo bench dense_b5 dense_b7 --peers --batch-sizes 1,256 --threads 2
       zoo bench dense_b7 --recommend --data mnist1d_688.npz --json > peers.json
+      zoo bench dense_b5 dense_b7 --recommend --min-agreement 0.97 --quant-budget 900 --batch-sizes 1,256
     """
     if peers or recommend:
         return _peers(names, all_, artifacts, batch_sizes, threads, runs, time_budget, no_torch, roofline,
-                      recommend and not no_record, recommend, data_file, as_json, min_agreement)
+                      recommend and not no_record, recommend, data_file, as_json, min_agreement, quant_budget)
     from ..bench.latency import LatencyOptions
     from ..bench.roofline import measure_machine, roofline_row
     from ..builder.benchmarks import bench_artifacts
@@ -119,7 +122,7 @@ def bench_cmd(names, all_, artifacts, precisions, providers, batch_sizes, thread
 
 
 def _peers(names, all_, artifacts, batch_sizes, threads, runs, time_budget, no_torch, roofline, save, recommend,
-           data_file, as_json, min_agreement):
+           data_file, as_json, min_agreement, quant_budget):
     from ..bench.latency import default_threads, faster_than
     from ..builder import manifest as mf
     from ..builder.recommend import bench_peers
@@ -140,7 +143,8 @@ def _peers(names, all_, artifacts, batch_sizes, threads, runs, time_budget, no_t
                  + (f"{roof.bf16_gflops:.1f} GFLOP/s" if roof.bf16_gflops else "not native here"))
     out = bench_peers(artifacts, list(names), data_file=data_file, batch_sizes=batch_sizes, threads=threads,
                       time_budget_s=time_budget, max_rounds=runs, roofline=roof, recommend_=recommend,
-                      save=save, torch=not no_torch, min_agreement=min_agreement, progress=progress)
+                      save=save, torch=not no_torch, min_agreement=min_agreement, quant_budget=quant_budget,
+                      progress=progress)
     rows = [r for res in out["results"].values() for r in res["records"]]
     recs = {n: res["recommended"] for n, res in out["results"].items() if res["recommended"] is not None}
     if as_json:

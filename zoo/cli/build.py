@@ -8,18 +8,19 @@ from pathlib import Path
 import click
 
 from ..builder import manifest as mf
-from ..errors import ZooError
+from ..errors import CalibrationError, ZooError
 from ..exporters.spec import EXPORTERS, ExportSpec
 from ..model.config import variant_config
 from .bars import Bar
+from ..spec import FILE_PRECISIONS, RECOMMEND_PRECISIONS
 from .common import (artifacts_option, compound_variant, emit_json, json_option, min_agreement_option, precision_option,
-                     progress, selected_variants, shape_options, size_cell, table)
+                     progress, quant_budget_option, selected_variants, shape_options, size_cell, table)
 
 # What --check takes from the manifest it checks against: giving any of these with it is an error.
 # (--no-verify, --no-bench and --keep-going only skip or relax work that --check does not do.)
 CHECK_IGNORES = ("artifacts", "opset", "seed", "flavor", "num_classes", "input_dim", "phi", "alpha", "beta", "gamma",
                  "exporter", "precisions", "external_data", "model_version", "license", "author", "labels", "opsets",
-                 "ort", "profile")
+                 "ort", "profile", "quant_budget")
 
 
 class ModelsProgress:
@@ -60,9 +61,11 @@ class ModelsProgress:
 @click.option("--external-data", is_flag=True,
               help="Write every model file's tensors to FILE.data beside it (role external_data in the manifest); "
                    "without it only a model over 2 GiB, which cannot be one file, is written that way.")
-@precision_option("fp32", always_fp32=True,
-                  help="Comma list of fp32, int8, fp16: also write model.int8.onnx / model.fp16.onnx, each with "
-                       "parity and latency records (fp32 is always built).")
+@precision_option("fp32", always_fp32=True, valid=FILE_PRECISIONS,
+                  help="Comma list of fp32, int8, fp16, int8_static, int4: also write model.int8.onnx / "
+                       "model.fp16.onnx / ..., each with parity and latency records (fp32 is always built). With a "
+                       "training split (trained weights, --eval-data) int8, int8_static and int4 come from an "
+                       "accuracy-driven search (see --quant-budget); int8_static and int4 need one.")
 @click.option("--opsets", default=None, metavar="A,B,...",
               help="Also write the model at these older opsets (model.opsetN.onnx, role target), each with the lowest "
                    "IR version its opset allows, for older runtimes (onnxruntime 1.16 loads IR 9 at most); each is "
@@ -81,6 +84,7 @@ class ModelsProgress:
               help="A .npz test split (x_test, y_test; zoo data) to measure top-1 on; default: the dataset named "
                    "by the NAME.train.json beside the weights, if any.")
 @min_agreement_option
+@quant_budget_option
 @click.option("--keep-going", is_flag=True,
               help="After a failed model, go on and commit the models that passed (exit 1 all the same).")
 @click.option("--model-version", type=click.IntRange(min=1), default=1, show_default=True,
@@ -94,8 +98,8 @@ class ModelsProgress:
 @click.pass_context
 def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, input_dim, phi, alpha, beta, gamma, exporter,
               check_manifest,
-              no_verify, external_data, precisions, opsets, ort_format, profile, no_bench, weights, eval_data, min_agreement, keep_going, model_version,
-              license_, author, labels, as_json):
+              no_verify, external_data, precisions, opsets, ort_format, profile, no_bench, weights, eval_data, min_agreement,
+              quant_budget, keep_going, model_version, license_, author, labels, as_json):
     """Export variants to ONNX, verify them, and write artifacts plus manifest.json.
 
     Every file is staged under a temporary name and renamed into place only when every model has
@@ -118,6 +122,7 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
       zoo build dense_b0 --weights my_b0.safetensors --eval-data mnist1d_256.npz
       zoo build --all --license Apache-2.0 --author "Jane Doe" --labels labels.txt --model-version 2
       zoo build dense_b7 --weights checkpoints --precision fp32,int8 --min-agreement 0.9
+      zoo build dense_b5 --weights checkpoints --precision fp32,int8,int4 --min-agreement 0.97 --quant-budget 900
     """
     from ..builder import steps
     from ..builder.artifact import ModelRequest
@@ -171,7 +176,12 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
             from ..model.weights import read_bytes
 
             r.create(read_bytes(r.weights))
-        r.eval_set()
+        evals = r.eval_set()
+        needs = [p for p in precisions if p in RECOMMEND_PRECISIONS]
+        if needs and (evals is None or evals.x_train is None) and reference is None:
+            raise CalibrationError(f"{r.name}: {needs[0]} needs the reference task's training split to calibrate "
+                                   "and judge its quantisation search; build from trained weights with their "
+                                   ".train.json, or give --eval-data FILE.npz from `zoo data`")
 
     if reference is not None:
         rows = check_against(requests, reference, progress, precisions)  # with the same --weights / --eval-data
@@ -202,7 +212,7 @@ def build_cmd(ctx, names, all_, artifacts, opset, seed, flavor, num_classes, inp
     verifier = None if no_verify else steps.default_verifier()
     extras = steps.default_extras(precisions, bench=not no_bench, verify=not no_verify, js_runtimes=js_runtimes,
                                   c_runtimes=c_runtimes, min_agreement=min_agreement, opsets=target_opsets,
-                                  ort=ort_format, profile=profile)
+                                  ort=ort_format, profile=profile, quant_budget=quant_budget)
     show = ModelsProgress(len(requests))
     try:
         results = build(requests, artifacts, verifier=verifier, extras=extras, progress=show, keep_going=keep_going)

@@ -322,5 +322,17 @@ def min_agreement_option(f):
                              "this share of the test samples (besides the top-1 rule).")(f)
 
 
+def quant_budget_option(f):
+    """``--quant-budget``: seconds the accuracy-driven quantisation search may spend per model and precision."""
+    from ..exporters.quant_search import DEFAULT_BUDGET_S
+
+    return click.option("--quant-budget", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_BUDGET_S,
+                        show_default=True, metavar="SECONDS",
+                        help="Seconds the accuracy-driven quantisation search may spend per model and precision "
+                             "(int8, int8_static, int4 with a training split): it tries recipes cheapest first, then "
+                             "falls the most sensitive layers back to fp32; the fixed recipe is always tried, and a "
+                             "search cut short says so.")(f)
+
+
 def no_record_option(f):
     return click.option("--no-record", is_flag=True, help="Leave the manifest as it is (print only).")(f)

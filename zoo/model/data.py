@@ -15,7 +15,7 @@ import io
 import os
 import random
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +131,10 @@ class EvalSet:
     x_test: np.ndarray
     y_test: np.ndarray
     params: dict | None = None  # the generator's parameters, when regenerated from a training record
+    # The training split of the same set: what calibrates and judges a quantisation search
+    # (zoo.exporters.quant_search), never the test split above that the accuracy gate reports on.
+    x_train: np.ndarray | None = field(default=None, repr=False, compare=False)
+    y_train: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> dict:
         return {"name": self.name, "sha256": self.sha256, "samples": len(self.y_test),
@@ -169,7 +173,8 @@ def eval_set(input_dim: int, eval_data: str | os.PathLike | None = None,
         key = ("file", str(Path(eval_data).resolve()), input_dim)
         if key not in _CACHE:
             data = load_npz(eval_data, input_dim)
-            _CACHE[key] = EvalSet(Path(eval_data).name, dataset_sha256(data), data["x_test"], data["y_test"])
+            _CACHE[key] = EvalSet(Path(eval_data).name, dataset_sha256(data), data["x_test"], data["y_test"],
+                                  x_train=data["x"], y_train=data["y"])
         return _CACHE[key]
     if weights is None or not record_path(weights).is_file():
         return None
@@ -184,5 +189,5 @@ def eval_set(input_dim: int, eval_data: str | os.PathLike | None = None,
         if sha != d["sha256"]:
             raise InputError(f"{record_path(weights)}: the regenerated {NAME} set has sha256 {sha[:12]}, the record "
                              f"says {d['sha256'][:12]} (another mnist1d or numpy?); give --eval-data FILE.npz")
-        _CACHE[key] = EvalSet(NAME, sha, data["x_test"], data["y_test"], params.to_dict())
+        _CACHE[key] = EvalSet(NAME, sha, data["x_test"], data["y_test"], params.to_dict(), data["x"], data["y"])
     return _CACHE[key]
