@@ -39,7 +39,7 @@ def _port(port: dict, kind: str, label_file: str | None = None) -> str:
         raise InputError(f"{kind} {port['name']!r} has no batch axis first ({shape}); Triton batching needs one")
     if not all(isinstance(d, int) for d in shape[1:]):
         raise InputError(f"{kind} {port['name']!r} has symbolic dims {shape[1:]} beyond the batch axis")
-    lines = [f"  {{", f"    name: {_q(port['name'])}", f"    data_type: {TRITON_TYPES[port['type']]}",
+    lines = ["  {", f"    name: {_q(port['name'])}", f"    data_type: {TRITON_TYPES[port['type']]}",
              f"    dims: [ {', '.join(str(d) for d in shape[1:])} ]"]
     if label_file:
         lines.append(f"    label_filename: {_q(label_file)}")
