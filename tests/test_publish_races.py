@@ -37,8 +37,8 @@ WRAPPER = textwrap.dedent("""
         return wrapper
     paths.Dir.write_atomic = counted(paths.Dir.write_atomic)
     paths.copy_verified = counted(paths.copy_verified)
-    import zoo.hub.release, zoo.hub.publish
-    zoo.hub.release.copy_verified = paths.copy_verified
+    import zoo.hub.publication, zoo.hub.publish
+    zoo.hub.publication.copy_verified = paths.copy_verified
     zoo.hub.publish.copy_verified = paths.copy_verified
     from zoo.cli import main
     sys.argv = ["zoo", *sys.argv[1:]]

@@ -18,7 +18,7 @@ Modules: ``config`` (settings, errors), ``paths`` (safe names, the no-follow fil
 ``source`` (sources and their identity), ``transport`` (one request: deadline, redirects, retries),
 ``external`` and ``onnxwire`` (ONNX external data, read in a stream), ``cache``, ``admin`` (cache
 list/verify/clear), ``inspect`` (``zoo info``). A pull (``pull``) goes source -> ``trust`` (the
-anchor) -> ``metadata`` (python-tuf's client) -> ``plan`` -> ``modelpull`` (blobs, view). Releases:
+anchor) -> ``metadata`` (with ``tufclient``: python-tuf's client) -> ``plan`` -> ``modelpull`` (blobs, view). Releases:
 ``publish`` and ``release`` (versions, the mirror's layout), ``repo`` (TUF metadata, the
 publisher's side), ``rotate``, ``keys``, ``signing`` (OpenSSF model signing), ``lockfile``. No torch here.
 """

@@ -15,7 +15,8 @@ from ..errors import InputError
 from ..spec import FILE_PRECISIONS as PRECISIONS
 from . import config, lockfile, release
 from .config import IntegrityError, OfflineError, Progress, UnknownModelError
-from .metadata import Catalogue, Version, verify_signature
+from .metadata import Catalogue, Version
+from .tufclient import verify_signature
 from .signing import MAX_SIGNATURE_BYTES, SignatureError
 from .entries import parse_manifest
 

@@ -20,6 +20,7 @@ from .config import DEFAULT_SOURCE, HubError, IntegrityError, Progress, quiet
 from .external import external_data_files
 from .paths import Dir, copy_verified
 from .plan import find_entry
+from .publication import Publication
 from .source import Source, parse_manifest
 
 
@@ -108,7 +109,7 @@ def _publish(src_root: Path, dest: Path, names, progress: Progress, meta: dict) 
     with artifacts_lock(dest, progress, what=f"zoo publish to {dest}", recover=False), \
             Dir.open_root(dest, f"--to {dest}", create=True) as out:
         header = {k: v for k, v in manifest.items() if k != "models"}
-        pub = release.Publication(out, header, progress=progress, **meta)
+        pub = Publication(out, header, progress=progress, **meta)
         entries = pub.stamp(entries)  # each as its latest version: a new one where its files changed
         pub.needs_keys()
         for note in pub.notes:

@@ -115,7 +115,8 @@ def _resign_bundles(out, targets, content_signer, progress) -> list[tuple[str, b
     from ..builder import manifest as mf
     from . import signing
     from .attest import sign_statement, statements_for
-    from .release import record_path, version_digest
+    from .publication import record_path
+    from .release import version_digest
 
     files = []
     for name, vs in repo.versions_of_targets(targets.targets).items():
