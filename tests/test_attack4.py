@@ -38,27 +38,8 @@ from zoo.cli import cli
 from zoo.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
-BOUND_S = 20  # every command below ends within this (ZOO_DEADLINE=3 where a server stalls)
-
-
-def run_zoo(*args, env=None, timeout: float = BOUND_S, **kw) -> subprocess.CompletedProcess:
-    """``python -m zoo ARGS`` in a subprocess, its wall time asserted below ``timeout``."""
-    t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
-                       env={**os.environ, **(env or {})}, timeout=timeout + 30, **kw)
-    r.seconds = time.monotonic() - t0
-    assert r.seconds < timeout, f"zoo {' '.join(map(str, args))} took {r.seconds:.1f} s (bound {timeout} s)"
-    return r
-
-
-def one_line(r, code: int, *words: str) -> str:
-    """Exit ``code``, no traceback, and the last stderr line the only ``Error:`` line, holding ``words``."""
-    assert r.returncode == code, (r.returncode, r.stderr[-2000:])
-    lines = r.stderr.strip().splitlines()
-    assert "Traceback" not in r.stderr and [x for x in lines if x.startswith("Error:")] == lines[-1:], r.stderr
-    for w in words:
-        assert w in lines[-1], (w, lines[-1])
-    return lines[-1]
+# The suite's one subprocess runner (wall time asserted below its bound) and one-line error check.
+from test_hub_promises import BOUND_S, zoo as run_zoo, one_line_error as one_line  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------------
