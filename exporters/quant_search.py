@@ -37,6 +37,7 @@ import onnx
 
 from .. import onnxio
 from ..errors import CalibrationError, ExportError
+from ..spec import QUANT_BUDGET_S
 from .int8 import gemm_to_matmul, int8_nodes, per_channel_helps
 from .int8_static import CALIBRATION_SAMPLES, calibration_inputs, measure_ranges
 from .quant_sensitivity import _rank_key, by_kind, fallback_order, layer_kind, sensitivity  # noqa: F401 - layer_kind re-exported
@@ -50,7 +51,7 @@ MIN_HELDOUT = 200
 # (B0 and B4, seven searched files): the test split's agreement was 0.07-0.70 point under the held-out's.
 MARGIN = 0.01
 MAX_TOP1_LOSS = 0.01  # the accuracy gate's rule for a lower precision (zoo.verify.accuracy)
-DEFAULT_BUDGET_S = 600.0
+DEFAULT_BUDGET_S = QUANT_BUDGET_S
 SENSITIVITY_SAMPLES = 64
 SINGLE_STEPS = 4  # fall back this many layers one at a time, then in steps growing 1.5x, then bisect
 PREDICT_CHUNK = 256

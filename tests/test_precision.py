@@ -215,6 +215,6 @@ def test_variant_files_rebuild_from_an_artifact(art, int8, fp16):
 
 
 def test_bad_precision_is_a_usage_error(tmp_path):
-    res = CliRunner().invoke(cli, ["build", "dense_b0", "--precision", "int4", "--artifacts", str(tmp_path)])
-    assert res.exit_code == 2 and "unknown precision 'int4'" in res.output
+    res = CliRunner().invoke(cli, ["build", "dense_b0", "--precision", "int3", "--artifacts", str(tmp_path)])
+    assert res.exit_code == 2 and "unknown precision 'int3'" in res.output
     assert not (tmp_path / "manifest.json").exists()

@@ -12,6 +12,9 @@ STATIC_INT8 = "int8_static"  # made by zoo bench --recommend: its activation sca
 INT4 = "int4"  # weight-only 4-bit (ONNX Runtime's MatMulNBits), made by zoo bench --recommend, gated there
 RECOMMEND_PRECISIONS = (STATIC_INT8, INT4)  # candidates zoo bench makes beside the built files
 FILE_PRECISIONS = PRECISIONS + RECOMMEND_PRECISIONS  # every precision a published model file may have
+# Seconds the accuracy-driven quantisation search may spend per model and precision (--quant-budget);
+# here, not in exporters.quant_search, so that the CLI's options load without torch.
+QUANT_BUDGET_S = 600.0
 # What each file of a manifest entry is; the manifest schema lists the same roles.
 FILE_ROLES = ("model", "external_data", "test_input", "test_output", "weights", "train_record", "target",
               "target_config", "profile")

@@ -324,7 +324,7 @@ def min_agreement_option(f):
 
 def quant_budget_option(f):
     """``--quant-budget``: seconds the accuracy-driven quantisation search may spend per model and precision."""
-    from ..exporters.quant_search import DEFAULT_BUDGET_S
+    from ..spec import QUANT_BUDGET_S as DEFAULT_BUDGET_S
 
     return click.option("--quant-budget", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_BUDGET_S,
                         show_default=True, metavar="SECONDS",
