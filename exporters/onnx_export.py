@@ -19,7 +19,7 @@ import onnx
 import torch
 from torch import nn
 
-from .. import onnxio
+from .. import interrupt, onnxio
 from ..errors import ExportError
 from ..modelinfo import DEFAULT_VERSION, ONNX_DOMAIN, doc_line
 from ..model.repro import sqrt64
@@ -120,8 +120,10 @@ def export_model(
         with quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
             proto = exporter(model, example, spec)
     except Exception as e:  # the exporters raise many types; the zoo reports one
+        interrupt.check()  # a Ctrl-C the exporter reported as a failed capture
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"{spec.exporter} export failed: {first}") from e
+    interrupt.check()  # or swallowed, trying its next capture strategy, which then succeeded
     _make_reproducible(proto, spec, metadata or {})
     proto.domain = ONNX_DOMAIN
     proto.model_version = int(model_version)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import interrupt
 from ..errors import ManifestError, NoManifestError, ZooError
 from ..exporters.quant_search import rebuild as rebuild_searched
 from ..exporters.variants import variant_files
@@ -163,6 +164,7 @@ def _build_locked(requests, out: Path, manifest_path: Path, verifier, extras, pr
             for r in ok:
                 manifest = mf.upsert(manifest, r.entry)
             mf.validate(manifest, str(manifest_path))  # before the first rename, not after
+            interrupt.check()  # an interrupt some library swallowed never ends in a commit
             # Every file in place, then the manifest that names them (the commit point), then the
             # files no longer listed removed: a journal makes it all-or-nothing under kill -9.
             staging.commit(mf.to_bytes(manifest), stale_files(before, manifest, {r.name for r in ok}), progress)
@@ -203,6 +205,7 @@ def _build_one(req: ModelRequest, staging: Staging, verifier, extras, progress: 
         progress(f"ok ({sum(timings.values()):.1f}s)")
         return ModelResult(req.name, "ok", entry=entry, timings_s=timings)
     except ZooError as e:
+        interrupt.check()  # a Ctrl-C a library turned into an error is an interrupt, not a failed model
         timings.setdefault(stage, time.perf_counter() - t)
         return ModelResult(req.name, "failed", error=str(e), timings_s=timings)
 

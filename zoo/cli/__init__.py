@@ -27,18 +27,22 @@ def command_words(args: list[str]) -> str:
 
 def interrupted(args: list[str]):
     """Ctrl-C before a command runs (its own interrupt is handled by ZooGroup): one line, exit 130."""
-    import signal
+    from .. import interrupt
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the message
+    interrupt.saying(console=True)  # a second Ctrl-C must not interrupt the message
     words = command_words(args)
-    sys.stderr.write(f"Error: zoo{' ' + words if words else ''}: interrupted\n")
+    sys.stderr.write(interrupt.line(f"zoo{' ' + words if words else ''}"))
     sys.stderr.flush()
-    sys.exit(130)  # EXIT_INTERRUPTED (zoo.errors), not imported: nothing more may run here
+    sys.exit(interrupt.EXIT_INTERRUPTED)
 
 
 def main() -> None:  # console-script entry point
     args = sys.argv[1:]
     try:
+        from .. import interrupt  # stdlib only
+
+        words = command_words(args)
+        interrupt.install(f"zoo{' ' + words if words else ''}")  # an interrupt is remembered, and never hangs
         from .app import cli  # click and every command: the start-up time a Ctrl-C may fall in
 
         cli(prog_name="zoo")

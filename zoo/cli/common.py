@@ -99,6 +99,10 @@ class ZooGroup(click.Group):
 
 
 def _fail(message: str, code: int) -> None:
+    if code == EXIT_INTERRUPTED:
+        from .. import interrupt
+
+        interrupt.saying()  # a second Ctrl-C must not cut the line; the watchdog then only exits
     click.echo(f"Error: {one_line(message)}", err=True)
     sys.exit(code)
 
