@@ -25,7 +25,7 @@ import time
 
 EXIT_INTERRUPTED = 130  # zoo.errors.EXIT_INTERRUPTED, repeated: nothing of the zoo is imported here
 GRACE_S = 30.0  # from the interrupt: a B7 export (11 s idle) that swallowed it reaches its check
-EXIT_GRACE_S = 2.0  # from the line: cleanup is done by then, the interpreter exits in milliseconds
+EXIT_GRACE_S = 5.0  # from the line: cleanup is done by then; exit handlers (temporary folders) are left
 
 _state: dict = {"at": None, "said": None, "where": "zoo"}
 
