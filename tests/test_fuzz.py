@@ -323,7 +323,7 @@ OCI_PATHS = [p for p in _paths(_an_oci_manifest())]
 @example((["layers", 0, "annotations", "org.opencontainers.image.title"], "../../x"))
 @example((["layers", 0, "size"], True))
 def test_the_oci_manifest_parser_reads_or_refuses_in_one_typed_line(case):
-    from zoo.formats.oci import parse_oci_manifest
+    from zoo.hub.ociregistry import parse_oci_manifest
 
     if isinstance(case, bytes):
         raw = case

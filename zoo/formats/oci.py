@@ -9,7 +9,7 @@ referenced by its digest. ``zoo pull NAME --from oci://HOST[:PORT]/REPO`` (the s
 
 Published from a signed mirror (``--artifacts MIRROR`` with ``metadata/``), each model manifest
 also gets a release artifact that refers to it (OCI 1.1: ``subject`` = the model manifest,
-``artifactType`` :data:`~zoo.hub.oci.RELEASE_ARTIFACT`, the TUF timestamp version as an
+``artifactType`` :data:`~zoo.hub.ociregistry.RELEASE_ARTIFACT`, the TUF timestamp version as an
 annotation): its layers are the mirror's TUF metadata (every root, the timestamp, the current
 snapshot and targets) and the version's ``releases/NAME/V/manifest.json`` and ``model.sig``, each
 titled with its mirror path. A registry that indexes ``subject`` (it answers ``OCI-Subject``)
@@ -32,26 +32,18 @@ import tempfile
 
 from ..errors import InputError, ManifestError
 from ..hub.config import MAX_MANIFEST_BYTES, Progress, quiet
-from ..hub.oci import (  # noqa: F401 - the reading side, re-exported for existing imports
-    _DIGEST,
+from ..hub.ociregistry import (
     EMPTY_DESCRIPTOR,
     LATEST,
     OCI_INDEX,
     OCI_MANIFEST,
-    PASSWORD_ENV,
-    PLAIN_HTTP_ENV,
     RELEASE_ARTIFACT,
-    SCHEME,
     TIMESTAMP_ANNOTATION,
-    USER_ENV,
     OciNotFound,
     OciRef,
-    OciSource,
     _call,
     fallback_tag,
-    is_oci,
     parse_json,
-    parse_oci_manifest,
     referrers_mode,
     registry,
 )

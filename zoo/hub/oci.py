@@ -22,43 +22,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import urllib.parse
 from dataclasses import dataclass
 
 from ..errors import InputError, ManifestError, cut
 from . import config
-from .config import IntegrityError, Progress, SourceError, UnknownModelError, first_line, quiet
+from .config import IntegrityError, Progress, SourceError, UnknownModelError, quiet
 from .paths import safe_relpath
-from .ociregistry import (  # noqa: F401 - the registry side, re-exported for existing imports
-    EMPTY_DESCRIPTOR,
-    EMPTY_MEDIA,
+from .ociregistry import (
+    _BLOB,
+    _DIGEST,
     LATEST,
     MAX_REFERRERS,
     OCI_INDEX,
-    OCI_MANIFEST,
-    OCI_TITLE,
-    OciNotFound,
-    OciRef,
-    PASSWORD_ENV,
-    PLAIN_HTTP_ENV,
-    REFERRERS_ENV,
     RELEASE_ARTIFACT,
     SCHEME,
     TIMESTAMP_ANNOTATION,
-    USER_ENV,
-    _BLOB,
-    _DIGEST,
-    _NAME,
-    _TAG,
-    _call,
-    _plain_http,
-    _watched_adapter,
+    OciNotFound,
+    OciRef,
+    RegistryClient,
     fallback_tag,
-    is_oci,
     parse_json,
     parse_oci_manifest,
     referrers_mode,
-    registry,
 )
 
 
@@ -93,9 +78,7 @@ class OciSource:
         self.ref = OciRef.parse(spec)
         # What trust is bound to: the registry and repository, never a tag or a digest.
         self.url = self.identity = f"{SCHEME}{self.ref.host}/{self.ref.repository}/"
-        self._reg = None
-        self._adapter = None
-        self._deadline: config.Deadline | None = None
+        self._client = RegistryClient(self.ref)
         self._wanted: list[tuple[str | None, object]] = [(None, None)]
         self._arts: dict[tuple[str, str], _Artifact] = {}
         self._by_digest: dict[str, tuple[OciRef, dict]] = {}
@@ -165,94 +148,8 @@ class OciSource:
                                 f"(zoo publish --to {SCHEME}{self.ref.host}/{self.ref.repository})")
 
     def _read_artifact(self, ref: OciRef, budget) -> _Artifact:
-        raw = self._get("the OCI manifest", ref, self._manifest_url(ref, ref.reference), config.MAX_MANIFEST_BYTES,
-                        accept=OCI_MANIFEST, budget=budget)
-        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-        if ref.digest and digest != ref.digest:
-            raise IntegrityError(f"{ref}: the registry sent a manifest with another digest; rejected")
+        raw, digest = self._client.manifest("the OCI manifest", ref, ref.reference, budget, expect=ref.digest)
         return _Artifact(ref, digest, parse_oci_manifest(raw, str(ref)))
-
-    # ----------------------------------------------------------------------------------------------
-    # Requests
-
-    def _registry(self):
-        if self._reg is None:
-            self._reg = registry(self.ref)
-            self._adapter = _watched_adapter()
-            for prefix in ("http://", "https://"):
-                self._reg.session.mount(prefix, self._adapter)
-            self._reg.auth.load_configs(self._reg.get_container(f"{self.ref.host}/{self.ref.repository}:{LATEST}"))
-        return self._reg
-
-    def _budget(self, budget: config.Deadline | None) -> config.Deadline:
-        """The pull's deadline; without one (a direct caller), one for this source from its first
-        request on: never a new one per request."""
-        if budget is not None:
-            return budget
-        if self._deadline is None:
-            self._deadline = config.Deadline()
-        return self._deadline
-
-    def _manifest_url(self, ref: OciRef, reference: str) -> str:
-        return f"{self._registry().prefix}://{ref.host}/v2/{ref.repository}/manifests/{reference}"
-
-    def _blob_url(self, ref: OciRef, digest: str) -> str:
-        return f"{self._registry().prefix}://{ref.host}/v2/{ref.repository}/blobs/{digest}"
-
-    def _get(self, what: str, ref: OciRef, url: str, limit: int, accept: str | None = None, sink=None,
-             budget: config.Deadline | None = None) -> bytes:
-        """GET ``url`` (streamed), at most ``limit`` bytes; ``sink`` gets each block instead of
-        keeping them. A watchdog ends the request, headers included, when the deadline passes."""
-        from .transport import Watch
-
-        reg = self._registry()
-        budget = self._budget(budget)
-        where = f"{ref}: {what}"
-        budget.check(where)
-        buf, n, resp = bytearray(), 0, None
-        with Watch(budget) as watch:
-            self._adapter.watch = watch
-            try:
-                resp = _call(what, ref, reg.do_request, url, "GET", headers={"Accept": accept} if accept else {},
-                             stream=True)
-                for block in resp.iter_content(config.CHUNK):
-                    n += len(block)
-                    if n > limit:
-                        raise IntegrityError(f"{where} is larger than the {limit:,} bytes expected; refusing it")
-                    budget.check(where)
-                    (sink or buf.extend)(block)
-                if watch.fired:  # cut off: what arrived may look whole (headers ended by the shutdown)
-                    budget.expire(where)
-            except Exception as e:  # noqa: BLE001 - requests raises several types mid-body
-                if isinstance(e, IntegrityError):
-                    raise
-                if watch.fired or budget.remaining() <= 0:
-                    budget.expire(where)
-                if isinstance(e, SourceError):
-                    raise
-                raise SourceError(f"{where} failed ({cut(first_line(e), 160)})") from None
-            finally:
-                self._adapter.watch = None
-                if resp is not None:
-                    resp.close()
-                reg.session.close()  # no connection outlives its watch: the next request opens a watched one
-        return bytes(buf)
-
-    def _blob(self, ref: OciRef, layer: dict, path: str, limit: int, sink=None, budget=None) -> bytes:
-        h = hashlib.sha256()
-
-        def both(block):
-            h.update(block)
-            if sink is not None:
-                sink(block)
-        buf = self._get(f"layer {path}", ref, self._blob_url(ref, layer["digest"]), limit,
-                        sink=both if sink else None, budget=budget)
-        if sink is None:
-            h.update(buf)
-        if "sha256:" + h.hexdigest() != layer["digest"]:
-            raise IntegrityError(f"{path} from {ref} does not match its layer digest {layer['digest'][:19]}...; "
-                                 "rejected")
-        return buf
 
     # ----------------------------------------------------------------------------------------------
     # Release referrers
@@ -276,10 +173,7 @@ class OciSource:
                 best = (int(v), d["digest"])
         if best is not None:
             ref = OciRef(art.ref.host, art.ref.repository, digest=best[1])
-            raw = self._get("the release artifact", ref, self._manifest_url(ref, best[1]), config.MAX_MANIFEST_BYTES,
-                            accept=OCI_MANIFEST, budget=budget)
-            if "sha256:" + hashlib.sha256(raw).hexdigest() != best[1]:
-                raise IntegrityError(f"{ref}: the registry sent a manifest with another digest; rejected")
+            raw, _ = self._client.manifest("the release artifact", ref, best[1], budget, expect=best[1])
             art.release = {path: dict(layer, _ref=ref) for path, layer in parse_oci_manifest(raw, str(ref)).items()}
             art.release_version = best[0]
         return art.release
@@ -290,19 +184,17 @@ class OciSource:
         the fallback tag ``sha256-<hex>``."""
         ref = art.ref
         if referrers_mode() != "tag":
-            url = (f"{self._registry().prefix}://{ref.host}/v2/{ref.repository}/referrers/{art.digest}"
-                   f"?artifactType={urllib.parse.quote(RELEASE_ARTIFACT, safe='')}")
             try:
-                found = self._index(self._get("the referrers list", ref, url, config.MAX_MANIFEST_BYTES,
-                                              accept=OCI_INDEX, budget=budget), art)
+                found = self._index(self._client.get("the referrers list", ref, self._client.referrers_url(ref, art.digest),
+                                                     config.MAX_MANIFEST_BYTES, accept=OCI_INDEX, budget=budget), art)
                 if any(isinstance(d, dict) and d.get("artifactType") == RELEASE_ARTIFACT for d in found):
                     return found
             except SourceError as e:  # 404 as the spec says; 400, 405, 501 from registries that predate it
                 if getattr(e, "status", None) not in (400, 404, 405, 501):
                     raise
         try:
-            raw = self._get("the referrers tag", ref, self._manifest_url(ref, fallback_tag(art.digest)),
-                            config.MAX_MANIFEST_BYTES, accept=OCI_INDEX, budget=budget)
+            raw = self._client.get("the referrers tag", ref, self._client.manifest_url(ref, fallback_tag(art.digest)),
+                                   config.MAX_MANIFEST_BYTES, accept=OCI_INDEX, budget=budget)
         except OciNotFound:
             return []
         return self._index(raw, art)
@@ -390,7 +282,7 @@ class OciSource:
         ref, layer = found
         if layer["size"] > limit:
             raise ManifestError(f"{self._where(rel)}: larger than {limit:,} bytes; refusing it")
-        return self._blob(ref, layer, rel, layer["size"], budget=budget)
+        return self._client.blob(ref, layer, rel, layer["size"], budget=budget)
 
     def _manifest_bytes(self, limit: int, budget) -> bytes:
         """The models' own ``manifest.json`` layers (one per model asked for), as one manifest."""
@@ -405,7 +297,7 @@ class OciSource:
                                      "artifact")
             if layer["size"] > limit:
                 raise ManifestError(f"{art.ref} {mf.MANIFEST_NAME}: larger than {limit:,} bytes; refusing it")
-            docs.append(self._blob(art.ref, layer, mf.MANIFEST_NAME, layer["size"], budget=budget))
+            docs.append(self._client.blob(art.ref, layer, mf.MANIFEST_NAME, layer["size"], budget=budget))
         if len(docs) == 1:
             return docs[0]
         merged = None
@@ -437,8 +329,7 @@ class OciSource:
             raise IntegrityError(f"{rec['path']}: the OCI manifest and the zoo manifest of {self} disagree; rejected")
         f.seek(0)
         f.truncate()
-        self._blob(ref, layer, rec["path"], rec["bytes"], sink=f.write, budget=budget)
+        self._client.blob(ref, layer, rec["path"], rec["bytes"], sink=f.write, budget=budget)
 
 
-__all__ = ["OCI_INDEX", "OCI_MANIFEST", "OciNotFound", "OciRef", "OciSource", "RELEASE_ARTIFACT",
-           "TIMESTAMP_ANNOTATION", "fallback_tag", "is_oci", "parse_oci_manifest", "registry"]
+__all__ = ["OciSource"]

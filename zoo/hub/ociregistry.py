@@ -1,14 +1,17 @@
 """OCI registries as the hub speaks to them: references (``oci://HOST[:PORT]/REPO[:TAG|@DIGEST]``),
 the ``oras`` registry client with one attempt per request and a watchdog on every connection, one
-line per failure naming no credential, bounded parsing of what a registry sends, and the referrers
+line per failure naming no credential, a reader's requests (:class:`RegistryClient`: streamed,
+bounded, on the pull's deadline, manifests and blobs checked against their digests), bounded parsing of what a registry sends, and the referrers
 conventions (OCI 1.1's ``subject``, the fallback tag ``sha256-<hex>``). The reader built on it is
 :mod:`zoo.hub.oci`; the writer :mod:`zoo.formats.oci`."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass
 
 from ..errors import InputError, cut
@@ -198,3 +201,109 @@ def fallback_tag(digest: str) -> str:
 
 def referrers_mode() -> str:
     return "tag" if os.environ.get(REFERRERS_ENV, "").strip().lower() == "tag" else "auto"
+
+
+class RegistryClient:
+    """One reader's requests to one registry (:class:`zoo.hub.oci.OciSource`'s): the ``oras``
+    client made on first use (credentials for the repository from the Docker config), every GET
+    streamed and bounded in size under the caller's deadline (else one for this client, from its
+    first request on) and a watchdog, one line on failure; manifests and blobs checked against
+    their digests."""
+
+    def __init__(self, ref: OciRef):
+        self.ref = ref
+        self._reg = None
+        self._adapter = None
+        self._deadline: config.Deadline | None = None
+
+    def _registry(self):
+        if self._reg is None:
+            self._reg = registry(self.ref)
+            self._adapter = _watched_adapter()
+            for prefix in ("http://", "https://"):
+                self._reg.session.mount(prefix, self._adapter)
+            self._reg.auth.load_configs(self._reg.get_container(f"{self.ref.host}/{self.ref.repository}:{LATEST}"))
+        return self._reg
+
+    def _budget(self, budget: config.Deadline | None) -> config.Deadline:
+        """The pull's deadline; without one (a direct caller), one for this source from its first
+        request on: never a new one per request."""
+        if budget is not None:
+            return budget
+        if self._deadline is None:
+            self._deadline = config.Deadline()
+        return self._deadline
+
+    def manifest_url(self, ref: OciRef, reference: str) -> str:
+        return f"{self._registry().prefix}://{ref.host}/v2/{ref.repository}/manifests/{reference}"
+
+    def blob_url(self, ref: OciRef, digest: str) -> str:
+        return f"{self._registry().prefix}://{ref.host}/v2/{ref.repository}/blobs/{digest}"
+
+    def referrers_url(self, ref: OciRef, digest: str) -> str:
+        return (f"{self._registry().prefix}://{ref.host}/v2/{ref.repository}/referrers/{digest}"
+                f"?artifactType={urllib.parse.quote(RELEASE_ARTIFACT, safe='')}")
+
+    def get(self, what: str, ref: OciRef, url: str, limit: int, accept: str | None = None, sink=None,
+             budget: config.Deadline | None = None) -> bytes:
+        """GET ``url`` (streamed), at most ``limit`` bytes; ``sink`` gets each block instead of
+        keeping them. A watchdog ends the request, headers included, when the deadline passes."""
+        from .transport import Watch
+
+        reg = self._registry()
+        budget = self._budget(budget)
+        where = f"{ref}: {what}"
+        budget.check(where)
+        buf, n, resp = bytearray(), 0, None
+        with Watch(budget) as watch:
+            self._adapter.watch = watch
+            try:
+                resp = _call(what, ref, reg.do_request, url, "GET", headers={"Accept": accept} if accept else {},
+                             stream=True)
+                for block in resp.iter_content(config.CHUNK):
+                    n += len(block)
+                    if n > limit:
+                        raise IntegrityError(f"{where} is larger than the {limit:,} bytes expected; refusing it")
+                    budget.check(where)
+                    (sink or buf.extend)(block)
+                if watch.fired:  # cut off: what arrived may look whole (headers ended by the shutdown)
+                    budget.expire(where)
+            except Exception as e:  # noqa: BLE001 - requests raises several types mid-body
+                if isinstance(e, IntegrityError):
+                    raise
+                if watch.fired or budget.remaining() <= 0:
+                    budget.expire(where)
+                if isinstance(e, SourceError):
+                    raise
+                raise SourceError(f"{where} failed ({cut(first_line(e), 160)})") from None
+            finally:
+                self._adapter.watch = None
+                if resp is not None:
+                    resp.close()
+                reg.session.close()  # no connection outlives its watch: the next request opens a watched one
+        return bytes(buf)
+
+    def blob(self, ref: OciRef, layer: dict, path: str, limit: int, sink=None, budget=None) -> bytes:
+        h = hashlib.sha256()
+
+        def both(block):
+            h.update(block)
+            if sink is not None:
+                sink(block)
+        buf = self.get(f"layer {path}", ref, self.blob_url(ref, layer["digest"]), limit,
+                        sink=both if sink else None, budget=budget)
+        if sink is None:
+            h.update(buf)
+        if "sha256:" + h.hexdigest() != layer["digest"]:
+            raise IntegrityError(f"{path} from {ref} does not match its layer digest {layer['digest'][:19]}...; "
+                                 "rejected")
+        return buf
+
+    def manifest(self, what: str, ref: OciRef, reference: str, budget, expect: str | None = None) -> tuple[bytes, str]:
+        """The OCI manifest at ``reference`` and its digest, which must be ``expect`` if given."""
+        raw = self.get(what, ref, self.manifest_url(ref, reference), config.MAX_MANIFEST_BYTES, accept=OCI_MANIFEST,
+                       budget=budget)
+        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if expect and digest != expect:
+            raise IntegrityError(f"{ref}: the registry sent a manifest with another digest; rejected")
+        return raw, digest
