@@ -223,4 +223,17 @@ def serialize(proto: onnx.ModelProto, what: str = "model") -> bytes:
     return proto.SerializeToString(deterministic=True)
 
 
+def seal(proto: onnx.ModelProto, meta: dict[str, str], what: str) -> bytes:
+    """A derived model's bytes (a precision variant, a target): ``meta`` as its metadata, in key
+    order for reproducible bytes, checked by onnx.checker (``what`` names it in the error)."""
+    del proto.metadata_props[:]
+    for key in sorted(meta):
+        proto.metadata_props.add(key=key, value=meta[key])
+    try:
+        onnxio.check(proto)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ExportError(f"{what} fails onnx.checker: {str(e).splitlines()[0]}") from e
+    return serialize(proto, f"the {what}")
+
+
 os.environ.setdefault("TORCH_ONNX_EXPERIMENTAL_RUNTIME_TYPE_CHECK", "0")

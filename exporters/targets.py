@@ -33,7 +33,6 @@ from pathlib import Path
 import onnx
 from onnx import helper, numpy_helper
 
-from .. import onnxio
 from ..errors import ExportError, InputError
 from ..spec import MODEL_FILE
 
@@ -108,7 +107,7 @@ def opset_target_bytes(model_bytes: bytes, opset: int) -> bytes:
     lowest IR version that opset allows; ``ExportError`` where the conversion would not be exact."""
     from onnx import version_converter
 
-    from .onnx_export import serialize
+    from .onnx_export import seal
 
     proto = onnx.load_from_string(model_bytes)
     current = _default_opset(proto)
@@ -133,14 +132,7 @@ def opset_target_bytes(model_bytes: bytes, opset: int) -> bytes:
     out.ir_version = min_ir_version(out)
     meta = {p.key: p.value for p in out.metadata_props}
     meta[TARGET_META] = json.dumps({"format": "onnx", "opset": opset, "ir_version": out.ir_version}, sort_keys=True)
-    del out.metadata_props[:]
-    for key in sorted(meta):
-        out.metadata_props.add(key=key, value=meta[key])
-    try:
-        onnxio.check(out)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise ExportError(f"opset {opset} target fails onnx.checker: {str(e).splitlines()[0]}") from e
-    return serialize(out, f"the opset {opset} target")
+    return seal(out, meta, f"opset {opset} target")
 
 
 def ort_format_bytes(model_bytes: bytes) -> tuple[bytes, bytes]:

@@ -17,7 +17,7 @@ from ..errors import ExportError
 from ..modelinfo import doc_line
 from ..spec import check_precision, variant_path
 
-from .onnx_export import serialize
+from .onnx_export import seal
 
 
 def copy_model(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -57,14 +57,7 @@ def finish(proto: onnx.ModelProto, fp32: onnx.ModelProto, precision: str, settin
     meta["zoo.precision_settings"] = json.dumps(settings, sort_keys=True)
     if fp32_layers is not None:
         meta["zoo.fp32_layers"] = ",".join(fp32_layers) or "none"
-    del proto.metadata_props[:]
-    for key in sorted(meta):
-        proto.metadata_props.add(key=key, value=meta[key])
-    try:
-        onnxio.check(proto)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise ExportError(f"{precision} model fails onnx.checker: {str(e).splitlines()[0]}") from e
-    return serialize(proto, f"the {precision} model")
+    return seal(proto, meta, f"{precision} model")
 
 
 def variant_bytes(model_bytes: onnxio.ModelRef, precision: str) -> bytes:
